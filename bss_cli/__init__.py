@@ -1,0 +1,19 @@
+"""bss: balance-aware sequence sampling for multi-modal training.
+
+Light at import: torch is imported only by the modules that train or run models, so
+``import bss_cli`` and ``bss --help`` stay fast. ``ScheduleSampler`` is loaded on first use.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "ScheduleSampler"]
+
+
+def __getattr__(name: str):
+    if name == "ScheduleSampler":
+        from bss_cli.sampler import ScheduleSampler
+
+        return ScheduleSampler
+    raise AttributeError(f"module 'bss_cli' has no attribute {name!r}")

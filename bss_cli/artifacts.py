@@ -1,0 +1,119 @@
+"""Parquet artifact I/O: atomic writes, provenance metadata, fingerprints, kind checks."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bss_cli import __version__
+from bss_cli import schema as S
+from bss_cli.errors import ArtifactError
+
+
+def fingerprint_file(path: str | os.PathLike, length: int = 16) -> str:
+    """sha256 of a file's bytes, first ``length`` hex digits."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:length]
+
+
+def fingerprint_text(text: str, length: int = 16) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def base_metadata(kind: str, **extra: object) -> dict[str, str]:
+    """Metadata every artifact carries, plus ``extra`` (non-strings are JSON-encoded)."""
+    meta = {S.META_KIND: kind, S.META_FORMAT_VERSION: S.FORMAT_VERSION, S.META_BSS_VERSION: __version__}
+    for key, value in extra.items():
+        meta[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return meta
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path in the target's folder; rename it onto ``path`` only on success.
+
+    An exception (or a kill) leaves the target untouched and removes the temporary file.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_table(table: pa.Table, path: str | os.PathLike, metadata: dict[str, str], **kwargs) -> None:
+    """Write ``table`` with ``metadata`` atomically. Same table and metadata -> same bytes."""
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, **kwargs)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The ``bss.*`` metadata of a Parquet file (empty for a foreign Parquet file)."""
+    try:
+        raw = pq.read_schema(path).metadata or {}
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: no such file") from None
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ArtifactError(f"{path}: not a readable Parquet file ({exc})") from None
+    out = {}
+    for k, v in raw.items():
+        key = k.decode(errors="replace")
+        if key.startswith("bss."):
+            out[key] = v.decode(errors="replace")
+    return out
+
+
+def detect_kind(path: str | os.PathLike) -> str | None:
+    """The artifact kind of a Parquet file, or None when it carries no ``bss.kind``."""
+    return read_metadata(path).get(S.META_KIND)
+
+
+def require_kind(path: str | os.PathLike, kind: str) -> dict[str, str]:
+    """Check that ``path`` is a ``kind`` artifact of a supported version; return its metadata."""
+    meta = read_metadata(path)
+    found = meta.get(S.META_KIND)
+    if found != kind:
+        what = f"a '{found}' artifact" if found else "a Parquet file without bss metadata"
+        raise ArtifactError(f"{path}: expected a '{kind}' artifact, found {what}")
+    version = meta.get(S.META_FORMAT_VERSION)
+    if version != S.FORMAT_VERSION:
+        raise ArtifactError(
+            f"{path}: format version {version!r} is not supported (this bss reads version "
+            f"{S.FORMAT_VERSION}); re-create it with this version of bss"
+        )
+    return meta
+
+
+def meta_json(meta: dict[str, str], key: str, default: object = None) -> object:
+    """Decode a JSON-valued metadata entry."""
+    if key not in meta:
+        return default
+    try:
+        return json.loads(meta[key])
+    except json.JSONDecodeError:
+        return meta[key]

@@ -1,0 +1,1 @@
+"""The command-line interface: parsing, one library call per command, and printing."""

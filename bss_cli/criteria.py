@@ -1,0 +1,184 @@
+"""Balance criteria (method.md section 3): pure numpy functions over per-sample predictions.
+
+Every raw criterion maps a :class:`Predictions` bundle to one value per sample. A named
+criterion in :data:`CRITERIA` min-max normalises its raw parts over the scored set and combines
+them with equal weights, similarity counting towards balance and loss or gradient against it::
+
+    balance_i = sum(norm(toward)_i) - sum(norm(against)_i)
+
+so ``prediction-sim+loss`` (the paper's final method) is ``sim~ - l~`` in [-1, 1]; a
+similarity alone lies in [0, 1] and a loss or gradient alone in [-1, 0]. Higher = more balanced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import combinations
+
+import numpy as np
+
+from bss_cli.errors import ConfigError, PredictionsError
+
+
+@dataclass
+class Predictions:
+    """Per-sample model outputs for N samples and C classes (float arrays, row i = sample i)."""
+
+    labels: np.ndarray  # [N] int class codes
+    logits: dict[str, np.ndarray]  # modality -> [N, C] unimodal logits
+    fused_logits: np.ndarray | None = None  # [N, C]
+    embeddings: dict[str, np.ndarray] = field(default_factory=dict)  # modality -> [N, D]
+    grad_norm: np.ndarray | None = None  # [N]
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """L = fused * CE(z_mm, y) + unimodal * sum_m CE(z_m, y) (method.md section 2)."""
+
+    fused: float = 1.0
+    unimodal: float = 1.0
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float64)
+    shifted = z - z.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def cross_entropy(z: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-sample CE(z, y) = -log softmax(z)[y]; >= 0."""
+    return -log_softmax(z)[np.arange(len(labels)), labels]
+
+
+def true_class_probability(z: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """softmax(z)[y] in (0, 1]."""
+    return np.exp(-cross_entropy(z, labels))
+
+
+def _rowwise_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    num = np.einsum("ij,ij->i", a, b)
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    # Two zero vectors agree perfectly; one zero vector has no direction to agree with.
+    out = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+    both_zero = (np.linalg.norm(a, axis=1) == 0) & (np.linalg.norm(b, axis=1) == 0)
+    return np.where(both_zero, 1.0, out)
+
+
+def _mean_pairwise_cosine(vectors: list[np.ndarray]) -> np.ndarray:
+    pairs = list(combinations(range(len(vectors)), 2))
+    total = np.zeros(len(vectors[0]), dtype=np.float64)
+    for i, j in pairs:
+        total += _rowwise_cosine(vectors[i], vectors[j])
+    return total / len(pairs)
+
+
+def prediction_similarity(p: Predictions, weights: LossWeights) -> np.ndarray:
+    """Mean over modality pairs of cosine(softmax(z_a), softmax(z_b)); in (0, 1], higher = agree."""
+    return _mean_pairwise_cosine([np.exp(log_softmax(z)) for z in p.logits.values()])
+
+
+def feature_similarity(p: Predictions, weights: LossWeights) -> np.ndarray:
+    """Mean over modality pairs of cosine(e_a, e_b); in [-1, 1]. Needs equal embedding sizes."""
+    if len(p.embeddings) < 2:
+        raise PredictionsError(
+            "criterion feature-sim needs an embedding per modality (columns embedding_<modality>); "
+            "the predictions have none, choose a criterion without feature-sim"
+        )
+    dims = {m: e.shape[1] for m, e in p.embeddings.items()}
+    if len(set(dims.values())) > 1:
+        raise PredictionsError(f"feature-sim needs embeddings of one size across modalities, found {dims}")
+    return _mean_pairwise_cosine([np.asarray(e, np.float64) for e in p.embeddings.values()])
+
+
+def training_loss(p: Predictions, weights: LossWeights) -> np.ndarray:
+    """Per-sample training loss L (fused term left out when no fused logits exist); >= 0."""
+    loss = weights.unimodal * sum(cross_entropy(z, p.labels) for z in p.logits.values())
+    if p.fused_logits is not None:
+        loss = loss + weights.fused * cross_entropy(p.fused_logits, p.labels)
+    return np.asarray(loss, dtype=np.float64)
+
+
+def gradient_magnitude(p: Predictions, weights: LossWeights) -> np.ndarray:
+    """Per-sample L2 norm of dL/dparameters, as supplied by the model side; >= 0."""
+    if p.grad_norm is None:
+        raise PredictionsError(
+            "criterion gradient needs per-sample gradient norms (column grad_norm); score with a bss "
+            "model, add the column to your predictions file, or choose a criterion without gradient"
+        )
+    return np.asarray(p.grad_norm, dtype=np.float64)
+
+
+# raw column name -> function. These names are the score file's raw columns.
+RAW = {
+    "pred_sim": prediction_similarity,
+    "feat_sim": feature_similarity,
+    "loss": training_loss,
+    "grad_norm": gradient_magnitude,
+}
+
+
+@dataclass(frozen=True)
+class Criterion:
+    toward: tuple[str, ...]  # raw parts that count towards balance
+    against: tuple[str, ...]  # raw parts that count against it
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return self.toward + self.against
+
+
+# The eight measurers of the paper's ablation; the default is the paper's final method.
+CRITERIA = {
+    "feature-sim": Criterion(("feat_sim",), ()),
+    "prediction-sim": Criterion(("pred_sim",), ()),
+    "loss": Criterion((), ("loss",)),
+    "gradient": Criterion((), ("grad_norm",)),
+    "feature-sim+gradient": Criterion(("feat_sim",), ("grad_norm",)),
+    "feature-sim+loss": Criterion(("feat_sim",), ("loss",)),
+    "prediction-sim+gradient": Criterion(("pred_sim",), ("grad_norm",)),
+    "prediction-sim+loss": Criterion(("pred_sim",), ("loss",)),
+}
+DEFAULT_CRITERION = "prediction-sim+loss"
+
+
+def get_criterion(name: str) -> Criterion:
+    if name not in CRITERIA:
+        raise ConfigError(f"unknown criterion {name!r}; choose one of: {', '.join(CRITERIA)}")
+    return CRITERIA[name]
+
+
+def minmax(x: np.ndarray) -> np.ndarray:
+    """(x - min) / (max - min) in [0, 1]; a constant column maps to all zeros."""
+    x = np.asarray(x, dtype=np.float64)
+    lo, hi = x.min(), x.max()
+    if not hi > lo:
+        return np.zeros_like(x)
+    return (x - lo) / (hi - lo)
+
+
+@dataclass
+class CriterionResult:
+    raw: dict[str, np.ndarray]
+    normalised: dict[str, np.ndarray]
+    balance: np.ndarray
+
+
+def compute_balance(p: Predictions, criterion: str, weights: LossWeights = LossWeights()) -> CriterionResult:
+    """Raw parts, their min-max normalisation over the given samples, and the balance score."""
+    crit = get_criterion(criterion)
+    raw = {name: RAW[name](p, weights) for name in crit.parts}
+    norm = {name: minmax(v) for name, v in raw.items()}
+    balance = np.zeros(len(p.labels), dtype=np.float64)
+    for name in crit.toward:
+        balance += norm[name]
+    for name in crit.against:
+        balance -= norm[name]
+    return CriterionResult(raw, norm, balance)
+
+
+def balance_rank(balance: np.ndarray) -> np.ndarray:
+    """Rank of each sample, 0 = most balanced; ties keep the input order."""
+    order = np.argsort(-balance, kind="stable")
+    rank = np.empty(len(balance), dtype=np.int64)
+    rank[order] = np.arange(len(balance))
+    return rank

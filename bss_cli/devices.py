@@ -1,0 +1,20 @@
+"""Device choice (torch)."""
+
+from __future__ import annotations
+
+import torch
+
+from bss_cli.errors import ConfigError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> str:
+    """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is an error."""
+    if name not in DEVICES:
+        raise ConfigError(f"--device {name!r}: expected one of {', '.join(DEVICES)}")
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is visible to torch; use --device cpu or auto")
+    return name

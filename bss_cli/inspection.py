@@ -1,0 +1,108 @@
+"""What an artifact holds, as plain dicts (the CLI renders them; ``--json`` prints them).
+
+numpy and pyarrow only: ``bss inspect`` must start fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from bss_cli import schema as S
+from bss_cli.artifacts import meta_json, read_metadata
+from bss_cli.errors import ArtifactError
+from bss_cli.manifest import READERS, load_manifest
+
+HIST_BINS = 20
+N_EXTREMES = 5
+
+
+def histogram(values: np.ndarray, bins: int = HIST_BINS) -> dict:
+    counts, edges = np.histogram(values, bins=bins)
+    return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
+
+
+def describe(values: np.ndarray) -> dict:
+    values = np.asarray(values, dtype=np.float64)
+    q = np.quantile(values, [0.0, 0.25, 0.5, 0.75, 1.0]) if len(values) else [np.nan] * 5
+    return {"mean": float(values.mean()), "std": float(values.std()), "min": float(q[0]), "q25": float(q[1]),
+            "median": float(q[2]), "q75": float(q[3]), "max": float(q[4])}
+
+
+def _metadata(path: Path) -> dict:
+    meta = read_metadata(path) if path.suffix.lower() in (".parquet", ".pq") else {}
+    return {k.removeprefix("bss."): meta_json(meta, k) for k in sorted(meta)}
+
+
+def summarise_manifest(path: Path) -> dict:
+    m = load_manifest(path, load_features=True)
+    per_split = {s: int((m.splits == s).sum()) for s in S.SPLITS}
+    per_class = {}
+    for code, name in enumerate(m.classes):
+        mask = m.labels == code
+        per_class[str(name)] = {s: int((mask & (m.splits == s)).sum()) for s in S.SPLITS}
+    modalities = {}
+    for name, mod in m.modalities.items():
+        x = m.features[name]
+        modalities[name] = {"kind": mod.kind, "source": mod.source, "dim": mod.dim,
+                            "mean": float(x.mean()), "std": float(x.std()),
+                            "min": float(x.min()), "max": float(x.max())}
+    return {"kind": S.KIND_MANIFEST, "path": str(path), "fingerprint": m.fingerprint, "metadata": _metadata(path),
+            "rows": m.n, "classes": len(m.classes), "splits": per_split, "per_class": per_class,
+            "modalities": modalities}
+
+
+def summarise_scores(path: Path) -> dict:
+    table = pq.read_table(path)
+    meta = _metadata(path)
+    balance = table[S.BALANCE].to_numpy()
+    order = np.argsort(-balance, kind="stable")
+    modalities = meta.get("modalities") or []
+    heads = [m for m in modalities if S.PTRUE_PREFIX + m in table.column_names]
+    ptrue = {m: table[S.PTRUE_PREFIX + m].to_numpy() for m in heads}
+    loss = {m: table[S.LOSS_PREFIX + m].to_numpy() for m in heads}
+    per_modality = {m: {"mean_loss": float(loss[m].mean()), "mean_p_true": float(ptrue[m].mean())} for m in heads}
+    if heads:
+        best = np.argmax(np.stack([ptrue[m] for m in heads]), axis=0)
+        for i, m in enumerate(heads):
+            per_modality[m]["dominates"] = int((best == i).sum())
+
+    def sample(i: int) -> dict:
+        row = {"sample_id": table[S.SAMPLE_ID][int(i)].as_py(), "balance": float(balance[i]),
+               "label": int(table[S.LABEL][int(i)].as_py())}
+        row.update({f"p_true_{m}": float(ptrue[m][i]) for m in heads})
+        return row
+
+    raw = [c for c in ("pred_sim", "feat_sim", "loss", "grad_norm") if c in table.column_names]
+    return {"kind": S.KIND_SCORES, "path": str(path), "metadata": meta, "rows": table.num_rows,
+            "balance": describe(balance), "histogram": histogram(balance),
+            "criteria": {c: describe(table[c].to_numpy()) for c in raw},
+            "per_modality": per_modality,
+            "most_balanced": [sample(i) for i in order[:N_EXTREMES]],
+            "least_balanced": [sample(i) for i in order[::-1][:N_EXTREMES]]}
+
+
+SUMMARISERS: dict[str, Callable[[Path], dict]] = {
+    S.KIND_MANIFEST: summarise_manifest,
+    S.KIND_SCORES: summarise_scores,
+}
+
+
+def summarise(path: str | Path) -> dict:
+    """A summary of any bss artifact; a Parquet/CSV/JSONL file without bss metadata is read as a manifest."""
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"{path}: no such file or folder")
+    kind = None
+    if path.suffix.lower() in (".parquet", ".pq"):
+        kind = read_metadata(path).get(S.META_KIND)
+    if kind is None:
+        if path.suffix.lower() not in READERS:
+            raise ArtifactError(f"{path}: not a bss artifact (expected a Parquet, CSV or JSON Lines file)")
+        kind = S.KIND_MANIFEST
+    if kind not in SUMMARISERS:
+        raise ArtifactError(f"{path}: bss cannot inspect '{kind}' artifacts yet; it knows {', '.join(SUMMARISERS)}")
+    return SUMMARISERS[kind](path)

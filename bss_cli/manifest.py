@@ -1,0 +1,336 @@
+"""Dataset manifests: one row per sample, ``sample_id``, ``label``, ``split`` and a column per modality.
+
+A modality value is an inline numeric vector (a list column in Parquet or JSON Lines; in CSV a
+JSON list ``[0.1, 2, 3]`` or whitespace-separated numbers) or a path to a file whose extension
+names its kind (``.npy`` -> vector). Relative paths resolve against the manifest's folder.
+Columns named ``meta_*`` are carried along and ignored. Validation collects every problem of a
+manifest and raises one :class:`ManifestError` that lists them all, each with row and column.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from bss_cli import schema as S
+from bss_cli.artifacts import fingerprint_file
+from bss_cli.errors import ManifestError
+
+META_PREFIX = "meta_"
+READERS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+MAX_ROWS_LISTED = 5
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    return np.asarray(np.load(path, allow_pickle=False), dtype=np.float32).ravel()
+
+
+# File extension -> (modality kind, loader returning a 1-D float32 vector). Raw audio and image
+# kinds join this table with loaders of their own.
+FILE_KINDS = {".npy": ("vector", _load_npy)}
+
+
+@dataclass
+class Modality:
+    name: str
+    kind: str  # "vector" for now
+    source: str  # "inline" or "file"
+    dim: int | None = None  # feature length, known once values are loaded
+
+
+@dataclass
+class Manifest:
+    """A validated manifest. ``features[m]`` is an [N, D] float32 array when loaded."""
+
+    path: Path
+    fingerprint: str
+    sample_ids: pa.Array  # strings or integers, as in the file
+    labels: np.ndarray  # int64 class codes
+    classes: list
+    splits: np.ndarray  # str
+    modalities: dict[str, Modality]
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.labels)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def modality_names(self) -> list[str]:
+        return list(self.modalities)
+
+    def indices(self, split: str) -> np.ndarray:
+        """Manifest row indices of a split (``all`` gives every row)."""
+        if split == "all":
+            return np.arange(self.n)
+        return np.flatnonzero(self.splits == split)
+
+
+def _rows(rows: np.ndarray | list[int]) -> str:
+    rows = list(rows)
+    shown = ", ".join(str(r) for r in rows[:MAX_ROWS_LISTED])
+    if len(rows) > MAX_ROWS_LISTED:
+        shown += f" and {len(rows) - MAX_ROWS_LISTED} more"
+    return ("row " if len(rows) == 1 else "rows ") + shown
+
+
+def read_table(path: Path) -> pa.Table:
+    """Read a manifest file (Parquet, CSV or JSON Lines) into an Arrow table."""
+    fmt = READERS.get(path.suffix.lower())
+    if fmt is None:
+        raise ManifestError(path, [f"unknown file type '{path.suffix}'; use one of {', '.join(READERS)}"])
+    if not path.is_file():
+        raise ManifestError(path, ["no such file"])
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path)
+        if fmt == "csv":
+            import pyarrow.csv as pcsv
+
+            return pcsv.read_csv(path)
+        import pyarrow.json as pjson
+
+        return pjson.read_json(path)
+    except (pa.ArrowInvalid, OSError, ValueError) as exc:
+        raise ManifestError(path, [f"cannot be read as {fmt}: {exc}"]) from None
+
+
+def _encode_labels(col: pa.ChunkedArray, problems: list[str]) -> tuple[np.ndarray, list]:
+    nulls = np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))
+    if len(nulls):
+        problems.append(f"{_rows(nulls)}: column 'label' is empty; every sample needs a label")
+        return np.zeros(len(col), np.int64), []
+    t = col.type
+    if pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_floating(t):
+        values = col.to_numpy().astype(np.float64)
+        bad = np.flatnonzero((values != np.round(values)) | (values < 0) | ~np.isfinite(values))
+        if len(bad):
+            problems.append(
+                f"{_rows(bad)}: column 'label' has {values[bad[0]]!r}; numeric labels must be "
+                "integers >= 0 (class indices), or use class names as strings"
+            )
+            return np.zeros(len(col), np.int64), []
+        codes = values.astype(np.int64)
+        return codes, list(range(int(codes.max()) + 1 if len(codes) else 0))
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        # Class names: code = position in sorted order of the distinct names (documented).
+        enc = col.combine_chunks().dictionary_encode()
+        names = enc.dictionary.to_pylist()
+        order = sorted(range(len(names)), key=names.__getitem__)
+        remap = np.empty(len(names), np.int64)
+        remap[order] = np.arange(len(names))
+        return remap[enc.indices.to_numpy()], [names[i] for i in order]
+    problems.append(f"column 'label' has type {t}; expected integer class indices or class-name strings")
+    return np.zeros(len(col), np.int64), []
+
+
+def _check_ids(col: pa.ChunkedArray, problems: list[str]) -> pa.Array:
+    ids = col.combine_chunks()
+    if not (pa.types.is_integer(ids.type) or pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type)):
+        problems.append(f"column 'sample_id' has type {ids.type}; expected strings or integers")
+        return ids
+    nulls = np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False))
+    if len(nulls):
+        problems.append(f"{_rows(nulls)}: column 'sample_id' is empty")
+    if len(pc.unique(ids)) != len(ids):
+        counts = pc.value_counts(ids)
+        dups = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+        for value in dups.to_pylist()[:MAX_ROWS_LISTED]:
+            rows = np.flatnonzero(pc.equal(ids, pa.scalar(value, ids.type)).to_numpy(zero_copy_only=False))
+            problems.append(f"{_rows(rows)}: duplicate sample_id {value!r}; ids must be unique")
+        if len(dups) > MAX_ROWS_LISTED:
+            problems.append(f"... {len(dups) - MAX_ROWS_LISTED} more duplicated sample_ids")
+    return ids
+
+
+def _check_splits(col: pa.ChunkedArray, problems: list[str]) -> np.ndarray:
+    splits = col.cast(pa.string()).fill_null("<empty>").to_numpy(zero_copy_only=False).astype(str)
+    for name in sorted(set(np.unique(splits)) - set(S.SPLITS)):
+        rows = np.flatnonzero(splits == name)
+        problems.append(f"{_rows(rows)}: column 'split' has unknown value {name!r}; expected one of {', '.join(S.SPLITS)}")
+    if not (splits == "train").any():
+        problems.append("the train split is empty; mark at least one row with split 'train'")
+    return splits
+
+
+def _parse_text_vector(text: str) -> list[float]:
+    text = text.strip()
+    if text.startswith("["):
+        return [float(v) for v in json.loads(text)]
+    return [float(v) for v in text.replace(",", " ").replace(";", " ").split()]
+
+
+def _inline_matrix(name: str, col: pa.ChunkedArray, problems: list[str]) -> np.ndarray | None:
+    """[N, D] float32 from a list column; record length, null and NaN/inf problems."""
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_large_list(col.type) or pa.types.is_fixed_size_list(col.type):
+        col = col.cast(pa.list_(col.type.value_type))
+    nulls = np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))
+    if len(nulls):
+        problems.append(f"{_rows(nulls)}: column '{name}' is empty; every sample needs every modality")
+        return None
+    if not (pa.types.is_integer(col.type.value_type) or pa.types.is_floating(col.type.value_type)):
+        problems.append(f"column '{name}' holds lists of {col.type.value_type}; expected numbers")
+        return None
+    lengths = pc.list_value_length(col).to_numpy()
+    expected = int(lengths[0]) if len(lengths) else 0
+    bad = np.flatnonzero(lengths != expected)
+    if len(bad):
+        problems.append(
+            f"{_rows(bad)}: column '{name}' has {lengths[bad[0]]} values, expected {expected} "
+            "(the first row's length)"
+        )
+        return None
+    if expected == 0:
+        problems.append(f"column '{name}' holds empty vectors")
+        return None
+    flat = col.flatten().fill_null(float("nan")).to_numpy(zero_copy_only=False).astype(np.float32)
+    return flat.reshape(len(col), expected)
+
+
+def _text_values(name: str, col: pa.ChunkedArray, base: Path, problems: list[str]) -> tuple[np.ndarray | None, str]:
+    """Decode a string column: file paths (by extension) or inline vectors written as text."""
+    values = col.to_pylist()
+    rows_out: list[np.ndarray | None] = []
+    kind, source = "vector", "inline"
+    missing, unreadable, unparsable, empty = [], [], [], []
+    for i, v in enumerate(values):
+        if v is None or str(v).strip() == "":
+            empty.append(i)
+            rows_out.append(None)
+            continue
+        ext = Path(v).suffix.lower()
+        if ext in FILE_KINDS:
+            kind, loader = FILE_KINDS[ext]
+            source = "file"
+            p = Path(v) if Path(v).is_absolute() else base / v
+            if not p.is_file():
+                missing.append((i, v))
+                rows_out.append(None)
+                continue
+            try:
+                rows_out.append(loader(p))
+            except Exception as exc:  # any decode failure is the file's fault, reported by row
+                unreadable.append((i, v, exc))
+                rows_out.append(None)
+            continue
+        try:
+            rows_out.append(np.asarray(_parse_text_vector(str(v)), dtype=np.float32))
+        except (ValueError, TypeError):
+            unparsable.append((i, v))
+            rows_out.append(None)
+    if empty:
+        problems.append(f"{_rows(empty)}: column '{name}' is empty; every sample needs every modality")
+    if missing:
+        problems.append(
+            f"{_rows([r for r, _ in missing])}: column '{name}' names a file that does not exist: "
+            f"{missing[0][1]!r} (relative paths resolve against {base})"
+        )
+    for r, v, exc in unreadable[:MAX_ROWS_LISTED]:
+        problems.append(f"row {r}: column '{name}' file {v!r} cannot be read: {exc}")
+    if unparsable:
+        exts = ", ".join(FILE_KINDS)
+        problems.append(
+            f"{_rows([r for r, _ in unparsable])}: column '{name}' value {str(unparsable[0][1])[:40]!r} is neither "
+            f"a numeric vector nor a path with a known extension ({exts})"
+        )
+    if empty or missing or unreadable or unparsable:
+        return None, source
+    lengths = np.array([len(r) for r in rows_out])
+    bad = np.flatnonzero(lengths != lengths[0])
+    if len(bad):
+        problems.append(
+            f"{_rows(bad)}: column '{name}' has {lengths[bad[0]]} values, expected {lengths[0]} (the first row's length)"
+        )
+        return None, source
+    return np.stack(rows_out).astype(np.float32), source
+
+
+def _check_finite(name: str, x: np.ndarray, problems: list[str]) -> None:
+    bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+    if len(bad):
+        problems.append(f"{_rows(bad)}: column '{name}' holds NaN or infinite values; clean or impute them")
+
+
+def _modality_columns(table: pa.Table, problems: list[str]) -> list[str]:
+    names = [c for c in table.column_names if c not in S.REQUIRED_MANIFEST_COLUMNS and not c.startswith(META_PREFIX)]
+    for c in names:
+        t = table.schema.field(c).type
+        ok = (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+              or pa.types.is_string(t) or pa.types.is_large_string(t))
+        if not ok:
+            problems.append(
+                f"column '{c}' has type {t}; a modality column holds numeric vectors or file paths "
+                f"(prefix non-modality columns with '{META_PREFIX}' to carry them along)"
+            )
+    if len(names) < 2:
+        problems.append(
+            f"found {len(names)} modality column(s) ({', '.join(names) or 'none'}); BSS needs two or more"
+        )
+    return names
+
+
+def load_manifest(path: str | Path, *, load_features: bool = True) -> Manifest:
+    """Read and validate a manifest; with ``load_features`` also decode every modality value.
+
+    Without ``load_features`` (scoring from a predictions file, inspecting), ids, labels, splits
+    and modality column types are validated, values are not decoded.
+    """
+    path = Path(path)
+    table = read_table(path)
+    problems: list[str] = []
+    counts = Counter(table.column_names)
+    for c, k in counts.items():
+        if k > 1:
+            problems.append(f"column '{c}' appears {k} times; column names must be unique")
+    missing = [c for c in S.REQUIRED_MANIFEST_COLUMNS if c not in counts]
+    if missing:
+        problems.append(
+            f"missing required column(s) {', '.join(repr(c) for c in missing)}; a manifest needs "
+            f"{', '.join(S.REQUIRED_MANIFEST_COLUMNS)} and one column per modality"
+        )
+    if table.num_rows == 0:
+        problems.append("the manifest has no rows")
+    if missing or table.num_rows == 0 or any(k > 1 for k in counts.values()):
+        raise ManifestError(path, problems)
+
+    ids = _check_ids(table[S.SAMPLE_ID], problems)
+    labels, classes = _encode_labels(table[S.LABEL], problems)
+    splits = _check_splits(table[S.SPLIT], problems)
+    names = _modality_columns(table, problems)
+    modalities: dict[str, Modality] = {}
+    features: dict[str, np.ndarray] = {}
+    for name in names:
+        t = table.schema.field(name).type
+        is_text = pa.types.is_string(t) or pa.types.is_large_string(t)
+        if not load_features:
+            modalities[name] = Modality(name, "vector", "file" if is_text else "inline")
+            continue
+        if is_text:
+            x, source = _text_values(name, table[name], path.parent, problems)
+        elif pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+            x, source = _inline_matrix(name, table[name], problems), "inline"
+        else:
+            continue  # type problem already reported
+        if x is None:
+            continue
+        _check_finite(name, x, problems)
+        modalities[name] = Modality(name, "vector", source, int(x.shape[1]))
+        features[name] = x
+    if problems:
+        raise ManifestError(path, problems)
+    if len(classes) < 2:
+        raise ManifestError(path, [f"found {len(classes)} class(es) in column 'label'; classification needs two or more"])
+    return Manifest(path, fingerprint_file(path), ids, labels, classes, splits, modalities, features)

@@ -1,0 +1,132 @@
+"""Predictions from a bss model: inference-mode forward passes and per-sample gradient norms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from bss_cli.artifacts import fingerprint_text
+from bss_cli.criteria import LossWeights, Predictions
+from bss_cli.data import VectorData
+from bss_cli.errors import ConfigError
+from bss_cli.manifest import Manifest
+from bss_cli.model import ModelConfig, build_model, joint_loss
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+@torch.inference_mode()
+def _forward_pass(model, data: VectorData, rows: np.ndarray, batch_size: int, progress: Progress | None):
+    logits = {m: [] for m in data.names}
+    fused, emb = [], {m: [] for m in data.names}
+    for start in range(0, len(rows), batch_size):
+        xb, _ = data.batch(rows[start:start + batch_size])
+        out = model(xb)
+        for m in data.names:
+            logits[m].append(out.logits[m].float().cpu())
+            emb[m].append(out.embeddings[m].float().cpu())
+        if out.fused is not None:
+            fused.append(out.fused.float().cpu())
+        if progress:
+            progress(min(start + batch_size, len(rows)), len(rows))
+    cat = lambda parts: torch.cat(parts).numpy().astype(np.float64)  # noqa: E731
+    return ({m: cat(v) for m, v in logits.items()}, cat(fused) if fused else None,
+            {m: cat(v) for m, v in emb.items() if v and v[0].ndim == 2})
+
+
+def per_sample_grad_norms(model, data: VectorData, rows: np.ndarray, weights: LossWeights,
+                          chunk: int = 64) -> np.ndarray:
+    """||dL_i/dtheta||_2 for every sample, vectorised with torch.func (no batch-size-1 loop)."""
+    from torch.func import functional_call, grad, vmap
+
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = {k: v.detach() for k, v in model.named_buffers()}
+
+    def loss_one(p, x, y):
+        out = functional_call(model, (p, buffers), ({m: v.unsqueeze(0) for m, v in x.items()},))
+        return joint_loss(out, y.unsqueeze(0), weights.fused, weights.unimodal).sum()
+
+    per_sample = vmap(grad(loss_one), in_dims=(None, 0, 0))
+    norms = []
+    for start in range(0, len(rows), chunk):
+        xb, yb = data.batch(rows[start:start + chunk])
+        g = per_sample(params, xb, yb)
+        sq = sum(t.reshape(t.shape[0], -1).pow(2).sum(1) for t in g.values())
+        norms.append(sq.sqrt().cpu())
+    return torch.cat(norms).numpy().astype(np.float64)
+
+
+def predict(model, data: VectorData, rows: np.ndarray, *, weights: LossWeights, batch_size: int = 512,
+            grad_norm: bool = False, progress: Progress | None = None) -> Predictions:
+    """Model outputs for manifest ``rows`` in eval mode (BatchNorm and dropout frozen)."""
+    was_training = model.training
+    model.eval()
+    try:
+        logits, fused, emb = _forward_pass(model, data, rows, batch_size, progress)
+        gn = per_sample_grad_norms(model, data, rows, weights) if grad_norm else None
+    finally:
+        model.train(was_training)
+    labels = data.y[torch.as_tensor(rows, device=data.device)].cpu().numpy()
+    return Predictions(labels=labels, logits=logits, fused_logits=fused, embeddings=emb, grad_norm=gn)
+
+
+@dataclass
+class ModelSource:
+    """Which model produces the predictions: a fresh seeded model, a checkpoint, or a warm-up."""
+
+    kind: str = "init"  # init | checkpoint | warmup
+    checkpoint: str | None = None
+    warmup_epochs: int = 0
+    seed: int = 0
+    hidden: int = 64
+    lr: float = 0.01
+    batch_size: int = 64
+
+    def describe(self) -> str:
+        if self.kind == "checkpoint":
+            return f"checkpoint:{self.checkpoint}"
+        if self.kind == "warmup":
+            return f"warmup:{self.warmup_epochs}"
+        return "init"
+
+
+def fresh_model(manifest: Manifest, data: VectorData, seed: int, hidden: int = 64, factory: str | None = None):
+    """The seeded, freshly initialised late-fusion model with train-split standardisation."""
+    cfg = ModelConfig(modalities=data.dims, n_classes=manifest.n_classes, hidden=hidden)
+    torch.manual_seed(seed)
+    model = build_model(cfg, factory).to(data.device)
+    if hasattr(model, "set_standardisation"):
+        model.set_standardisation(data.standardisation(manifest.indices("train")))
+    return model, cfg
+
+
+def model_for_source(source: ModelSource, manifest: Manifest, data: VectorData, weights: LossWeights):
+    """Build (and for a warm-up, train) the model a source names; return it and its fingerprint."""
+    if source.kind == "checkpoint":
+        from bss_cli.checkpoints import model_from_checkpoint
+
+        model, cfg, fp = model_from_checkpoint(source.checkpoint)
+        if cfg.modalities != data.dims:
+            raise ConfigError(
+                f"--checkpoint {source.checkpoint}: model expects modalities {cfg.modalities}, the manifest "
+                f"has {data.dims}; use a checkpoint trained on this data set"
+            )
+        return model.to(data.device), fp
+    if source.kind not in ("init", "warmup"):
+        raise ConfigError(f"unknown model source {source.kind!r}; choose init, checkpoint or warmup")
+    model, cfg = fresh_model(manifest, data, source.seed, source.hidden)
+    if source.kind == "warmup":
+        if source.warmup_epochs < 1:
+            raise ConfigError("--warmup must be at least 1 epoch")
+        from bss_cli.training import OptimConfig, make_optimizer, train_epoch
+
+        opt = make_optimizer(model, OptimConfig(lr=source.lr))
+        gen = np.random.default_rng([source.seed, 1])
+        train_rows = manifest.indices("train")
+        for _ in range(source.warmup_epochs):
+            train_epoch(model, opt, data, gen.permutation(train_rows), batch_size=source.batch_size, weights=weights)
+    fp = fingerprint_text(f"{source.describe()}|seed={source.seed}|{cfg.to_dict()}|{manifest.fingerprint}")
+    return model, fp

@@ -1,0 +1,163 @@
+"""Score tables: balance scores for a manifest's samples from any prediction source (no torch).
+
+The model-side sources (fresh model, checkpoint, warm-up) live in :mod:`bss_cli.predict`; they
+produce the same :class:`~bss_cli.criteria.Predictions` that a predictions file gives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from bss_cli import schema as S
+from bss_cli.artifacts import base_metadata, require_kind, write_table
+from bss_cli.criteria import (
+    CRITERIA,
+    LossWeights,
+    Predictions,
+    balance_rank,
+    compute_balance,
+    cross_entropy,
+    true_class_probability,
+)
+from bss_cli.errors import ArtifactError, ConfigError
+from bss_cli.manifest import Manifest
+
+SCORED_SPLITS = ("train", "val", "test", "all")
+
+
+@dataclass
+class Scores:
+    """A scores table and its metadata, in manifest row order."""
+
+    table: pa.Table
+    metadata: dict[str, str]
+
+    @property
+    def balance(self) -> np.ndarray:
+        return self.table[S.BALANCE].to_numpy()
+
+    @property
+    def rows(self) -> np.ndarray:
+        return self.table[S.ROW].to_numpy()
+
+
+def check_split(split: str) -> str:
+    if split not in SCORED_SPLITS:
+        raise ConfigError(f"--split {split!r} is not a split; choose one of: {', '.join(SCORED_SPLITS)}")
+    return split
+
+
+def build_scores(
+    manifest: Manifest,
+    rows: np.ndarray,
+    preds: Predictions,
+    *,
+    criterion: str,
+    weights: LossWeights,
+    source: str,
+    source_fingerprint: str,
+    seed: int | None,
+    split: str,
+) -> Scores:
+    """Balance scores for manifest ``rows`` (row i of ``preds`` = manifest row ``rows[i]``)."""
+    result = compute_balance(preds, criterion, weights)
+    cols: dict[str, object] = {
+        S.SAMPLE_ID: manifest.sample_ids.take(pa.array(rows)),
+        S.ROW: pa.array(rows, pa.int64()),
+        S.LABEL: pa.array(preds.labels, pa.int64()),
+        S.SPLIT: pa.array(manifest.splits[rows]),
+    }
+    for name, values in result.raw.items():
+        cols[name] = pa.array(values, pa.float64())
+    for name, values in result.normalised.items():
+        cols[name + S.NORM_SUFFIX] = pa.array(values, pa.float64())
+    cols[S.BALANCE] = pa.array(result.balance, pa.float64())
+    cols[S.RANK] = pa.array(balance_rank(result.balance), pa.int64())
+    heads = dict(preds.logits)
+    if preds.fused_logits is not None:
+        heads[S.FUSED] = preds.fused_logits
+    for m, z in heads.items():
+        cols[S.LOSS_PREFIX + m] = pa.array(cross_entropy(z, preds.labels), pa.float64())
+        cols[S.PTRUE_PREFIX + m] = pa.array(true_class_probability(z, preds.labels), pa.float64())
+    meta = base_metadata(
+        S.KIND_SCORES,
+        **{
+            S.META_CRITERION: criterion,
+            S.META_SOURCE: source,
+            S.META_SOURCE_FINGERPRINT: source_fingerprint,
+            S.META_MANIFEST_FINGERPRINT: manifest.fingerprint,
+            S.META_SEED: "" if seed is None else str(seed),
+            S.META_MODALITIES: list(preds.logits),
+            S.META_CLASSES: [str(c) for c in manifest.classes],
+            S.META_LOSS_WEIGHTS: {"fused": weights.fused, "unimodal": weights.unimodal},
+            S.META_SCORED_SPLIT: split,
+        },
+    )
+    return Scores(pa.table(cols), meta)
+
+
+def score_from_predictions(manifest: Manifest, predictions_path: str | Path, *, criterion: str,
+                           weights: LossWeights, split: str = "train") -> Scores:
+    """Scores from a predictions file written by any trainer; numpy and pyarrow only."""
+    from bss_cli.predictions import read_predictions
+
+    check_split(split)
+    if criterion not in CRITERIA:
+        raise ConfigError(f"unknown criterion {criterion!r}; choose one of: {', '.join(CRITERIA)}")
+    loaded = read_predictions(predictions_path, manifest, split)
+    return build_scores(manifest, loaded.rows, loaded.predictions, criterion=criterion, weights=weights,
+                        source=f"predictions:{Path(predictions_path).name}",
+                        source_fingerprint=loaded.fingerprint, seed=None, split=split)
+
+
+def write_scores(scores: Scores, path: str | Path) -> None:
+    write_table(scores.table, path, scores.metadata)
+
+
+def read_scores(path: str | Path) -> Scores:
+    """Read a scores artifact, checking its kind, version and the columns schedulers need."""
+    import pyarrow.parquet as pq
+
+    meta = require_kind(path, S.KIND_SCORES)
+    table = pq.read_table(path)
+    missing = [c for c in (S.SAMPLE_ID, S.ROW, S.BALANCE) if c not in table.column_names]
+    if missing:
+        raise ArtifactError(f"{path}: scores file lacks column(s) {', '.join(missing)}; re-create it with bss score")
+    balance = table[S.BALANCE].to_numpy()
+    if not np.isfinite(balance).all():
+        raise ArtifactError(f"{path}: column 'balance' holds NaN or infinite values")
+    return Scores(table, meta)
+
+
+def score_manifest(manifest_path: str | Path, *, criterion: str = "prediction-sim+loss",
+                   predictions: str | Path | None = None, source=None, weights: LossWeights = LossWeights(),
+                   split: str = "train", device: str = "cpu", batch_size: int = 512, progress=None) -> Scores:
+    """Balance scores for a manifest, from a predictions file or a bss model (``source``).
+
+    ``source`` is a :class:`bss_cli.predict.ModelSource`; torch is imported only on that path.
+    """
+    from bss_cli.criteria import get_criterion
+    from bss_cli.manifest import load_manifest
+
+    check_split(split)
+    crit = get_criterion(criterion)
+    if predictions is not None:
+        manifest = load_manifest(manifest_path, load_features=False)
+        return score_from_predictions(manifest, predictions, criterion=criterion, weights=weights, split=split)
+
+    from bss_cli.data import VectorData
+    from bss_cli.predict import ModelSource, model_for_source, predict
+
+    source = source or ModelSource()
+    manifest = load_manifest(manifest_path)
+    data = VectorData(manifest, device=device)
+    model, fp = model_for_source(source, manifest, data, weights)
+    rows = manifest.indices(split)
+    preds = predict(model, data, rows, weights=weights, batch_size=batch_size,
+                    grad_norm="grad_norm" in crit.parts, progress=progress)
+    return build_scores(manifest, rows, preds, criterion=criterion, weights=weights, source=source.describe(),
+                        source_fingerprint=fp, seed=source.seed, split=split)
