@@ -29,6 +29,21 @@ class Predictions:
     fused_logits: np.ndarray | None = None  # [N, C]
     embeddings: dict[str, np.ndarray] = field(default_factory=dict)  # modality -> [N, D]
     grad_norm: np.ndarray | None = None  # [N]
+    _log_probs: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def heads(self) -> dict[str, np.ndarray]:
+        """Every head's logits: the modalities, then ``fused`` when present."""
+        return {**self.logits, **({"fused": self.fused_logits} if self.fused_logits is not None else {})}
+
+    def log_probs(self, head: str) -> np.ndarray:
+        """log softmax of a head's logits, computed once per head (scoring reuses it)."""
+        if head not in self._log_probs:
+            self._log_probs[head] = log_softmax(self.heads()[head])
+        return self._log_probs[head]
+
+    def head_loss(self, head: str) -> np.ndarray:
+        """Per-sample CE(z_head, y) >= 0."""
+        return -np.take_along_axis(self.log_probs(head), self.labels[:, None], axis=1)[:, 0]
 
 
 @dataclass(frozen=True)
@@ -40,28 +55,22 @@ class LossWeights:
 
 
 def log_softmax(z: np.ndarray) -> np.ndarray:
-    z = np.asarray(z, dtype=np.float64)
-    shifted = z - z.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-
-
-def cross_entropy(z: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per-sample CE(z, y) = -log softmax(z)[y]; >= 0."""
-    return -log_softmax(z)[np.arange(len(labels)), labels]
-
-
-def true_class_probability(z: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """softmax(z)[y] in (0, 1]."""
-    return np.exp(-cross_entropy(z, labels))
+    """Row-wise log softmax in float64, in place on one copy (this is scoring's hot loop)."""
+    out = np.array(z, dtype=np.float64)
+    out -= out.max(axis=1, keepdims=True)
+    out -= np.log(np.exp(out).sum(axis=1, keepdims=True))
+    return out
 
 
 def _rowwise_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     num = np.einsum("ij,ij->i", a, b)
-    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    na = np.sqrt(np.einsum("ij,ij->i", a, a))
+    nb = np.sqrt(np.einsum("ij,ij->i", b, b))
+    den = na * nb
+    out = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
     # Two zero vectors agree perfectly; one zero vector has no direction to agree with.
-    out = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
-    both_zero = (np.linalg.norm(a, axis=1) == 0) & (np.linalg.norm(b, axis=1) == 0)
-    return np.where(both_zero, 1.0, out)
+    out[(na == 0) & (nb == 0)] = 1.0
+    return out
 
 
 def _mean_pairwise_cosine(vectors: list[np.ndarray]) -> np.ndarray:
@@ -74,7 +83,7 @@ def _mean_pairwise_cosine(vectors: list[np.ndarray]) -> np.ndarray:
 
 def prediction_similarity(p: Predictions, weights: LossWeights) -> np.ndarray:
     """Mean over modality pairs of cosine(softmax(z_a), softmax(z_b)); in (0, 1], higher = agree."""
-    return _mean_pairwise_cosine([np.exp(log_softmax(z)) for z in p.logits.values()])
+    return _mean_pairwise_cosine([np.exp(p.log_probs(m)) for m in p.logits])
 
 
 def feature_similarity(p: Predictions, weights: LossWeights) -> np.ndarray:
@@ -92,9 +101,9 @@ def feature_similarity(p: Predictions, weights: LossWeights) -> np.ndarray:
 
 def training_loss(p: Predictions, weights: LossWeights) -> np.ndarray:
     """Per-sample training loss L (fused term left out when no fused logits exist); >= 0."""
-    loss = weights.unimodal * sum(cross_entropy(z, p.labels) for z in p.logits.values())
+    loss = weights.unimodal * sum(p.head_loss(m) for m in p.logits)
     if p.fused_logits is not None:
-        loss = loss + weights.fused * cross_entropy(p.fused_logits, p.labels)
+        loss = loss + weights.fused * p.head_loss("fused")
     return np.asarray(loss, dtype=np.float64)
 
 

@@ -118,7 +118,7 @@ def _encode_labels(col: pa.ChunkedArray, problems: list[str]) -> tuple[np.ndarra
         bad = np.flatnonzero((values != np.round(values)) | (values < 0) | ~np.isfinite(values))
         if len(bad):
             problems.append(
-                f"{_rows(bad)}: column 'label' has {values[bad[0]]!r}; numeric labels must be "
+                f"{_rows(bad)}: column 'label' has {float(values[bad[0]])!r}; numeric labels must be "
                 "integers >= 0 (class indices), or use class names as strings"
             )
             return np.zeros(len(col), np.int64), []
@@ -157,7 +157,7 @@ def _check_ids(col: pa.ChunkedArray, problems: list[str]) -> pa.Array:
 
 def _check_splits(col: pa.ChunkedArray, problems: list[str]) -> np.ndarray:
     splits = col.cast(pa.string()).fill_null("<empty>").to_numpy(zero_copy_only=False).astype(str)
-    for name in sorted(set(np.unique(splits)) - set(S.SPLITS)):
+    for name in sorted(set(np.unique(splits).tolist()) - set(S.SPLITS)):
         rows = np.flatnonzero(splits == name)
         problems.append(f"{_rows(rows)}: column 'split' has unknown value {name!r}; expected one of {', '.join(S.SPLITS)}")
     if not (splits == "train").any():

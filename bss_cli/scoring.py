@@ -20,8 +20,6 @@ from bss_cli.criteria import (
     Predictions,
     balance_rank,
     compute_balance,
-    cross_entropy,
-    true_class_probability,
 )
 from bss_cli.errors import ArtifactError, ConfigError
 from bss_cli.manifest import Manifest
@@ -77,12 +75,10 @@ def build_scores(
         cols[name + S.NORM_SUFFIX] = pa.array(values, pa.float64())
     cols[S.BALANCE] = pa.array(result.balance, pa.float64())
     cols[S.RANK] = pa.array(balance_rank(result.balance), pa.int64())
-    heads = dict(preds.logits)
-    if preds.fused_logits is not None:
-        heads[S.FUSED] = preds.fused_logits
-    for m, z in heads.items():
-        cols[S.LOSS_PREFIX + m] = pa.array(cross_entropy(z, preds.labels), pa.float64())
-        cols[S.PTRUE_PREFIX + m] = pa.array(true_class_probability(z, preds.labels), pa.float64())
+    for head in preds.heads():
+        loss = preds.head_loss(head)
+        cols[S.LOSS_PREFIX + head] = pa.array(loss, pa.float64())
+        cols[S.PTRUE_PREFIX + head] = pa.array(np.exp(-loss), pa.float64())
     meta = base_metadata(
         S.KIND_SCORES,
         **{

@@ -10,8 +10,8 @@ from rich.console import Console
 
 from bss_cli.errors import BSSError
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def choices(name: str, keys) -> type[Enum]:

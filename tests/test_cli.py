@@ -1,0 +1,71 @@
+import json
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from typer.testing import CliRunner
+
+from bss_cli.cli.app import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_score_then_inspect_on_real_sample_data(htad, mfeat, tmp_path):
+    for manifest in (htad, mfeat):
+        out = tmp_path / f"{manifest.stem}_scores.parquet"
+        r = run("score", manifest, "-o", out)
+        assert r.exit_code == 0, r.output
+        assert f"wrote {pq.read_metadata(out).num_rows:,} rows -> {out}" in r.stdout
+        r = run("inspect", out, "--json")
+        assert r.exit_code == 0, r.output
+        summary = json.loads(r.stdout)
+        assert summary["kind"] == "scores" and summary["metadata"]["criterion"] == "prediction-sim+loss"
+        assert sum(summary["histogram"]["counts"]) == summary["rows"]
+        assert summary["most_balanced"][0]["balance"] >= summary["least_balanced"][0]["balance"]
+        r = run("inspect", out)
+        assert r.exit_code == 0 and "balance histogram" in r.stdout and "least balanced" in r.stdout
+    r = run("inspect", htad, "--json")
+    s = json.loads(r.stdout)
+    assert s["kind"] == "manifest" and s["rows"] == 1386 and set(s["modalities"]) == {"audio", "accel"}
+
+
+def test_bad_manifest_exit_1_clear_message_no_output(tmp_path):
+    t = pa.table({"sample_id": ["a", "a"], "label": [0, 1], "split": ["train", "train"],
+                  "x": pa.array([[1.0], [2.0]]), "y": pa.array([[1.0], [float("nan")]])})
+    pq.write_table(t, tmp_path / "bad.parquet")
+    out = tmp_path / "scores.parquet"
+    r = run("score", tmp_path / "bad.parquet", "-o", out)
+    assert r.exit_code == 1
+    assert "error:" in r.stderr and "bad.parquet: 2 problem(s)" in r.stderr
+    assert "rows 0, 1: duplicate sample_id 'a'" in r.stderr and "row 1: column 'y' holds NaN" in r.stderr
+    assert "Traceback" not in r.output
+    assert not out.exists() and list(tmp_path.iterdir()) == [tmp_path / "bad.parquet"]
+
+
+def test_flag_errors(tiny_manifest, tmp_path):
+    out = tmp_path / "s.parquet"
+    r = run("score", tiny_manifest, "-o", out, "--warmup", "2", "--predictions", tmp_path / "p.parquet")
+    assert r.exit_code == 1 and "--predictions and --warmup name two prediction sources; give one" in r.stderr
+    r = run("score", tiny_manifest, "-o", out, "--criterion", "nope")
+    assert r.exit_code == 2 and "nope" in r.output
+    r = run("score", tiny_manifest, "-o", out, "--checkpoint", tmp_path / "missing.pt")
+    assert r.exit_code == 1 and "missing.pt: no such checkpoint" in r.stderr
+    r = run("score", tiny_manifest, "-o", out, "--device", "cuda")
+    assert r.exit_code == 1 and ("no CUDA device" in r.stderr or r.exit_code == 0)
+    r = run("inspect", tmp_path / "nothing.parquet")
+    assert r.exit_code == 1 and "nothing.parquet: no such file" in r.stderr
+    assert not out.exists()
+
+
+def test_help_and_inspect_do_not_import_torch(tmp_path, htad):
+    code = ("import sys\nfrom bss_cli.cli.app import app\n"
+            f"try:\n    app(['inspect', {str(htad)!r}, '--json'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+            "assert 'torch' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    r = subprocess.run([sys.executable, "-m", "bss_cli", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "score" in r.stdout

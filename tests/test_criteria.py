@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+
+from bss_cli.criteria import (
+    CRITERIA,
+    LossWeights,
+    Predictions,
+    balance_rank,
+    compute_balance,
+    get_criterion,
+    minmax,
+)
+from bss_cli.errors import ConfigError, PredictionsError
+
+LN3 = np.log(3.0)
+
+
+def hand_case() -> Predictions:
+    a = np.array([[0, 0], [LN3, 0], [0, 0]], float)
+    b = np.array([[0, 0], [0, LN3], [LN3, 0]], float)
+    return Predictions(labels=np.array([0, 0, 0]), logits={"a": a, "b": b})
+
+
+def test_prediction_sim_plus_loss_matches_hand_computation():
+    r = compute_balance(hand_case(), "prediction-sim+loss", LossWeights(fused=1.0, unimodal=1.0))
+    np.testing.assert_allclose(r.raw["pred_sim"], [1.0, 0.6, 0.5 / np.sqrt(0.5 * 0.625)], atol=1e-12)
+    np.testing.assert_allclose(r.raw["loss"], [2 * np.log(2), -np.log(0.75) - np.log(0.25), np.log(2) - np.log(0.75)])
+    np.testing.assert_allclose(r.normalised["pred_sim"], [1.0, 0.0, 0.7360679775], atol=1e-9)
+    np.testing.assert_allclose(r.normalised["loss"], [np.log2(1.5), 1.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(r.balance, [1 - np.log2(1.5), -1.0, 0.7360679775], atol=1e-9)
+    assert balance_rank(r.balance).tolist() == [1, 2, 0]
+
+
+def test_fused_logits_enter_loss_with_their_weight():
+    p = hand_case()
+    p.fused_logits = np.array([[LN3, 0], [0, 0], [0, LN3]])
+    base = compute_balance(hand_case(), "loss", LossWeights(0.1, 0.9)).raw["loss"]
+    with_fused = compute_balance(p, "loss", LossWeights(0.1, 0.9)).raw["loss"]
+    ce_fused = np.array([-np.log(0.75), np.log(2), -np.log(0.25)])
+    np.testing.assert_allclose(with_fused - base, 0.1 * ce_fused)
+
+
+def random_predictions(n=50, m=3, c=4, seed=0) -> Predictions:
+    rng = np.random.default_rng(seed)
+    return Predictions(
+        labels=rng.integers(0, c, n),
+        logits={f"m{i}": rng.normal(size=(n, c)) * 2 for i in range(m)},
+        fused_logits=rng.normal(size=(n, c)),
+        embeddings={f"m{i}": rng.normal(size=(n, 8)) for i in range(m)},
+        grad_norm=rng.gamma(2.0, size=n),
+    )
+
+
+@pytest.mark.parametrize("name", list(CRITERIA))
+def test_every_criterion_range_and_direction(name):
+    r = compute_balance(random_predictions(), name)
+    crit = CRITERIA[name]
+    lo = -len(crit.against)
+    hi = len(crit.toward)
+    assert r.balance.min() >= lo - 1e-12 and r.balance.max() <= hi + 1e-12
+    for v in r.normalised.values():
+        assert v.min() == 0.0 and v.max() == 1.0
+    assert set(r.raw) == set(crit.parts)
+
+
+@pytest.mark.parametrize("name", list(CRITERIA))
+def test_every_criterion_is_permutation_equivariant(name):
+    p = random_predictions(seed=3)
+    perm = np.random.default_rng(1).permutation(len(p.labels))
+    q = Predictions(labels=p.labels[perm], logits={k: v[perm] for k, v in p.logits.items()},
+                    fused_logits=p.fused_logits[perm], embeddings={k: v[perm] for k, v in p.embeddings.items()},
+                    grad_norm=p.grad_norm[perm])
+    np.testing.assert_allclose(compute_balance(q, name).balance, compute_balance(p, name).balance[perm])
+
+
+def test_loss_criterion_prefers_low_loss_and_similarity_prefers_agreement():
+    p = random_predictions(seed=5)
+    r = compute_balance(p, "loss")
+    assert r.balance[np.argmin(r.raw["loss"])] == 0.0
+    r = compute_balance(p, "prediction-sim")
+    assert r.balance[np.argmax(r.raw["pred_sim"])] == 1.0
+
+
+def test_minmax_constant_column_is_zero():
+    assert minmax(np.full(4, 2.5)).tolist() == [0.0] * 4
+    assert minmax(np.array([1.0, 3.0, 2.0])).tolist() == [0.0, 1.0, 0.5]
+
+
+def test_pairwise_mean_over_three_modalities():
+    z = np.array([[5.0, 0.0]])
+    p = Predictions(labels=np.array([0]), logits={"a": z, "b": z, "c": -z})
+    r = compute_balance(p, "prediction-sim").raw["pred_sim"]
+    s = np.exp(z) / np.exp(z).sum()
+    t = s[:, ::-1]
+    cross = (s * t).sum() / (np.linalg.norm(s) * np.linalg.norm(t))
+    np.testing.assert_allclose(r, [(1 + 2 * cross) / 3])
+
+
+def test_missing_inputs_and_unknown_name_say_what_to_do():
+    p = hand_case()
+    with pytest.raises(PredictionsError, match="gradient needs per-sample gradient norms"):
+        compute_balance(p, "gradient")
+    with pytest.raises(PredictionsError, match="feature-sim needs an embedding"):
+        compute_balance(p, "feature-sim+loss")
+    with pytest.raises(ConfigError, match="unknown criterion 'nope'; choose one of: feature-sim"):
+        get_criterion("nope")

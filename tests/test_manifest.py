@@ -1,0 +1,126 @@
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from bss_cli.errors import ManifestError
+from bss_cli.manifest import load_manifest
+
+from conftest import make_manifest_table, vectors
+
+
+def write(tmp_path, table, name="m.parquet"):
+    p = tmp_path / name
+    pq.write_table(table, p)
+    return p
+
+
+def test_valid_parquet_manifest(tiny_manifest):
+    m = load_manifest(tiny_manifest)
+    assert m.n == 60 and m.n_classes == 3
+    assert m.modality_names == ["a", "b"]
+    assert m.features["a"].shape == (60, 5) and m.features["a"].dtype == np.float32
+    assert len(m.indices("train")) == 36 and len(m.indices("all")) == 60
+
+
+def test_string_labels_encode_in_sorted_order(tmp_path):
+    t = make_manifest_table(n=6, n_classes=2)
+    t = t.set_column(1, "label", pa.array(["zebra", "ant"] * 3))
+    m = load_manifest(write(tmp_path, t))
+    assert m.classes == ["ant", "zebra"]
+    assert m.labels.tolist() == [1, 0] * 3
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    t = make_manifest_table(n=10)
+    ids = [f"s{i}" for i in range(10)]
+    ids[7] = "s2"
+    a = np.ones((10, 5), np.float32)
+    a[4, 1] = np.nan
+    b_rows = [[1.0] * 4 for _ in range(10)]
+    b_rows[3] = [1.0] * 3
+    splits = ["train"] * 10
+    splits[5] = "training"
+    t = pa.table({"sample_id": pa.array(ids), "label": pa.array([0, 1] * 5), "split": pa.array(splits),
+                  "a": vectors(a), "b": pa.array(b_rows, pa.list_(pa.float32()))})
+    with pytest.raises(ManifestError) as info:
+        load_manifest(write(tmp_path, t))
+    msg = str(info.value)
+    assert "m.parquet: 4 problem(s)" in msg
+    assert "rows 2, 7: duplicate sample_id 's2'" in msg
+    assert "row 5: column 'split' has unknown value 'training'; expected one of train, val, test" in msg
+    assert "row 3: column 'b' has 3 values, expected 4 (the first row's length)" in msg
+    assert "row 4: column 'a' holds NaN or infinite values" in msg
+
+
+def test_structural_problems(tmp_path):
+    t = pa.table({"sample_id": ["x", "y"], "label": [0, 1], "a": vectors(np.ones((2, 3)))})
+    with pytest.raises(ManifestError, match="missing required column\\(s\\) 'split'"):
+        load_manifest(write(tmp_path, t))
+    t = pa.table({"sample_id": ["x", "y"], "label": [0, 1], "split": ["train", "val"], "a": vectors(np.ones((2, 3)))})
+    with pytest.raises(ManifestError, match="found 1 modality column\\(s\\) \\(a\\); BSS needs two or more"):
+        load_manifest(write(tmp_path, t))
+    t = make_manifest_table(n=5).set_column(2, "split", pa.array(["val"] * 5))
+    with pytest.raises(ManifestError, match="the train split is empty"):
+        load_manifest(write(tmp_path, t))
+
+
+@pytest.mark.parametrize("labels, expected", [
+    ([0, 1.5, 2], "column 'label' has 1.5; numeric labels must be integers >= 0"),
+    ([0, -1, 2], "column 'label' has -1.0"),
+    ([0, None, 2], "row 1: column 'label' is empty"),
+])
+def test_labels_that_cannot_be_encoded(tmp_path, labels, expected):
+    t = make_manifest_table(n=3).set_column(1, "label", pa.array(labels))
+    with pytest.raises(ManifestError, match=expected.replace("(", "\\(").replace(".", "\\.")):
+        load_manifest(write(tmp_path, t))
+
+
+def test_npy_paths_resolve_against_manifest_folder_and_missing_files_are_named(tmp_path):
+    (tmp_path / "feats").mkdir()
+    for i in range(4):
+        np.save(tmp_path / "feats" / f"{i}.npy", np.full((2, 3), i, np.float32))
+    rows = [{"sample_id": i, "label": i % 2, "split": "train", "img": f"feats/{i}.npy", "txt": [i, 1.0]} for i in range(4)]
+    path = tmp_path / "m.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    m = load_manifest(path)
+    assert m.features["img"].shape == (4, 6) and m.modalities["img"].source == "file"
+    assert m.features["img"][3].tolist() == [3.0] * 6
+    rows[2]["img"] = "feats/missing.npy"
+    (tmp_path / "feats" / "1.npy").write_bytes(b"not an npy file")
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    with pytest.raises(ManifestError) as info:
+        load_manifest(path)
+    assert "row 2: column 'img' names a file that does not exist: 'feats/missing.npy'" in str(info.value)
+    assert "row 1: column 'img' file 'feats/1.npy' cannot be read" in str(info.value)
+
+
+def test_csv_with_inline_text_vectors(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text('sample_id,label,split,a,b\n1,cat,train,"[1, 2]",3 4 5\n2,dog,train,"[0, 1]",1 1 1\n'
+                    '3,cat,test,"[2, 2]",oops\n')
+    with pytest.raises(ManifestError, match="row 2: column 'b' value 'oops' is neither a numeric vector"):
+        load_manifest(path)
+    path.write_text('sample_id,label,split,a,b\n1,cat,train,"[1, 2]",3 4 5\n2,dog,train,"[0, 1]",1 1 1\n')
+    m = load_manifest(path)
+    assert m.features["b"].tolist() == [[3, 4, 5], [1, 1, 1]] and m.classes == ["cat", "dog"]
+
+
+def test_unknown_extension_and_missing_file(tmp_path):
+    with pytest.raises(ManifestError, match="unknown file type '.txt'"):
+        load_manifest(tmp_path / "m.txt")
+    with pytest.raises(ManifestError, match="no such file"):
+        load_manifest(tmp_path / "m.parquet")
+
+
+def test_real_sample_manifests(mfeat, htad):
+    m = load_manifest(mfeat)
+    assert m.n == 2000 and m.n_classes == 10 and len(m.modalities) == 6
+    assert {s: int((m.splits == s).sum()) for s in ("train", "val", "test")} == {"train": 1400, "val": 300, "test": 300}
+    h = load_manifest(htad)
+    assert h.n == 1386 and h.n_classes == 7 and h.modalities["audio"].dim == 36 and h.modalities["accel"].dim == 16
+    # stratified: every class is in every split
+    for code in range(h.n_classes):
+        assert all(((h.labels == code) & (h.splits == s)).any() for s in ("train", "val", "test"))
