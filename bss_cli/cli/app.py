@@ -29,9 +29,10 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 from bss_cli.cli import inspect as _inspect  # noqa: E402
 from bss_cli.cli import sample_data as _sample_data  # noqa: E402
+from bss_cli.cli import schedule as _schedule  # noqa: E402
 from bss_cli.cli import score as _score  # noqa: E402
 
-for module in (_score, _inspect, _sample_data):
+for module in (_score, _schedule, _inspect, _sample_data):
     module.register(app)
 
 

@@ -1,0 +1,86 @@
+"""``bss schedule``: per-epoch orderings from balance scores -> Parquet, or a pipe."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from bss_cli.cli.common import choices, err, handle_errors, wrote
+from bss_cli.errors import ConfigError
+from bss_cli.pacing import PACING
+from bss_cli.scheduling import SCHEDULERS, ScheduleConfig
+from bss_cli.schedule_io import FORMATS
+
+SchedulerName = choices("SchedulerName", SCHEDULERS)
+Pacing = choices("Pacing", PACING)
+Format = choices("Format", FORMATS)
+_D = ScheduleConfig()
+
+
+def _format_for(out: str, fmt: Optional[str]) -> str:
+    if fmt:
+        return fmt
+    if out == "-":
+        return "csv"
+    suffix = Path(out).suffix.lstrip(".").lower()
+    return suffix if suffix in FORMATS else "parquet"
+
+
+@handle_errors
+def schedule(
+    scores: Annotated[Path, typer.Argument(help="Scores file written by bss score.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Schedule file, or '-' for stdout.")],
+    scheduler: Annotated[SchedulerName, typer.Option(help="Ordering rule.")] = "curriculum",
+    epochs: Annotated[int, typer.Option(help="Number of epochs to write (0..epochs-1).")] = 120,
+    epoch: Annotated[Optional[int], typer.Option(help="Write only this epoch (from 0), e.g. in a per-epoch loop.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed; epoch e draws from (seed, e).")] = 0,
+    pacing: Annotated[Pacing, typer.Option(help="curriculum: pacing function.")] = _D.pacing,
+    lambda0: Annotated[float, typer.Option(help="curriculum: fraction of data at the start.")] = _D.lambda0,
+    t_grow: Annotated[int, typer.Option(help="curriculum: epoch from which all data is used.")] = _D.t_grow,
+    ordered: Annotated[bool, typer.Option(help="curriculum: keep balanced-first order within an epoch.")] = False,
+    temperature: Annotated[float, typer.Option(help="learned: p ~ w^(1/T); <1 sharpens, >1 flattens.")] = 1.0,
+    eps: Annotated[float, typer.Option(help="learned: w = 1 + s + eps.")] = _D.eps,
+    accumulate: Annotated[bool, typer.Option(help="learned: the paper's accumulated scores.")] = False,
+    decay: Annotated[float, typer.Option(help="learned --accumulate: weight of older scores.")] = 1.0,
+    history: Annotated[Optional[list[Path]], typer.Option(
+        help="learned --accumulate: earlier epochs' scores files, oldest first (repeatable).")] = None,
+    fmt: Annotated[Optional[Format], typer.Option("--format", help="Output format (default: from -o, csv for '-').")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Turn balance scores into per-epoch training orderings that any trainer can consume."""
+    from bss_cli.schedule_io import ScheduleJob, write_schedule
+    from bss_cli.scoring import read_scores
+
+    if epoch is None and epochs < 1:
+        raise ConfigError(f"--epochs {epochs}: expected at least 1")
+    if epoch is not None and epoch < 0:
+        raise ConfigError(f"--epoch {epoch}: epochs count from 0")
+    cfg = ScheduleConfig(scheduler=SchedulerName(scheduler).value, seed=seed, pacing=Pacing(pacing).value,
+                         lambda0=lambda0, t_grow=t_grow, shuffle=not ordered, temperature=temperature, eps=eps,
+                         accumulate=accumulate, decay=decay)
+    job = ScheduleJob(read_scores(scores), cfg, [epoch] if epoch is not None else list(range(epochs)),
+                      tuple(read_scores(h) for h in history or ()))
+    job.effective_balance()  # validate before anything is written
+    fmt_name = _format_for(out, Format(fmt).value if fmt else None)
+    if out != "-":
+        n = write_schedule(job, out, fmt_name)
+        if not quiet:
+            wrote(n, out)
+        return
+    try:
+        write_schedule(job, sys.stdout.buffer, fmt_name)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader (head, ...) left early: that is fine. Point stdout at devnull so the
+        # interpreter's final flush does not complain, and exit quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise typer.Exit(0)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("schedule")(schedule)

@@ -1,0 +1,183 @@
+"""The schedule artifact: long form, one row per (epoch, position), one row group per epoch.
+
+Columns: ``epoch`` (int32, from 0), ``position`` (int64, from 0 within the epoch),
+``sample_id``, ``row`` (the sample's manifest row), ``probability`` (the sampler's p_i, or 1/n),
+``balance`` (the score the epoch was drawn from). Written epoch by epoch, so memory stays bounded
+by one epoch. Also streams to stdout as CSV, JSON Lines, .npy (int64 [rows, 3]: epoch, position,
+row) or Parquet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bss_cli import schema as S
+from bss_cli.artifacts import atomic_path, base_metadata, meta_json, require_kind
+from bss_cli.errors import ArtifactError, ConfigError
+from bss_cli.scheduling import Accumulator, ScheduleConfig, make_scheduler
+from bss_cli.scoring import Scores
+
+FORMATS = ("parquet", "csv", "jsonl", "npy")
+
+
+def schedule_schema(id_type: pa.DataType, metadata: dict[str, str]) -> pa.Schema:
+    return pa.schema([
+        (S.EPOCH, pa.int32()), (S.POSITION, pa.int64()), (S.SAMPLE_ID, id_type), (S.ROW, pa.int64()),
+        (S.PROBABILITY, pa.float64()), (S.BALANCE, pa.float64()),
+    ], metadata=metadata)
+
+
+def scores_fingerprint(scores: Scores) -> str:
+    """Content hash of the rows and balance scores (the same whether read from a file or made in memory)."""
+    h = hashlib.sha256(np.ascontiguousarray(scores.rows, np.int64).tobytes())
+    h.update(np.ascontiguousarray(scores.balance, np.float64).tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class ScheduleJob:
+    """What to schedule: scores (plus earlier scores for the accumulated rule), config, epochs."""
+
+    scores: Scores
+    config: ScheduleConfig
+    epochs: list[int]
+    history: tuple[Scores, ...] = ()
+
+    def effective_balance(self) -> np.ndarray:
+        if not self.history:
+            return self.scores.balance
+        if not self.config.accumulate:
+            raise ConfigError("--history needs --accumulate (the paper's accumulated-score rule)")
+        acc = Accumulator(self.config.decay)
+        for old in self.history:  # oldest first
+            if not np.array_equal(old.rows, self.scores.rows):
+                raise ConfigError("a --history scores file covers other samples than SCORES; score the same split "
+                                  "of the same manifest every epoch")
+            acc.add(old.balance)
+        return acc.add(self.scores.balance)
+
+    def metadata(self) -> dict[str, str]:
+        m = self.scores.metadata
+        return base_metadata(S.KIND_SCHEDULE, **{
+            S.META_SCHEDULER: self.config.scheduler,
+            S.META_SCHEDULER_PARAMS: self.config.params(),
+            S.META_SEED: str(self.config.seed),
+            S.META_EPOCHS: self.epochs,
+            S.META_N_SAMPLES: str(len(self.scores.balance)),
+            S.META_SCORES_FINGERPRINT: scores_fingerprint(self.scores),
+            S.META_MANIFEST_FINGERPRINT: m.get(S.META_MANIFEST_FINGERPRINT, ""),
+            S.META_CRITERION: m.get(S.META_CRITERION, ""),
+            "bss.history_fingerprints": [scores_fingerprint(h) for h in self.history],
+        })
+
+    def tables(self) -> Iterator[pa.Table]:
+        """One table per epoch, in order; only one epoch is in memory at a time."""
+        balance = self.effective_balance()
+        scheduler = make_scheduler(balance, self.config)
+        ids, rows = self.scores.table[S.SAMPLE_ID].combine_chunks(), self.scores.rows
+        for e in self.epochs:
+            idx, prob = scheduler.epoch(e)
+            yield pa.table({
+                S.EPOCH: pa.array(np.full(len(idx), e, np.int32)),
+                S.POSITION: pa.array(np.arange(len(idx), dtype=np.int64)),
+                S.SAMPLE_ID: ids.take(pa.array(idx)),
+                S.ROW: pa.array(rows[idx]),
+                S.PROBABILITY: pa.array(prob),
+                S.BALANCE: pa.array(balance[idx]),
+            })
+
+    def total_rows(self) -> int:
+        scheduler = make_scheduler(self.scores.balance, self.config)
+        return sum(scheduler.size(e) for e in self.epochs)
+
+
+def _write_parquet(sink, job: ScheduleJob) -> int:
+    schema = schedule_schema(job.scores.table.schema.field(S.SAMPLE_ID).type, job.metadata())
+    n = 0
+    with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
+        for t in job.tables():
+            writer.write_table(t.cast(schema), row_group_size=max(1, t.num_rows))
+            n += t.num_rows
+    return n
+
+
+def _write_csv(sink: BinaryIO, job: ScheduleJob) -> int:
+    import pyarrow.csv as pcsv
+
+    n = 0
+    writer = None
+    for t in job.tables():
+        if writer is None:
+            writer = pcsv.CSVWriter(sink, t.schema)
+        writer.write_table(t)
+        n += t.num_rows
+    if writer is not None:
+        writer.close()
+    return n
+
+
+def _write_jsonl(sink: BinaryIO, job: ScheduleJob) -> int:
+    n = 0
+    for t in job.tables():
+        cols = [t[c].to_pylist() for c in t.column_names]
+        names = t.column_names
+        lines = (json.dumps(dict(zip(names, values))) for values in zip(*cols))
+        sink.write(("\n".join(lines) + "\n").encode())
+        n += t.num_rows
+    return n
+
+
+def _write_npy(sink: BinaryIO, job: ScheduleJob) -> int:
+    total = job.total_rows()
+    np.lib.format.write_array_header_1_0(sink, {"descr": "<i8", "fortran_order": False, "shape": (total, 3)})
+    n = 0
+    for t in job.tables():
+        block = np.stack([t[S.EPOCH].to_numpy().astype(np.int64), t[S.POSITION].to_numpy(), t[S.ROW].to_numpy()], axis=1)
+        sink.write(np.ascontiguousarray(block, "<i8").tobytes())
+        n += t.num_rows
+    return n
+
+
+WRITERS = {"parquet": _write_parquet, "csv": _write_csv, "jsonl": _write_jsonl, "npy": _write_npy}
+
+
+def write_schedule(job: ScheduleJob, out: str | Path | BinaryIO, fmt: str = "parquet") -> int:
+    """Write ``job`` to a path (atomically) or to an open binary stream; return the row count."""
+    if fmt not in WRITERS:
+        raise ConfigError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if isinstance(out, (str, Path)):
+        with atomic_path(out) as tmp, open(tmp, "wb") as f:
+            return WRITERS[fmt](f, job)
+    return WRITERS[fmt](out, job)
+
+
+class ScheduleFile:
+    """A schedule artifact on disk; ``epoch(e)`` reads only that epoch's row group."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.metadata = require_kind(self.path, S.KIND_SCHEDULE)
+        self._file = pq.ParquetFile(self.path)
+        self.epochs: list[int] = [int(e) for e in meta_json(self.metadata, S.META_EPOCHS, [])]
+        if len(self.epochs) != self._file.num_row_groups:
+            raise ArtifactError(f"{self.path}: {self._file.num_row_groups} row groups for {len(self.epochs)} epochs; "
+                                "the file was not written by bss schedule")
+
+    def epoch(self, epoch: int, columns: Iterable[str] | None = None) -> pa.Table:
+        if epoch not in self.epochs:
+            raise ConfigError(f"{self.path}: holds epochs {_span(self.epochs)}, not epoch {epoch}")
+        return self._file.read_row_group(self.epochs.index(epoch), columns=list(columns) if columns else None)
+
+
+def _span(epochs: list[int]) -> str:
+    if epochs and epochs == list(range(epochs[0], epochs[-1] + 1)):
+        return f"{epochs[0]}..{epochs[-1]}"
+    return ", ".join(map(str, epochs))

@@ -1,0 +1,156 @@
+"""Schedulers (method.md sections 4 and 5): from balance scores to one ordering per epoch.
+
+Epochs are counted from 0 in artifacts and samplers; pacing sees t = epoch + 1. Each epoch draws
+from its own generator seeded by (seed, epoch), so epoch E alone (``bss schedule --epoch E``)
+equals epoch E of a full run, and the same seed gives the same orderings. numpy only.
+
+An epoch is ``(idx, prob)``: positions into the scores table in training order, and each
+sample's selection probability (the learned sampler's p_i; 1/n for the others).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+import numpy as np
+
+from bss_cli.errors import ConfigError
+from bss_cli.pacing import check_pacing, subset_size
+
+
+@dataclass
+class ScheduleConfig:
+    scheduler: str = "learned"
+    seed: int = 0
+    # curriculum / anti-curriculum
+    pacing: str = "root"
+    lambda0: float = 0.1
+    t_grow: int = 40
+    shuffle: bool = True  # shuffle within the epoch's subset (the scripts do)
+    # learned
+    temperature: float = 1.0  # p ~ (1 + s + eps)^(1/T): T < 1 sharpens, T > 1 flattens
+    eps: float = 0.01
+    accumulate: bool = False  # the paper's accumulated scores instead of the scripts' memory-less rule
+    decay: float = 1.0  # weight of older scores in the accumulation (1 = plain running mean)
+
+    def params(self) -> dict:
+        """The parameters that matter for this scheduler (saved in the artifact's metadata)."""
+        keys = {"curriculum": ("pacing", "lambda0", "t_grow", "shuffle"),
+                "anti-curriculum": ("pacing", "lambda0", "t_grow", "shuffle"),
+                "learned": ("temperature", "eps", "accumulate", "decay"),
+                "random": ()}[self.scheduler]
+        return {k: v for k, v in asdict(self).items() if k in keys}
+
+
+def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, epoch]))
+
+
+class Scheduler(Protocol):
+    def size(self, epoch: int) -> int: ...
+
+    def epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class Curriculum:
+    """Balanced first (descending score; ties in manifest order), a growing prefix per epoch."""
+
+    def __init__(self, balance: np.ndarray, cfg: ScheduleConfig, reverse: bool = False):
+        self.pace = check_pacing(cfg.pacing, cfg.lambda0, cfg.t_grow)
+        self.cfg = cfg
+        key = balance if reverse else -balance
+        self.order = np.argsort(key, kind="stable")
+
+    def size(self, epoch: int) -> int:
+        return subset_size(len(self.order), self.pace(epoch + 1, lambda0=self.cfg.lambda0, t_grow=self.cfg.t_grow))
+
+    def epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        n = self.size(epoch)
+        idx = self.order[:n]
+        if self.cfg.shuffle:
+            idx = epoch_rng(self.cfg.seed, epoch).permutation(idx)
+        return idx, np.full(n, 1.0 / n)
+
+
+class Learned:
+    """Weighted sampling without replacement: w = (1 + s + eps)^(1/T), p = w / sum(w).
+
+    Drawn as argsort(E_i / w_i) with E_i ~ Exp(1) (Efraimidis-Spirakis), which has the law of
+    ``torch.multinomial(p, N, replacement=False)`` and costs one sort.
+    """
+
+    def __init__(self, balance: np.ndarray, cfg: ScheduleConfig):
+        if cfg.temperature <= 0:
+            raise ConfigError(f"--temperature {cfg.temperature}: expected a value > 0")
+        if cfg.eps <= 0:
+            raise ConfigError(f"--eps {cfg.eps}: expected a value > 0 (it keeps every weight above zero)")
+        w = 1.0 + np.asarray(balance, np.float64) + cfg.eps
+        if (w <= 0).any():
+            raise ConfigError("a balance score below -1 - eps gives a weight <= 0; the learned scheduler needs "
+                              "scores in [-1, 1] (a pair criterion)")
+        if cfg.temperature != 1.0:
+            w = np.exp(np.log(w) / cfg.temperature)
+        self.cfg = cfg
+        self.p = w / w.sum()
+
+    def size(self, epoch: int) -> int:
+        return len(self.p)
+
+    def epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        keys = epoch_rng(self.cfg.seed, epoch).standard_exponential(len(self.p))
+        keys /= self.p
+        idx = np.argsort(keys, kind="stable")
+        return idx, self.p[idx]
+
+
+class Random:
+    """A fresh uniform permutation each epoch (the baseline)."""
+
+    def __init__(self, balance: np.ndarray, cfg: ScheduleConfig):
+        self.n, self.cfg = len(balance), cfg
+
+    def size(self, epoch: int) -> int:
+        return self.n
+
+    def epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        return epoch_rng(self.cfg.seed, epoch).permutation(self.n), np.full(self.n, 1.0 / self.n)
+
+
+SCHEDULERS = {
+    "curriculum": lambda b, c: Curriculum(b, c),
+    "anti-curriculum": lambda b, c: Curriculum(b, c, reverse=True),
+    "learned": Learned,
+    "random": Random,
+}
+
+
+def make_scheduler(balance: np.ndarray, cfg: ScheduleConfig) -> Scheduler:
+    if cfg.scheduler not in SCHEDULERS:
+        raise ConfigError(f"unknown scheduler {cfg.scheduler!r}; choose one of: {', '.join(SCHEDULERS)}")
+    if len(balance) == 0:
+        raise ConfigError("no scores to schedule")
+    return SCHEDULERS[cfg.scheduler](np.asarray(balance, np.float64), cfg)
+
+
+class Accumulator:
+    """The paper's accumulated score: a decayed running mean of each epoch's scores.
+
+    s_eff(k) = sum_j decay^(k-j) s(j) / sum_j decay^(k-j); with decay 1 the plain mean, which has
+    the element-wise sum's ordering while staying in the scores' range (so w = 1 + s + eps > 0).
+    """
+
+    def __init__(self, decay: float = 1.0):
+        if not 0 <= decay <= 1:
+            raise ConfigError(f"--decay {decay}: expected a value in [0, 1]")
+        self.decay = decay
+        self.total: np.ndarray | None = None
+        self.weight = 0.0
+
+    def add(self, scores: np.ndarray) -> np.ndarray:
+        scores = np.asarray(scores, np.float64)
+        if self.total is not None and self.total.shape != scores.shape:
+            raise ConfigError(f"scores of {len(scores)} samples cannot accumulate onto {len(self.total)}")
+        self.total = scores.copy() if self.total is None else self.decay * self.total + scores
+        self.weight = self.decay * self.weight + 1.0
+        return self.total / self.weight

@@ -1,0 +1,112 @@
+import math
+
+import numpy as np
+import pytest
+
+from bss_cli.errors import ConfigError
+from bss_cli.pacing import PACING, check_pacing, subset_size
+from bss_cli.scheduling import SCHEDULERS, Accumulator, ScheduleConfig, make_scheduler
+
+
+@pytest.mark.parametrize("name", list(PACING))
+@pytest.mark.parametrize("lambda0, t_grow", [(0.1, 40), (0.25, 7), (0.5, 1)])
+def test_pacing_is_monotone_from_lambda0_to_one(name, lambda0, t_grow):
+    f = PACING[name]
+    values = [f(t, lambda0=lambda0, t_grow=t_grow) for t in range(1, 3 * t_grow + 2)]
+    assert all(b >= a for a, b in zip(values, values[1:]))
+    assert lambda0 <= values[0] <= 1.0
+    assert values[t_grow - 1] == 1.0 and values[-1] == 1.0
+
+
+def test_root_pacing_matches_the_scripts():
+    f = PACING["root"]
+    assert f(1, lambda0=0.1, t_grow=40) == pytest.approx(0.18641, abs=1e-5)
+    assert f(39, lambda0=0.1, t_grow=40) < 1.0 and f(40, lambda0=0.1, t_grow=40) == 1.0
+    assert PACING["step"](1, lambda0=0.1, t_grow=40) == 0.1
+    with pytest.raises(ConfigError, match="unknown pacing 'cubic'; choose one of: root, linear"):
+        check_pacing("cubic", 0.1, 40)
+
+
+def scores(n=101, seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, n)
+
+
+@pytest.mark.parametrize("pacing", list(PACING))
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_curriculum_epoch_is_exactly_the_balanced_first_prefix(pacing, shuffle):
+    b = scores()
+    cfg = ScheduleConfig(scheduler="curriculum", pacing=pacing, t_grow=10, shuffle=shuffle)
+    sched = make_scheduler(b, cfg)
+    expected_order = np.argsort(-b, kind="stable")
+    for e in range(12):
+        idx, prob = sched.epoch(e)
+        n = math.floor(len(b) * PACING[pacing](e + 1, lambda0=0.1, t_grow=10))
+        assert len(idx) == max(1, n) and np.allclose(prob, 1 / len(idx))
+        if shuffle:
+            assert sorted(idx) == sorted(expected_order[:len(idx)])
+        else:
+            assert idx.tolist() == expected_order[:len(idx)].tolist()
+
+
+def test_anti_curriculum_takes_the_least_balanced_first():
+    b = scores()
+    idx, _ = make_scheduler(b, ScheduleConfig(scheduler="anti-curriculum", shuffle=False)).epoch(0)
+    assert idx.tolist() == np.argsort(b, kind="stable")[:len(idx)].tolist()
+
+
+@pytest.mark.parametrize("name", ["learned", "random"])
+def test_full_schedulers_give_permutations_and_epochs_stand_alone(name):
+    b = scores()
+    cfg = ScheduleConfig(scheduler=name, seed=7)
+    s = make_scheduler(b, cfg)
+    runs = [s.epoch(e)[0] for e in range(5)]
+    for idx in runs:
+        assert sorted(idx) == list(range(len(b)))
+    assert not np.array_equal(runs[0], runs[1])
+    alone = make_scheduler(b, cfg).epoch(3)[0]
+    assert np.array_equal(alone, runs[3])
+    other_seed = make_scheduler(b, ScheduleConfig(scheduler=name, seed=8)).epoch(3)[0]
+    assert not np.array_equal(other_seed, runs[3])
+
+
+def test_learned_probabilities_follow_the_scripts_rule_and_first_draws_follow_them():
+    b = np.array([1.0, 0.0, -1.0])
+    s = make_scheduler(b, ScheduleConfig(scheduler="learned"))
+    w = 1 + b + 0.01
+    np.testing.assert_allclose(s.p, w / w.sum())
+    firsts = np.bincount([s.epoch(e)[0][0] for e in range(6000)], minlength=3) / 6000
+    np.testing.assert_allclose(firsts, s.p, atol=0.02)
+    # second draw follows the renormalised weights (sampling without replacement)
+    seconds_after_0 = [s.epoch(e)[0][1] for e in range(6000) if s.epoch(e)[0][0] == 0]
+    frac1 = np.mean(np.array(seconds_after_0) == 1)
+    assert frac1 == pytest.approx(w[1] / (w[1] + w[2]), abs=0.03)
+
+
+def test_temperature_sharpens_and_flattens():
+    b = scores()
+    p1 = make_scheduler(b, ScheduleConfig(scheduler="learned")).p
+    sharp = make_scheduler(b, ScheduleConfig(scheduler="learned", temperature=0.25)).p
+    flat = make_scheduler(b, ScheduleConfig(scheduler="learned", temperature=100.0)).p
+    assert sharp.max() > p1.max() > flat.max()
+    np.testing.assert_allclose(flat, 1 / len(b), rtol=0.05)
+    with pytest.raises(ConfigError, match="--temperature 0"):
+        make_scheduler(b, ScheduleConfig(scheduler="learned", temperature=0))
+
+
+def test_accumulator_is_a_decayed_running_mean():
+    acc = Accumulator(decay=0.5)
+    a, b = np.array([1.0, -1.0]), np.array([0.0, 1.0])
+    np.testing.assert_allclose(acc.add(a), a)
+    np.testing.assert_allclose(acc.add(b), (0.5 * a + b) / 1.5)
+    plain = Accumulator(1.0)
+    plain.add(a)
+    np.testing.assert_allclose(plain.add(b), (a + b) / 2)
+
+
+def test_subset_size_bounds():
+    assert subset_size(10, 0.0) == 1 and subset_size(10, 1.0) == 10 and subset_size(10, 0.55) == 5
+
+
+def test_unknown_scheduler():
+    with pytest.raises(ConfigError, match="unknown scheduler 'best'; choose one of: " + ", ".join(SCHEDULERS)):
+        make_scheduler(scores(), ScheduleConfig(scheduler="best"))
