@@ -40,7 +40,7 @@ test-all: setup
 	$(BIN)/python -m pytest -m ""
 
 bench: setup
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py $(BENCH)
 
 clean:
 	rm -rf $(OUT) .pytest_cache

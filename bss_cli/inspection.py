@@ -85,9 +85,43 @@ def summarise_scores(path: Path) -> dict:
             "least_balanced": [sample(i) for i in order[::-1][:N_EXTREMES]]}
 
 
+def _tenths(balance: np.ndarray) -> list[float]:
+    """Mean balance score of each tenth of an epoch, in training order."""
+    return [float(part.mean()) if len(part) else float("nan") for part in np.array_split(balance, 10)]
+
+
+def _consecutive(prev_rows: np.ndarray, rows: np.ndarray) -> dict:
+    """Jaccard overlap of two epochs' sample sets, and the rank correlation of the common samples' positions."""
+    common, i_prev, i_cur = np.intersect1d(prev_rows, rows, assume_unique=True, return_indices=True)
+    jaccard = len(common) / (len(prev_rows) + len(rows) - len(common))
+    corr = float("nan")
+    if len(common) > 2:
+        a = np.argsort(np.argsort(i_prev)).astype(np.float64)
+        b = np.argsort(np.argsort(i_cur)).astype(np.float64)
+        corr = float(np.corrcoef(a, b)[0, 1])
+    return {"overlap": float(jaccard), "position_corr": corr}
+
+
+def summarise_schedule(path: Path) -> dict:
+    from bss_cli.schedule_io import ScheduleFile
+
+    f = ScheduleFile(path)
+    epochs, prev = [], None
+    for e in f.epochs:
+        t = f.epoch(e, columns=[S.ROW, S.BALANCE])
+        rows, balance = t[S.ROW].to_numpy(), t[S.BALANCE].to_numpy()
+        info = {"epoch": e, "size": len(rows), "mean_balance": float(balance.mean()), "tenths": _tenths(balance)}
+        info.update(_consecutive(prev, rows) if prev is not None else {"overlap": None, "position_corr": None})
+        epochs.append(info)
+        prev = rows
+    return {"kind": S.KIND_SCHEDULE, "path": str(path), "metadata": _metadata(path), "epochs": epochs,
+            "rows": sum(e["size"] for e in epochs)}
+
+
 SUMMARISERS: dict[str, Callable[[Path], dict]] = {
     S.KIND_MANIFEST: summarise_manifest,
     S.KIND_SCORES: summarise_scores,
+    S.KIND_SCHEDULE: summarise_schedule,
 }
 
 

@@ -72,7 +72,37 @@ def render_scores(s: dict) -> None:
     out.print(_records_table("least balanced", s["least_balanced"]))
 
 
-RENDERERS = {"manifest": render_manifest, "scores": render_scores}
+SPARK = "▁▂▃▄▅▆▇█"
+MAX_EPOCH_ROWS = 30
+
+
+def spark(values: list[float], lo: float, hi: float) -> str:
+    span = hi - lo if hi > lo else 1.0
+    return "".join(SPARK[min(7, max(0, int((v - lo) / span * 7.999)))] for v in values)
+
+
+def render_schedule(s: dict) -> None:
+    out.print(f"[bold]schedule[/] {s['path']}  ({len(s['epochs'])} epochs, {s['rows']:,} rows)")
+    out.print(_kv_table("provenance", s["metadata"]))
+    epochs = s["epochs"]
+    tenths = [v for e in epochs for v in e["tenths"]]
+    lo, hi = (min(tenths), max(tenths)) if tenths else (0.0, 1.0)
+    t = Table(title="per epoch: mean balance overall and by tenth of the epoch in training order; overlap "
+                    "(Jaccard) and position rank correlation with the previous epoch",
+              title_justify="left")
+    for col in ("epoch", "size", "mean", "1st 10%", "last 10%", "tenths", "overlap", "pos corr"):
+        t.add_column(col, justify="right", no_wrap=True, min_width=10 if col == "tenths" else None)
+    shown = epochs if len(epochs) <= MAX_EPOCH_ROWS else epochs[:MAX_EPOCH_ROWS // 2] + epochs[-MAX_EPOCH_ROWS // 2:]
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    for i, e in enumerate(shown):
+        if len(shown) < len(epochs) and i == MAX_EPOCH_ROWS // 2:
+            t.add_row("...", *[""] * 7)
+        t.add_row(str(e["epoch"]), f"{e['size']:,}", fmt(e["mean_balance"]), fmt(e["tenths"][0]),
+                  fmt(e["tenths"][-1]), spark(e["tenths"], lo, hi), fmt(e["overlap"]), fmt(e["position_corr"]))
+    out.print(t)
+
+
+RENDERERS = {"manifest": render_manifest, "scores": render_scores, "schedule": render_schedule}
 
 
 @handle_errors
