@@ -33,3 +33,37 @@ class VectorData:
         """Per-feature mean and std over ``rows`` (the train split), for the model's buffers."""
         idx = torch.as_tensor(rows, device=self.device, dtype=torch.long)
         return {m: (v[idx].mean(0), v[idx].std(0, unbiased=False)) for m, v in self.x.items()}
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Batched access for a DataLoader: ``__getitems__`` fetches a whole batch in one lookup."""
+
+    def __init__(self, data: VectorData):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data.y)
+
+    def __getitem__(self, i: int):
+        return self.__getitems__([i])
+
+    def __getitems__(self, rows: list[int]):
+        rows_t = torch.as_tensor(rows, dtype=torch.long)
+        x, y = self.data.batch(rows_t.to(self.data.device))
+        return rows_t, x, y
+
+
+def _as_is(batch):
+    return batch
+
+
+def batch_loader(data: VectorData, sampler, batch_size: int, workers: int, device: torch.device):
+    """A DataLoader over ``sampler``'s order yielding (rows, inputs, labels) batches.
+
+    With ``workers`` > 0 the batches are assembled in worker processes (data on the CPU) and
+    pinned for a fast copy to a GPU.
+    """
+    batches = torch.utils.data.BatchSampler(sampler, batch_size, drop_last=False)
+    pin = workers > 0 and torch.device(device).type == "cuda"
+    return torch.utils.data.DataLoader(_Batches(data), batch_sampler=batches, num_workers=workers,
+                                       collate_fn=_as_is, pin_memory=pin, persistent_workers=False)

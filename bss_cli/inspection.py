@@ -118,6 +118,27 @@ def summarise_schedule(path: Path) -> dict:
             "rows": sum(e["size"] for e in epochs)}
 
 
+def summarise_run(path: Path) -> dict:
+    """A run folder: settings, per-epoch metrics, best epoch and test, balance scores over epochs."""
+    import json
+
+    from bss_cli import runs
+
+    if not (path / runs.SETTINGS).exists():
+        raise ArtifactError(f"{path}: a folder, but not a bss run folder (no {runs.SETTINGS})")
+    settings = json.loads((path / runs.SETTINGS).read_text())
+    metrics = pq.read_table(path / runs.METRICS).to_pylist() if (path / runs.METRICS).exists() else []
+    summary = json.loads((path / runs.SUMMARY).read_text()) if (path / runs.SUMMARY).exists() else None
+    balance = []
+    for folder in sorted((path / runs.EPOCHS_DIR).glob("epoch-*")) if (path / runs.EPOCHS_DIR).exists() else []:
+        scores = folder / runs.SCORES_FILE
+        if scores.exists():
+            b = pq.read_table(scores, columns=[S.BALANCE])[S.BALANCE].to_numpy()
+            balance.append({"epoch": int(folder.name.split("-")[1]), **describe(b), "histogram": histogram(b)})
+    return {"kind": "run", "path": str(path), "settings": settings, "epochs": metrics, "summary": summary,
+            "balance": balance}
+
+
 SUMMARISERS: dict[str, Callable[[Path], dict]] = {
     S.KIND_MANIFEST: summarise_manifest,
     S.KIND_SCORES: summarise_scores,
@@ -130,6 +151,8 @@ def summarise(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise ArtifactError(f"{path}: no such file or folder")
+    if path.is_dir():
+        return summarise_run(path)
     kind = None
     if path.suffix.lower() in (".parquet", ".pq"):
         kind = read_metadata(path).get(S.META_KIND)

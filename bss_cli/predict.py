@@ -18,6 +18,12 @@ from bss_cli.model import ModelConfig, build_model, joint_loss
 Progress = Callable[[int, int], None]  # (done, total)
 
 
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA when ``enabled`` (no loss scaling needed); a no-op elsewhere."""
+    on = enabled and torch.device(device).type == "cuda"
+    return torch.autocast(device_type="cuda" if on else "cpu", dtype=torch.bfloat16, enabled=on)
+
+
 @torch.inference_mode()
 def _forward_pass(model, data: VectorData, rows: np.ndarray, batch_size: int, progress: Progress | None):
     logits = {m: [] for m in data.names}
@@ -60,12 +66,16 @@ def per_sample_grad_norms(model, data: VectorData, rows: np.ndarray, weights: Lo
 
 
 def predict(model, data: VectorData, rows: np.ndarray, *, weights: LossWeights, batch_size: int = 512,
-            grad_norm: bool = False, progress: Progress | None = None) -> Predictions:
-    """Model outputs for manifest ``rows`` in eval mode (BatchNorm and dropout frozen)."""
+            grad_norm: bool = False, progress: Progress | None = None, amp: bool = False) -> Predictions:
+    """Model outputs for manifest ``rows`` in eval mode (BatchNorm and dropout frozen).
+
+    ``amp``: bf16 autocast for the forward pass (CUDA only).
+    """
     was_training = model.training
     model.eval()
     try:
-        logits, fused, emb = _forward_pass(model, data, rows, batch_size, progress)
+        with autocast(data.device, amp):
+            logits, fused, emb = _forward_pass(model, data, rows, batch_size, progress)
         gn = per_sample_grad_norms(model, data, rows, weights) if grad_norm else None
     finally:
         model.train(was_training)
@@ -93,9 +103,10 @@ class ModelSource:
         return "init"
 
 
-def fresh_model(manifest: Manifest, data: VectorData, seed: int, hidden: int = 64, factory: str | None = None):
+def fresh_model(manifest: Manifest, data: VectorData, seed: int, hidden: int = 64, factory: str | None = None,
+                **model_settings):
     """The seeded, freshly initialised late-fusion model with train-split standardisation."""
-    cfg = ModelConfig(modalities=data.dims, n_classes=manifest.n_classes, hidden=hidden)
+    cfg = ModelConfig(modalities=data.dims, n_classes=manifest.n_classes, hidden=hidden, **model_settings)
     torch.manual_seed(seed)
     model = build_model(cfg, factory).to(data.device)
     if hasattr(model, "set_standardisation"):

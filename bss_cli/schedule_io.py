@@ -50,8 +50,11 @@ class ScheduleJob:
     config: ScheduleConfig
     epochs: list[int]
     history: tuple[Scores, ...] = ()
+    balance: np.ndarray | None = None  # the scores to draw from, when the caller accumulated them itself
 
     def effective_balance(self) -> np.ndarray:
+        if self.balance is not None:
+            return self.balance
         if not self.history:
             return self.scores.balance
         if not self.config.accumulate:

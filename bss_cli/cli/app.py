@@ -31,8 +31,9 @@ from bss_cli.cli import inspect as _inspect  # noqa: E402
 from bss_cli.cli import sample_data as _sample_data  # noqa: E402
 from bss_cli.cli import schedule as _schedule  # noqa: E402
 from bss_cli.cli import score as _score  # noqa: E402
+from bss_cli.cli import train as _train  # noqa: E402
 
-for module in (_score, _schedule, _inspect, _sample_data):
+for module in (_score, _schedule, _train, _inspect, _sample_data):
     module.register(app)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
@@ -102,18 +102,45 @@ def render_schedule(s: dict) -> None:
     out.print(t)
 
 
-RENDERERS = {"manifest": render_manifest, "scores": render_scores, "schedule": render_schedule}
+def render_run(s: dict) -> None:
+    st = s["settings"]
+    out.print(f"[bold]run[/] {s['path']}  (scheduler {st.get('scheduler')}, {len(s['epochs'])}/{st.get('epochs')} epochs)")
+    if s["epochs"]:
+        keys = ["epoch", "train_loss", "val_acc", "val_macro_f1", "val_map", "val_imbalance", "subset_size",
+                "mean_balance", "samples_per_s"]
+        heads = [k for k in s["epochs"][0] if k.startswith("val_acc_")]
+        rows = [{k: r[k] for k in keys[:5] + heads + keys[5:] if k in r} for r in s["epochs"]]
+        out.print(_records_table("per epoch (validation)", rows))
+    if s["balance"]:
+        out.print(_records_table("balance scores over epochs (train split)",
+                                 [{k: b[k] for k in ("epoch", "mean", "std", "min", "q25", "median", "q75", "max")}
+                                  for b in s["balance"]]))
+    if s["summary"]:
+        sm = s["summary"]
+        out.print(_kv_table(f"best epoch {sm['best_epoch']} by val accuracy; test once with that checkpoint",
+                            {k: f"{v:.4f}" for k, v in sm["test"].items()}))
+
+
+RENDERERS = {"manifest": render_manifest, "scores": render_scores, "schedule": render_schedule, "run": render_run}
 
 
 @handle_errors
 def inspect(
     path: Annotated[Path, typer.Argument(help="A manifest, scores, schedule or metrics file, or a run folder.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    plot: Annotated[Optional[Path], typer.Option(help="Run folders: draw training curves to this PNG.")] = None,
 ) -> None:
     """Show what an artifact holds: kind, provenance, counts, distributions, extremes."""
+    from bss_cli.errors import ConfigError
     from bss_cli.inspection import summarise
 
     summary = summarise(path)
+    if plot is not None:
+        if summary["kind"] != "run":
+            raise ConfigError(f"--plot draws run folders; {path} is a {summary['kind']} file")
+        from bss_cli.plotting import plot_run
+
+        out.print(f"wrote {plot_run(summary, plot)}")
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return

@@ -1,0 +1,155 @@
+"""``bss train``: train a late-fusion model with a BSS scheduler; progress, summary table."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from bss_cli.cli.common import choices, err, handle_errors, out
+from bss_cli.config import LR_SCHEDULES, PREDICT_WITH, RESCORE_MODES, TRAIN_SCHEDULERS, TrainConfig, load_toml
+from bss_cli.criteria import CRITERIA
+from bss_cli.pacing import PACING
+
+_D = TrainConfig()
+Sched = choices("Sched", TRAIN_SCHEDULERS)
+Rescore = choices("Rescore", RESCORE_MODES)
+LrSchedule = choices("LrSchedule", LR_SCHEDULES)
+PredictWith = choices("PredictWith", PREDICT_WITH)
+Crit = choices("Crit", CRITERIA)
+Pace = choices("Pace", PACING)
+Optim = choices("Optim", ("sgd", "adam"))
+Device = choices("Device", ("auto", "cpu", "cuda"))
+
+
+class Progress:
+    """Rich bars on a terminal, one plain line per epoch otherwise, nothing with --quiet."""
+
+    def __init__(self, quiet: bool, epochs: int):
+        self.quiet, self.epochs = quiet, epochs
+        self.live = not quiet and sys.stderr.isatty()
+        self.bars = None
+        if self.live:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn,
+                                       TimeRemainingColumn)
+
+            self.bars = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err)
+            self.epoch_task = self.bars.add_task("epochs", total=epochs, info="")
+            self.batch_task = self.bars.add_task("epoch", total=1, info="")
+
+    def __enter__(self):
+        if self.bars:
+            self.bars.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bars:
+            self.bars.stop()
+
+    def epoch_start(self, epoch: int, n: int) -> None:
+        if self.bars:
+            self.bars.reset(self.batch_task, total=n, description=f"epoch {epoch}", info="")
+
+    def batch(self, epoch: int, n: int, loss: float) -> None:
+        if self.bars:
+            self.bars.update(self.batch_task, advance=n, info=f"loss {loss:.3f}")
+
+    def epoch_end(self, row: dict) -> None:
+        line = (f"epoch {row['epoch']}: loss {row['train_loss']:.4f}  val acc {row['val_acc']:.4f}  "
+                f"macro-F1 {row['val_macro_f1']:.4f}  imbalance {row['val_imbalance']:.3f}  "
+                f"{row['samples_per_s']:,.0f} samples/s")
+        if self.bars:
+            self.bars.update(self.epoch_task, advance=1, info=f"val acc {row['val_acc']:.3f}")
+            self.bars.console.print(line)
+        elif not self.quiet:
+            err.print(line)
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            err.print(text)
+
+
+def summary_table(summary: dict) -> Table:
+    t = Table(title=f"{summary['run']}: best epoch {summary['best_epoch']} by val accuracy "
+                    f"({summary['best_val_acc']:.4f}); test once with that checkpoint", title_justify="left")
+    t.add_column("test metric")
+    t.add_column("value", justify="right")
+    for k, v in summary["test"].items():
+        t.add_row(k, f"{v:.4f}")
+    return t
+
+
+@handle_errors
+def train(
+    manifest: Annotated[Optional[Path], typer.Argument(help="Dataset manifest.")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="TOML file whose keys match these flags.")] = None,
+    scheduler: Annotated[Optional[Sched], typer.Option(help=f"Data order [default: {_D.scheduler}].")] = None,
+    schedule: Annotated[Optional[Path], typer.Option(help="Train on this precomputed schedule file.")] = None,
+    criterion: Annotated[Optional[Crit], typer.Option(help=f"Balance criterion [default: {_D.criterion}].")] = None,
+    scores: Annotated[Optional[Path], typer.Option(help="curriculum: order from this scores file.")] = None,
+    warmup: Annotated[Optional[int], typer.Option(help="curriculum: order from a model warmed up K epochs.")] = None,
+    rescore: Annotated[Optional[Rescore], typer.Option(help="learned: 'pass' (inference pass) or 'online'.")] = None,
+    pacing: Annotated[Optional[Pace], typer.Option(help="curriculum pacing [default: root].")] = None,
+    lambda0: Annotated[Optional[float], typer.Option(help="curriculum: starting fraction [0.1].")] = None,
+    t_grow: Annotated[Optional[int], typer.Option(help="curriculum: epoch of full data [epochs/3].")] = None,
+    temperature: Annotated[Optional[float], typer.Option(help="learned: sampling temperature [1].")] = None,
+    accumulate: Annotated[Optional[bool], typer.Option("--accumulate/--no-accumulate",
+                                                       help="learned: the paper's accumulated scores.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Your model: 'module:function' (see README).")] = None,
+    hidden: Annotated[Optional[int], typer.Option(help=f"Encoder width [{_D.hidden}].")] = None,
+    fused_weight: Annotated[Optional[float], typer.Option(help="w_mm [1].")] = None,
+    unimodal_weight: Annotated[Optional[float], typer.Option(help="w_uni [1].")] = None,
+    predict_with: Annotated[Optional[PredictWith], typer.Option(help="Prediction: summed logits [sum].")] = None,
+    optimizer: Annotated[Optional[Optim], typer.Option(help=f"[{_D.optimizer}]")] = None,
+    lr: Annotated[Optional[float], typer.Option(help=f"Learning rate [{_D.lr}].")] = None,
+    lr_schedule: Annotated[Optional[LrSchedule], typer.Option(help=f"[{_D.lr_schedule}]")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help=f"[{_D.epochs}]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help=f"[{_D.batch_size}]")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="[0]")] = None,
+    device: Annotated[Optional[Device], typer.Option(help="auto, cpu or cuda [auto].")] = None,
+    amp: Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA [on].")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="DataLoader worker processes [0].")] = None,
+    epoch_artifacts: Annotated[Optional[bool], typer.Option("--epoch-artifacts/--no-epoch-artifacts",
+                                                            help="Save each epoch's scores and schedule [on].")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON.")] = False,
+) -> None:
+    """Train a multi-modal late-fusion model with balance-aware sequence sampling.
+
+    Flags override the --config file, which overrides the defaults. Launch under torchrun for
+    DistributedDataParallel training (one process per GPU).
+    """
+    from bss_cli.trainer import Callbacks, train as run_training
+
+    settings = load_toml(config) if config else {}
+    given = dict(locals())
+    for f in fields(TrainConfig):
+        value = given.get("out_dir" if f.name == "out" else f.name)
+        if value is not None and f.name not in ("resume", "quiet"):
+            settings[f.name] = value.value if hasattr(value, "value") else (str(value) if isinstance(value, Path) else value)
+    settings["resume"], settings["quiet"] = resume, quiet or as_json
+    if manifest is not None:
+        settings["manifest"] = str(manifest)
+    cfg = TrainConfig(**settings)
+    progress = Progress(cfg.quiet, cfg.epochs)
+    with progress:
+        result = run_training(cfg, Callbacks(on_epoch_start=progress.epoch_start, on_batch=progress.batch,
+                                             on_epoch_end=progress.epoch_end, on_message=progress.message))
+    if result.summary and int(os.environ.get("RANK", "0")) == 0:
+        if as_json:
+            typer.echo(json.dumps(result.summary, indent=2))
+        elif not quiet:
+            out.print(summary_table(result.summary))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)

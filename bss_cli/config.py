@@ -1,0 +1,128 @@
+"""Training settings: one dataclass whose fields are the flags of ``bss train`` and the keys of
+its TOML file. Problems are collected and reported together."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from bss_cli.criteria import CRITERIA
+from bss_cli.errors import ConfigError
+from bss_cli.pacing import PACING
+
+TRAIN_SCHEDULERS = ("none", "curriculum", "learned")
+RESCORE_MODES = ("pass", "online")
+LR_SCHEDULES = ("none", "step", "cosine")
+PREDICT_WITH = ("sum", "unimodal", "fused")
+# Settings that may differ when a run is resumed (they do not change what is computed).
+RESUME_FREE = ("resume", "quiet", "workers", "device")
+
+
+@dataclass
+class TrainConfig:
+    manifest: str = ""
+    out: str = ""
+    # what orders the data
+    scheduler: str = "learned"  # none | curriculum | learned
+    schedule: str | None = None  # a precomputed schedule file, used instead of --scheduler
+    criterion: str = "prediction-sim+loss"
+    scores: str | None = None  # curriculum: order from this scores file
+    warmup: int = 0  # curriculum: order from a fresh model trained this many epochs
+    pacing: str = "root"
+    lambda0: float = 0.1
+    t_grow: int | None = None  # None: a third of the epochs, as the scripts' 40 of 120
+    ordered: bool = False
+    temperature: float = 1.0
+    eps: float = 0.01
+    accumulate: bool = False
+    decay: float = 1.0
+    rescore: str = "pass"  # pass | online
+    # model
+    encoder: str = "mlp"
+    hidden: int = 64
+    layers: int = 2
+    dropout: float = 0.1
+    model: str | None = None  # 'module:function' plug-in
+    fused_weight: float = 1.0
+    unimodal_weight: float = 1.0
+    predict_with: str = "sum"
+    # optimisation
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_schedule: str = "cosine"
+    lr_step: int = 70  # step schedule: epoch of the x lr_gamma drop (the scripts' 70)
+    lr_gamma: float = 0.1
+    epochs: int = 30
+    batch_size: int = 32
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    workers: int = 0
+    epoch_artifacts: bool = True  # save each epoch's scores and schedule in the run folder
+    resume: bool = False
+    quiet: bool = False
+
+    @property
+    def grow(self) -> int:
+        return self.t_grow if self.t_grow is not None else max(1, self.epochs // 3)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def validate(self) -> "TrainConfig":
+        problems = []
+
+        def choice(name, allowed):
+            if getattr(self, name) not in allowed:
+                problems.append(f"--{name.replace('_', '-')} {getattr(self, name)!r}: expected one of {', '.join(allowed)}")
+
+        choice("scheduler", TRAIN_SCHEDULERS)
+        choice("rescore", RESCORE_MODES)
+        choice("lr_schedule", LR_SCHEDULES)
+        choice("predict_with", PREDICT_WITH)
+        choice("criterion", tuple(CRITERIA))
+        choice("pacing", tuple(PACING))
+        choice("optimizer", ("sgd", "adam"))
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"--{name.replace('_', '-')} {getattr(self, name)}: expected at least 1")
+        if self.lr <= 0:
+            problems.append(f"--lr {self.lr}: expected a value > 0")
+        if self.workers < 0 or self.warmup < 0:
+            problems.append("--workers and --warmup must be >= 0")
+        if self.scores and self.warmup:
+            problems.append("--scores and --warmup name two sources of the curriculum order; give one")
+        if (self.scores or self.warmup) and self.scheduler != "curriculum":
+            problems.append("--scores and --warmup choose the curriculum's order; use them with --scheduler curriculum")
+        if self.rescore == "online" and "grad_norm" in CRITERIA.get(self.criterion, CRITERIA["loss"]).parts:
+            problems.append(f"--rescore online cannot compute per-sample gradients; use --rescore pass with "
+                            f"--criterion {self.criterion}")
+        if not self.manifest:
+            problems.append("no manifest given")
+        if not self.out:
+            problems.append("no run folder given (--out)")
+        if problems:
+            raise ConfigError("bad training settings:\n  - " + "\n  - ".join(problems))
+        return self
+
+
+def load_toml(path: str | Path) -> dict:
+    """Read a run file; its keys are the flags' names with '_' or '-' (e.g. ``batch_size = 64``)."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
+    known = {f.name for f in fields(TrainConfig)}
+    out, unknown = {}, []
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        (out.__setitem__(name, value) if name in known else unknown.append(key))
+    if unknown:
+        raise ConfigError(f"--config {path}: unknown key(s) {', '.join(unknown)}; keys are the flags of bss train")
+    return out

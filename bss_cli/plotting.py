@@ -1,0 +1,57 @@
+"""Training curves of a run folder as a PNG (matplotlib, an optional extra: ``bss[plot]``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bss_cli.artifacts import atomic_path
+from bss_cli.errors import ConfigError
+
+
+def plot_run(summary: dict, out: str | Path) -> Path:
+    """Three panels: val accuracy of the model and of each modality's head, train loss and val
+    imbalance, and the balance-score distribution (median and quartiles) over epochs."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigError("--plot needs matplotlib, an optional extra: pip install 'bss[plot]' "
+                          "(or pip install matplotlib)") from None
+    rows = summary["epochs"]
+    if not rows:
+        raise ConfigError(f"{summary['path']}: no epochs recorded yet; nothing to plot")
+    epochs = [r["epoch"] for r in rows]
+    heads = [k for k in rows[0] if k.startswith("val_acc_")]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    ax = axes[0]
+    ax.plot(epochs, [r["val_acc"] for r in rows], label="model", lw=2, color="black")
+    for h in heads:
+        ax.plot(epochs, [r[h] for r in rows], label=h.removeprefix("val_acc_"))
+    ax.set(title="validation accuracy", xlabel="epoch", ylabel="accuracy")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    ax.plot(epochs, [r["train_loss"] for r in rows], label="train loss", color="tab:red")
+    ax.set(title="train loss and val imbalance", xlabel="epoch", ylabel="loss")
+    ax2 = ax.twinx()
+    ax2.plot(epochs, [r["val_imbalance"] for r in rows], label="imbalance (head acc spread)", color="tab:blue")
+    ax2.set_ylabel("imbalance")
+    ax.legend(loc="upper left", fontsize=8)
+    ax2.legend(loc="upper right", fontsize=8)
+    ax = axes[2]
+    bal = summary["balance"]
+    if bal:
+        e = [b["epoch"] for b in bal]
+        ax.fill_between(e, [b["q25"] for b in bal], [b["q75"] for b in bal], alpha=0.3, label="quartiles")
+        ax.plot(e, [b["median"] for b in bal], label="median")
+        ax.plot(e, [b["min"] for b in bal], ls=":", label="min")
+    ax.set(title="balance scores of the train split", xlabel="epoch", ylabel="balance (higher = more balanced)")
+    ax.legend(fontsize=8)
+    fig.suptitle(f"{summary['path']} ({summary['settings'].get('scheduler')})")
+    fig.tight_layout()
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return out

@@ -1,0 +1,307 @@
+"""``bss train``: BSS training end to end (torch). One process, or many under torchrun.
+
+Per epoch: take the epoch's order from the planner (the same code as ``bss schedule``), shard it
+over ranks, train, evaluate on val, re-score for the next epoch (learned), checkpoint. At the end,
+the best-by-validation checkpoint is tested once. Everything an epoch needs from the past is in
+``last.pt``, so a run killed at any point and resumed computes the same thing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from bss_cli import checkpoints as C
+from bss_cli import runs
+from bss_cli.config import RESUME_FREE, TrainConfig
+from bss_cli.criteria import LossWeights, Predictions
+from bss_cli.data import VectorData, batch_loader
+from bss_cli.distributed import DistInfo, barrier, gather_objects, setup, teardown
+from bss_cli.errors import ConfigError
+from bss_cli.manifest import load_manifest
+from bss_cli.metrics import evaluate
+from bss_cli.model import joint_loss
+from bss_cli.planner import PlanState, Planner
+from bss_cli.predict import ModelSource, autocast, fresh_model, model_for_source, predict
+from bss_cli.sampler import ScheduleSampler
+from bss_cli.schedule_io import write_schedule
+from bss_cli.scoring import Scores, build_scores, write_scores
+from bss_cli.training import OptimConfig, make_optimizer
+
+
+@dataclass
+class Callbacks:
+    """Progress hooks (the CLI wires them to rich). Exceptions raised here stop the run."""
+
+    on_epoch_start: Callable[[int, int], None] | None = None  # (epoch, samples this rank)
+    on_batch: Callable[[int, int, float], None] | None = None  # (epoch, samples, loss)
+    on_epoch_end: Callable[[dict], None] | None = None  # the metrics row
+    on_message: Callable[[str], None] | None = None
+
+
+@dataclass
+class TrainResult:
+    run: Path
+    history: list[dict]
+    best_epoch: int
+    test: dict
+    summary: dict = field(default_factory=dict)
+
+
+def _lr_schedule(opt, cfg: TrainConfig):
+    if cfg.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    if cfg.lr_schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, info: DistInfo, device: str, callbacks: Callbacks):
+        self.cfg, self.info, self.device, self.cb = cfg, info, torch.device(device), callbacks
+        self.run = Path(cfg.out)
+        self.manifest = load_manifest(cfg.manifest)
+        m = self.manifest
+        self.train_rows, self.val_rows, self.test_rows = m.indices("train"), m.indices("val"), m.indices("test")
+        if len(self.val_rows) == 0:
+            raise ConfigError(f"{m.path}: the val split is empty; bss selects the checkpoint on validation, "
+                              "so mark some rows 'val'")
+        runs.check_run_folder(self.run, cfg.to_dict(), cfg.resume, RESUME_FREE)
+        self.weights = LossWeights(cfg.fused_weight, cfg.unimodal_weight)
+        self.data = VectorData(m, device=self.device if cfg.workers == 0 else "cpu")
+        self.model, self.model_cfg = fresh_model(m, self.data, cfg.seed, cfg.hidden, cfg.model, encoder=cfg.encoder,
+                                                 layers=cfg.layers, dropout=cfg.dropout)
+        self.model.to(self.device)
+        self.opt = make_optimizer(self.model, OptimConfig(cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay))
+        self.lr_sched = _lr_schedule(self.opt, cfg)
+        self.planner = Planner(cfg, m, self.train_rows)
+        self.plan = PlanState()
+        self.history: list[dict] = []
+        self.best = {"epoch": -1, "val_acc": -math.inf}
+        self.start_epoch = 0
+        self.amp = cfg.amp and self.device.type == "cuda"
+        self.pos_of_row = np.full(m.n, -1, np.int64)
+        self.pos_of_row[self.train_rows] = np.arange(len(self.train_rows))
+
+    # --- scoring -------------------------------------------------------------------------
+    def _predict_split(self, rows: np.ndarray, model=None) -> Predictions:
+        """Predictions for ``rows``, the rows split across ranks and gathered back in order."""
+        model = model or self.model
+        mine = rows[self.info.rank::self.info.world_size]
+        p = predict(model, self.data, mine, weights=self.weights, grad_norm=self._needs_grad, amp=self.amp)
+        parts = gather_objects(p, self.info)
+        if len(parts) == 1:
+            return parts[0]
+        order = np.concatenate([np.arange(len(rows))[r::self.info.world_size] for r in range(len(parts))])
+
+        def merge(get):
+            arrays = [get(q) for q in parts]
+            if arrays[0] is None:
+                return None
+            merged = np.concatenate(arrays)
+            res = np.empty_like(merged)
+            res[order] = merged
+            return res
+
+        return Predictions(labels=merge(lambda q: q.labels),
+                           logits={k: merge(lambda q, k=k: q.logits[k]) for k in parts[0].logits},
+                           fused_logits=merge(lambda q: q.fused_logits),
+                           embeddings={k: merge(lambda q, k=k: q.embeddings[k]) for k in parts[0].embeddings},
+                           grad_norm=merge(lambda q: q.grad_norm))
+
+    @property
+    def _needs_grad(self) -> bool:
+        from bss_cli.criteria import CRITERIA
+
+        return "grad_norm" in CRITERIA[self.cfg.criterion].parts
+
+    def _scores(self, preds: Predictions, source: str) -> Scores:
+        return build_scores(self.manifest, self.train_rows, preds, criterion=self.cfg.criterion, weights=self.weights,
+                            source=source, source_fingerprint=f"{self.cfg.seed}", seed=self.cfg.seed, split="train")
+
+    def _initial_scores(self) -> None:
+        cfg = self.cfg
+        if cfg.scheduler == "curriculum" and cfg.scores:
+            self.planner.load_curriculum_scores()
+        elif cfg.scheduler == "curriculum" and cfg.warmup:
+            src = ModelSource(kind="warmup", warmup_epochs=cfg.warmup, seed=cfg.seed, hidden=cfg.hidden, lr=cfg.lr,
+                              batch_size=cfg.batch_size)
+            warm, _ = model_for_source(src, self.manifest, self.data, self.weights)
+            torch.manual_seed(cfg.seed)  # the main model's dropout stream does not depend on the warm-up
+            self.planner.set_static_scores(self._scores(self._predict_split(self.train_rows, warm), src.describe()))
+        elif self.planner.needs_initial_scores:
+            scores = self._scores(self._predict_split(self.train_rows), "init")
+            if cfg.scheduler == "curriculum":
+                self.planner.set_static_scores(scores)
+            else:
+                self.planner.update(self.plan, scores)
+
+    # --- one epoch -----------------------------------------------------------------------
+    def _train_epoch(self, epoch: int, model, table, online: dict | None) -> tuple[float, int]:
+        sampler = ScheduleSampler(table, rank=self.info.rank, world_size=self.info.world_size)
+        loader = batch_loader(self.data, sampler, self.cfg.batch_size, self.cfg.workers, self.device)
+        if self.cb.on_epoch_start:
+            self.cb.on_epoch_start(epoch, len(sampler))
+        model.train()
+        total, count = 0.0, 0
+        for rows, xb, yb in loader:
+            xb = {k: v.to(self.device, non_blocking=True) for k, v in xb.items()}
+            yb = yb.to(self.device, non_blocking=True)
+            with autocast(self.device, self.amp):
+                out = model(xb)
+                loss = joint_loss(out, yb, self.weights.fused, self.weights.unimodal)
+            self.opt.zero_grad(set_to_none=True)
+            loss.mean().backward()
+            self.opt.step()
+            if online is not None:  # statistics of the training pass itself, no extra forward
+                pos = torch.as_tensor(self.pos_of_row[rows.numpy()], device=self.device)
+                for head, z in {**out.logits, "fused": out.fused}.items():
+                    if z is not None:
+                        online[head][pos] = z.detach().float()
+                online["seen"][pos] = True
+            batch_loss = float(loss.detach().sum())
+            total += batch_loss
+            count += len(yb)
+            if self.cb.on_batch:
+                self.cb.on_batch(epoch, len(yb), batch_loss / len(yb))
+        return total / max(count, 1), count
+
+    def _online_buffers(self) -> dict:
+        n, c = len(self.train_rows), self.manifest.n_classes
+        buf = {m: torch.zeros(n, c, device=self.device) for m in self.manifest.modality_names}
+        buf["fused"] = torch.zeros(n, c, device=self.device)
+        buf["seen"] = torch.zeros(n, dtype=torch.bool, device=self.device)
+        return buf
+
+    def _online_predictions(self, buf: dict) -> Predictions:
+        local = {k: v.cpu().numpy() for k, v in buf.items()}
+        for other in gather_objects(local, self.info):  # every rank saw its shard of the epoch
+            seen = other["seen"]
+            for k in local:
+                local[k][seen] = other[k][seen]
+        labels = self.manifest.labels[self.train_rows]
+        return Predictions(labels=labels, logits={m: local[m].astype(np.float64) for m in self.manifest.modality_names},
+                           fused_logits=local["fused"].astype(np.float64))
+
+    def _evaluate(self, rows: np.ndarray, model=None) -> dict:
+        p = predict(model or self.model, self.data, rows, weights=self.weights, amp=self.amp)
+        return evaluate(p.logits, p.fused_logits, p.labels, self.manifest.n_classes, self.cfg.predict_with)
+
+    # --- checkpoints -----------------------------------------------------------------------
+    def _state(self, epoch: int) -> dict:
+        return {
+            C.MODEL_STATE: self.model.state_dict(), C.MODEL_CONFIG: self.model_cfg.to_dict(),
+            C.MODEL_FACTORY: self.cfg.model, C.OPTIMIZER_STATE: self.opt.state_dict(),
+            C.LR_SCHEDULER_STATE: self.lr_sched.state_dict(), C.EPOCH: epoch,
+            C.RNG_STATE: {"torch": torch.get_rng_state(),
+                          "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+            C.TRAINER_STATE: {"history": self.history, "best": self.best, "plan": self.plan,
+                              "static": self.planner.static},
+        }
+
+    def _resume(self) -> None:
+        state = C.load_checkpoint(self.run / runs.LAST)
+        self.model.load_state_dict(state[C.MODEL_STATE])
+        self.opt.load_state_dict(state[C.OPTIMIZER_STATE])
+        self.lr_sched.load_state_dict(state[C.LR_SCHEDULER_STATE])
+        torch.set_rng_state(state[C.RNG_STATE]["torch"])
+        if state[C.RNG_STATE]["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state[C.RNG_STATE]["cuda"])
+        t = state[C.TRAINER_STATE]
+        self.history, self.best, self.plan, self.planner.static = t["history"], t["best"], t["plan"], t["static"]
+        self.start_epoch = state[C.EPOCH] + 1
+
+    # --- the run ---------------------------------------------------------------------------
+    def _say(self, text: str) -> None:
+        if self.cb.on_message and self.info.is_main:
+            self.cb.on_message(text)
+
+    def fit(self) -> TrainResult:
+        cfg, main = self.cfg, self.info.is_main
+        if main:
+            self.run.mkdir(parents=True, exist_ok=True)
+            runs.write_json(self.run / runs.SETTINGS, cfg.to_dict())
+        if cfg.resume:
+            self._resume()
+            self._say(f"resuming {self.run} at epoch {self.start_epoch}")
+        else:
+            self._initial_scores()
+        model = self.model
+        if self.info.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            model = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        for epoch in range(self.start_epoch, cfg.epochs):
+            self._run_epoch(epoch, model)
+        return self._finish()
+
+    def _run_epoch(self, epoch: int, model) -> None:
+        cfg, main = self.cfg, self.info.is_main
+        t0 = time.perf_counter()
+        table, job = self.planner.epoch_table(epoch, self.plan)
+        if main and cfg.epoch_artifacts and job is not None:
+            folder = runs.epoch_dir(self.run, epoch)
+            write_schedule(job, folder / runs.SCHEDULE_FILE)
+            fresh = self.plan.scores if cfg.scheduler == "learned" else (self.planner.static if epoch == 0 else None)
+            if fresh is not None and fresh.metadata.get("bss.kind") == "scores":
+                write_scores(fresh, folder / runs.SCORES_FILE)
+        online = self._online_buffers() if self.planner.rescoring and cfg.rescore == "online" else None
+        t1 = time.perf_counter()
+        loss, seen = self._train_epoch(epoch, model, table, online)
+        self.lr_sched.step()
+        t2 = time.perf_counter()
+        if self.planner.rescoring and epoch + 1 < cfg.epochs:
+            preds = self._online_predictions(online) if online is not None else self._predict_split(self.train_rows)
+            self.planner.update(self.plan, self._scores(preds, f"{cfg.rescore}:epoch-{epoch}"))
+        t3 = time.perf_counter()
+        val = self._evaluate(self.val_rows)
+        t4 = time.perf_counter()
+        balance = table.column("balance").to_numpy()
+        row = {"epoch": epoch, "train_loss": loss, "lr": self.opt.param_groups[0]["lr"],
+               "subset_size": table.num_rows, "mean_balance": float(balance.mean()),
+               **{f"val_{k}": v for k, v in val.items()},
+               "plan_seconds": t1 - t0, "train_seconds": t2 - t1, "score_seconds": t3 - t2, "eval_seconds": t4 - t3,
+               "samples_per_s": seen * self.info.world_size / max(t2 - t1, 1e-9)}
+        self.history.append(row)
+        improved = val["acc"] > self.best["val_acc"]
+        if improved:
+            self.best = {"epoch": epoch, "val_acc": val["acc"]}
+        if main:
+            state = self._state(epoch)
+            if improved:
+                C.save_checkpoint(self.run / runs.BEST, state)
+            C.save_checkpoint(self.run / runs.LAST, state)
+            runs.write_metrics(self.run, self.history, {"bss.run": str(self.run), "bss.scheduler": cfg.scheduler})
+        barrier(self.info)
+        if self.cb.on_epoch_end and main:
+            self.cb.on_epoch_end(row)
+
+    def _finish(self) -> TrainResult:
+        best = C.load_checkpoint(self.run / runs.BEST)
+        model, _ = fresh_model(self.manifest, self.data, self.cfg.seed, self.cfg.hidden, self.cfg.model,
+                               encoder=self.cfg.encoder, layers=self.cfg.layers, dropout=self.cfg.dropout)
+        model.load_state_dict(best[C.MODEL_STATE])
+        model.to(self.device)
+        test = self._evaluate(self.test_rows, model) if len(self.test_rows) else {}
+        summary = {"run": str(self.run), "scheduler": self.cfg.scheduler, "epochs": self.cfg.epochs,
+                   "best_epoch": self.best["epoch"], "best_val_acc": self.best["val_acc"],
+                   "test": test, "final_val": {k: v for k, v in self.history[-1].items() if k.startswith("val_")}}
+        if self.info.is_main:
+            runs.write_json(self.run / runs.SUMMARY, summary)
+        return TrainResult(self.run, self.history, self.best["epoch"], test, summary)
+
+
+def train(cfg: TrainConfig, callbacks: Callbacks | None = None) -> TrainResult:
+    """Train as ``cfg`` says; under torchrun, every rank calls this."""
+    cfg.validate()
+    info, device = setup(cfg.device)
+    try:
+        return Trainer(cfg, info, device, callbacks or Callbacks()).fit()
+    finally:
+        teardown(info)

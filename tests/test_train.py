@@ -1,0 +1,153 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from bss_cli.cli.app import app
+from bss_cli.config import TrainConfig
+from bss_cli.errors import ConfigError
+from bss_cli.trainer import Callbacks, train
+
+from conftest import ROOT
+
+runner = CliRunner()
+TIMING = ("plan_seconds", "train_seconds", "score_seconds", "eval_seconds", "samples_per_s")
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def metrics(run_dir):
+    t = pq.read_table(run_dir / "metrics.parquet")
+    return t.drop_columns([c for c in TIMING if c in t.column_names]).to_pylist()
+
+
+def test_end_to_end_score_schedule_train_resume_inspect(tiny_manifest, tmp_path):
+    scores, sched, run_dir = tmp_path / "scores.parquet", tmp_path / "schedule.parquet", tmp_path / "run"
+    assert run("score", tiny_manifest, "-o", scores).exit_code == 0
+    assert run("schedule", scores, "-o", sched, "--epochs", "3", "--t-grow", "2").exit_code == 0
+    r = run("train", tiny_manifest, "--out", run_dir, "--schedule", sched, "--epochs", "2", "--quiet")
+    assert r.exit_code == 0, r.output
+    files = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())
+    assert files == ["best.pt", "last.pt", "metrics.parquet", "settings.json", "summary.json"]
+    assert [m["epoch"] for m in metrics(run_dir)] == [0, 1]
+    assert [m["subset_size"] for m in metrics(run_dir)] == [pq.ParquetFile(sched).metadata.row_group(i).num_rows
+                                                          for i in range(2)]
+    r = run("train", tiny_manifest, "--out", run_dir, "--schedule", sched, "--epochs", "2", "--quiet")
+    assert r.exit_code == 1 and "already holds a run; pass --resume" in r.stderr
+    r = run("train", tiny_manifest, "--out", run_dir, "--schedule", sched, "--epochs", "3", "--quiet", "--resume")
+    assert r.exit_code == 1 and "settings differ from the run's settings.json: epochs (run: 2, now: 3)" in r.stderr
+    r = run("train", tiny_manifest, "--out", tmp_path / "run2", "--scheduler", "learned", "--epochs", "3", "--json")
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert summary["scheduler"] == "learned" and set(summary["test"]) >= {"acc", "macro_f1", "map", "acc_a", "acc_b",
+                                                                          "imbalance"}
+    epochs = sorted(p.name for p in (tmp_path / "run2" / "epochs").iterdir())
+    assert epochs == ["epoch-0000", "epoch-0001", "epoch-0002"]
+    for e in epochs:
+        assert {p.name for p in (tmp_path / "run2" / "epochs" / e).iterdir()} == {"scores.parquet", "schedule.parquet"}
+    r = run("inspect", tmp_path / "run2", "--json")
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["kind"] == "run" and len(s["epochs"]) == 3 and len(s["balance"]) == 3
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_at(epoch, batch):
+    seen = {"n": 0}
+
+    def on_batch(e, n, loss):
+        if e == epoch:
+            seen["n"] += 1
+            if seen["n"] == batch:
+                raise Crash()
+
+    return Callbacks(on_batch=on_batch)
+
+
+@pytest.mark.parametrize("settings", [
+    {"scheduler": "learned"},
+    {"scheduler": "learned", "rescore": "online", "accumulate": True},
+    {"scheduler": "curriculum", "t_grow": 3},
+    {"scheduler": "none", "lr_schedule": "step", "lr_step": 2, "optimizer": "adam", "lr": 0.01},
+])
+def test_killed_and_resumed_run_equals_uninterrupted(tiny_manifest, tmp_path, settings):
+    base = dict(manifest=str(tiny_manifest), epochs=4, batch_size=8, dropout=0.3, **settings)
+    straight = train(TrainConfig(out=str(tmp_path / "a"), **base))
+    with pytest.raises(Crash):
+        train(TrainConfig(out=str(tmp_path / "b"), **base), crash_at(epoch=2, batch=2))
+    resumed = train(TrainConfig(out=str(tmp_path / "b"), resume=True, **base))
+    assert metrics(tmp_path / "a") == metrics(tmp_path / "b")
+    assert resumed.test == straight.test
+    for name in ("last.pt", "best.pt"):
+        a = torch.load(tmp_path / "a" / name, weights_only=False)["model"]
+        b = torch.load(tmp_path / "b" / name, weights_only=False)["model"]
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_same_seed_same_run_bytes(tiny_manifest, tmp_path):
+    for name in ("a", "b"):
+        train(TrainConfig(manifest=str(tiny_manifest), out=str(tmp_path / name), epochs=2))
+    for rel in ("epochs/epoch-0001/scores.parquet", "epochs/epoch-0001/schedule.parquet"):
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
+    assert metrics(tmp_path / "a") == metrics(tmp_path / "b")
+
+
+def test_config_file_and_flag_errors(tiny_manifest, tmp_path):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f'manifest = "{tiny_manifest}"\nout = "{tmp_path / "r"}"\nepochs = 2\nbatch-size = 16\n'
+                   'scheduler = "curriculum"\nwarmup = 1\n')
+    r = run("train", "--config", cfg, "--quiet")
+    assert r.exit_code == 0, r.output
+    saved = json.loads((tmp_path / "r" / "settings.json").read_text())
+    assert saved["batch_size"] == 16 and saved["warmup"] == 1 and saved["epochs"] == 2
+    cfg.write_text('epoch = 3\n')
+    r = run("train", tiny_manifest, "--config", cfg, "--out", tmp_path / "x")
+    assert r.exit_code == 1 and "unknown key(s) epoch; keys are the flags of bss train" in r.stderr
+    r = run("train", tiny_manifest, "--out", tmp_path / "x", "--warmup", "2", "--rescore", "online",
+            "--criterion", "prediction-sim+gradient")
+    assert r.exit_code == 1
+    assert "--scores and --warmup choose the curriculum's order" in r.stderr
+    assert "--rescore online cannot compute per-sample gradients" in r.stderr
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(ConfigError, match="--epochs 0: expected at least 1"):
+        TrainConfig(manifest="m", out="o", epochs=0).validate()
+
+
+def test_plugin_model(tiny_manifest, tmp_path, monkeypatch):
+    (tmp_path / "mymodels.py").write_text(
+        "from bss_cli.model import LateFusion\n"
+        "def build(cfg):\n    cfg.hidden = 8\n    return LateFusion(cfg)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    res = train(TrainConfig(manifest=str(tiny_manifest), out=str(tmp_path / "r"), epochs=1, model="mymodels:build"))
+    assert res.best_epoch == 0
+    state = torch.load(tmp_path / "r" / "best.pt", weights_only=False)
+    assert state["model"]["heads.a.weight"].shape[1] == 8
+
+
+def test_two_process_torchrun_gloo(tiny_manifest, tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port), "-m", "bss_cli", "train", str(tiny_manifest), "--out", str(tmp_path / "ddp"),
+           "--epochs", "2", "--device", "cpu", "--quiet", "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["epochs"] == 2 and 0 <= summary["test"]["acc"] <= 1
+    rows = metrics(tmp_path / "ddp")
+    assert [r["epoch"] for r in rows] == [0, 1] and rows[0]["subset_size"] == 36
