@@ -27,11 +27,16 @@ sample_data/htad.parquet: $(STAMP)
 	$(BIN)/bss sample-data htad --out-dir sample_data
 
 demo: setup
-	@mkdir -p $(OUT)
+	@rm -rf $(OUT) && mkdir -p $(OUT)
 	$(BIN)/bss score sample_data/htad.parquet -o $(OUT)/htad_scores.parquet
 	$(BIN)/bss inspect $(OUT)/htad_scores.parquet
-	$(BIN)/bss score sample_data/mfeat.parquet -o $(OUT)/mfeat_scores.parquet
-	$(BIN)/bss inspect $(OUT)/mfeat_scores.parquet
+	$(BIN)/bss schedule $(OUT)/htad_scores.parquet -o $(OUT)/htad_curriculum.parquet --epochs 30 --t-grow 10
+	$(BIN)/bss inspect $(OUT)/htad_curriculum.parquet
+	$(BIN)/bss train sample_data/htad.parquet --out $(OUT)/htad-none --scheduler none --quiet
+	$(BIN)/bss train sample_data/htad.parquet --out $(OUT)/htad-curriculum --schedule $(OUT)/htad_curriculum.parquet --quiet
+	$(BIN)/bss train sample_data/htad.parquet --out $(OUT)/htad-learned --scheduler learned
+	$(BIN)/bss inspect $(OUT)/htad-learned
+	$(BIN)/bss train sample_data/mfeat.parquet --out $(OUT)/mfeat-learned --scheduler learned --quiet
 
 test: setup
 	$(BIN)/python -m pytest

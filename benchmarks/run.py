@@ -18,6 +18,8 @@ sys.path.insert(0, str(HERE))
 BENCHMARKS = {
     "score": ("bench_score", "run"),
     "schedule": ("bench_schedule", "run"),
+    "overhead": ("bench_overhead", "run"),
+    "effect": ("bench_effect", "run"),
 }
 
 

@@ -151,3 +151,18 @@ def test_two_process_torchrun_gloo(tiny_manifest, tmp_path):
     assert summary["epochs"] == 2 and 0 <= summary["test"]["acc"] <= 1
     rows = metrics(tmp_path / "ddp")
     assert [r["epoch"] for r in rows] == [0, 1] and rows[0]["subset_size"] == 36
+
+
+def test_inspect_plot(tiny_manifest, tmp_path):
+    import importlib.util
+
+    train(TrainConfig(manifest=str(tiny_manifest), out=str(tmp_path / "run"), epochs=2))
+    r = run("inspect", tmp_path / "run", "--plot", tmp_path / "curves.png")
+    if importlib.util.find_spec("matplotlib") is None:
+        assert r.exit_code == 1 and "--plot needs matplotlib, an optional extra: pip install 'bss[plot]'" in r.stderr
+        assert not (tmp_path / "curves.png").exists()
+    else:
+        assert r.exit_code == 0, r.output
+        assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = run("inspect", tiny_manifest, "--plot", tmp_path / "x.png")
+    assert r.exit_code == 1 and "--plot draws run folders" in r.stderr

@@ -120,7 +120,7 @@ def train(
     epoch_artifacts: Annotated[Optional[bool], typer.Option("--epoch-artifacts/--no-epoch-artifacts",
                                                             help="Save each epoch's scores and schedule [on].")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output (the final table still prints).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON.")] = False,
 ) -> None:
     """Train a multi-modal late-fusion model with balance-aware sequence sampling.
@@ -147,7 +147,7 @@ def train(
     if result.summary and int(os.environ.get("RANK", "0")) == 0:
         if as_json:
             typer.echo(json.dumps(result.summary, indent=2))
-        elif not quiet:
+        else:
             out.print(summary_table(result.summary))
 
 
