@@ -62,6 +62,8 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     workers: int = 0
     epoch_artifacts: bool = True  # save each epoch's scores and schedule in the run folder
+    cache_dir: str | None = None  # cache decoded spectrograms here
+    encoder_weights: list[str] | None = None  # 'modality=path' state_dict files for encoders
     resume: bool = False
     quiet: bool = False
 
@@ -71,6 +73,15 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def weights_by_modality(self) -> dict[str, str]:
+        out = {}
+        for item in self.encoder_weights or []:
+            modality, sep, path = item.partition("=")
+            if not sep or not modality or not path:
+                raise ConfigError(f"--encoder-weights {item!r}: expected 'modality=path/to/weights.pt'")
+            out[modality] = path
+        return out
 
     def validate(self) -> "TrainConfig":
         problems = []

@@ -1,45 +1,85 @@
-"""In-memory tensors for a manifest's vector modalities (torch)."""
+"""A manifest's samples as tensors (torch): vectors held in memory, audio and images decoded on
+demand (in DataLoader workers when ``workers`` > 0, with an optional on-disk spectrogram cache)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from bss_cli.manifest import Manifest
+from bss_cli.media import cached_spectrogram, load_frames
 
 
-class VectorData:
-    """Every modality as one [N, D] float32 tensor; batches are index lookups (no DataLoader).
+class ManifestData:
+    """``batch(rows)`` gives ({modality: tensor [B, ...]}, labels [B]) for manifest rows.
 
-    For vector features that fit in memory this is far faster than a DataLoader with a
-    per-sample ``__getitem__``, and it is deterministic.
+    Vector modalities are one [N, D] float32 tensor each on ``device``, so their batches are
+    index lookups, far faster than a per-sample ``__getitem__``. Audio becomes a log spectrogram
+    [F, T], images [frames, 3, S, S]; ``train=True`` batches get the image augmentations.
     """
 
-    def __init__(self, manifest: Manifest, device: str | torch.device = "cpu"):
-        if not manifest.features:
-            raise ValueError("VectorData needs a manifest loaded with load_features=True")
-        self.device = torch.device(device)
+    def __init__(self, manifest: Manifest, device: str | torch.device = "cpu", workers: int = 0,
+                 cache_dir: str | Path | None = None):
+        if manifest.modalities and not (manifest.features or manifest.paths):
+            raise ValueError("ManifestData needs a manifest loaded with load_features=True")
+        self.workers = workers
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.media = manifest.media
+        self.kinds = {m: mod.kind for m, mod in manifest.modalities.items()}
+        self.raw = {m: manifest.paths[m] for m in manifest.paths}
+        # with workers the batches are built in other processes, so the data stays on the CPU
+        self.device = torch.device(device) if workers == 0 else torch.device("cpu")
         self.names = manifest.modality_names
-        self.x = {m: torch.from_numpy(np.ascontiguousarray(manifest.features[m])).to(self.device) for m in self.names}
+        self.x = {m: torch.from_numpy(np.ascontiguousarray(manifest.features[m])).to(self.device)
+                  for m in manifest.features}
         self.y = torch.from_numpy(manifest.labels.astype(np.int64)).to(self.device)
-        self.dims = {m: int(v.shape[1]) for m, v in self.x.items()}
+        self.dims: dict[str, int | list[int]] = {m: int(v.shape[1]) for m, v in self.x.items()}
+        for m in self.raw:
+            self.dims[m] = self.media.spectrogram_shape if self.kinds[m] == "audio" else self.media.frames_shape
+        self.dims = {m: self.dims[m] for m in self.names}
         self.n_classes = manifest.n_classes
 
-    def batch(self, idx: torch.Tensor | np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        idx = torch.as_tensor(idx, device=self.device, dtype=torch.long)
-        return {m: v.index_select(0, idx) for m, v in self.x.items()}, self.y.index_select(0, idx)
+    @property
+    def has_raw(self) -> bool:
+        return bool(self.raw)
+
+    def _decode(self, m: str, row: int, train: bool) -> torch.Tensor:
+        if self.kinds[m] == "audio":
+            return cached_spectrogram(self.raw[m][row], self.media, self.cache_dir)
+        return load_frames(self.raw[m][row], self.media, train)
+
+    def batch(self, idx, train: bool = False) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        out = {m: v.index_select(0, idx.to(self.device)) for m, v in self.x.items()}
+        for m in self.raw:
+            out[m] = torch.stack([self._decode(m, int(r), train) for r in idx.tolist()]).to(self.device)
+        return {m: out[m] for m in self.names}, self.y.index_select(0, idx.to(self.device))
+
+    def iter_batches(self, rows: np.ndarray, batch_size: int):
+        """(inputs, labels) of ``rows`` in order; raw modalities are decoded by the workers."""
+        if not self.has_raw or self.workers == 0:
+            for start in range(0, len(rows), batch_size):
+                yield self.batch(rows[start:start + batch_size])
+            return
+        batches = [rows[s:s + batch_size].tolist() for s in range(0, len(rows), batch_size)]
+        loader = torch.utils.data.DataLoader(_Batches(self, train=False), batch_sampler=batches,
+                                             num_workers=self.workers, collate_fn=_as_is)
+        for _, x, y in loader:
+            yield x, y
 
     def standardisation(self, rows: np.ndarray) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Per-feature mean and std over ``rows`` (the train split), for the model's buffers."""
+        """Per-feature mean and std of the vector modalities over ``rows`` (the train split)."""
         idx = torch.as_tensor(rows, device=self.device, dtype=torch.long)
         return {m: (v[idx].mean(0), v[idx].std(0, unbiased=False)) for m, v in self.x.items()}
 
 
 class _Batches(torch.utils.data.Dataset):
-    """Batched access for a DataLoader: ``__getitems__`` fetches a whole batch in one lookup."""
+    """Batched access for a DataLoader: ``__getitems__`` fetches a whole batch in one call."""
 
-    def __init__(self, data: VectorData):
-        self.data = data
+    def __init__(self, data: ManifestData, train: bool):
+        self.data, self.train = data, train
 
     def __len__(self) -> int:
         return len(self.data.y)
@@ -49,7 +89,7 @@ class _Batches(torch.utils.data.Dataset):
 
     def __getitems__(self, rows: list[int]):
         rows_t = torch.as_tensor(rows, dtype=torch.long)
-        x, y = self.data.batch(rows_t.to(self.data.device))
+        x, y = self.data.batch(rows_t, train=self.train)
         return rows_t, x, y
 
 
@@ -57,13 +97,14 @@ def _as_is(batch):
     return batch
 
 
-def batch_loader(data: VectorData, sampler, batch_size: int, workers: int, device: torch.device):
-    """A DataLoader over ``sampler``'s order yielding (rows, inputs, labels) batches.
+def batch_loader(data: ManifestData, sampler, batch_size: int, device: torch.device, train: bool = True):
+    """A DataLoader over ``sampler``'s order yielding (rows, inputs, labels) training batches.
 
-    With ``workers`` > 0 the batches are assembled in worker processes (data on the CPU) and
+    With ``data.workers`` > 0 batches are assembled (and files decoded) in worker processes and
     pinned for a fast copy to a GPU.
     """
     batches = torch.utils.data.BatchSampler(sampler, batch_size, drop_last=False)
-    pin = workers > 0 and torch.device(device).type == "cuda"
-    return torch.utils.data.DataLoader(_Batches(data), batch_sampler=batches, num_workers=workers,
-                                       collate_fn=_as_is, pin_memory=pin, persistent_workers=False)
+    pin = data.workers > 0 and torch.device(device).type == "cuda"
+    return torch.utils.data.DataLoader(_Batches(data, train), batch_sampler=batches, num_workers=data.workers,
+                                       collate_fn=_as_is, pin_memory=pin,
+                                       prefetch_factor=4 if data.workers > 0 else None)

@@ -20,7 +20,8 @@ import pyarrow.compute as pc
 
 from bss_cli import schema as S
 from bss_cli.artifacts import fingerprint_file
-from bss_cli.errors import ManifestError
+from bss_cli.errors import ConfigError, ManifestError
+from bss_cli.media import AUDIO_EXTS, IMAGE_EXTS, MediaConfig, check_image, check_wav, kind_of
 
 META_PREFIX = "meta_"
 READERS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -31,17 +32,15 @@ def _load_npy(path: Path) -> np.ndarray:
     return np.asarray(np.load(path, allow_pickle=False), dtype=np.float32).ravel()
 
 
-# File extension -> (modality kind, loader returning a 1-D float32 vector). Raw audio and image
-# kinds join this table with loaders of their own.
-FILE_KINDS = {".npy": ("vector", _load_npy)}
+KNOWN_EXTENSIONS = (".npy",) + AUDIO_EXTS + IMAGE_EXTS
 
 
 @dataclass
 class Modality:
     name: str
-    kind: str  # "vector" for now
+    kind: str  # "vector", "audio" or "image"
     source: str  # "inline" or "file"
-    dim: int | None = None  # feature length, known once values are loaded
+    dim: int | None = None  # vector length, known once values are loaded
 
 
 @dataclass
@@ -55,7 +54,9 @@ class Manifest:
     classes: list
     splits: np.ndarray  # str
     modalities: dict[str, Modality]
-    features: dict[str, np.ndarray] = field(default_factory=dict)
+    features: dict[str, np.ndarray] = field(default_factory=dict)  # vector modalities
+    paths: dict[str, list[Path]] = field(default_factory=dict)  # audio and image modalities
+    media: MediaConfig = field(default_factory=MediaConfig)
 
     @property
     def n(self) -> int:
@@ -200,62 +201,81 @@ def _inline_matrix(name: str, col: pa.ChunkedArray, problems: list[str]) -> np.n
     return flat.reshape(len(col), expected)
 
 
-def _text_values(name: str, col: pa.ChunkedArray, base: Path, problems: list[str]) -> tuple[np.ndarray | None, str]:
-    """Decode a string column: file paths (by extension) or inline vectors written as text."""
+def _text_values(name: str, col: pa.ChunkedArray, base: Path, media: MediaConfig,
+                 problems: list[str]) -> tuple[np.ndarray | None, str, str, list[Path] | None]:
+    """Decode a string column: file paths (kind by extension) or inline vectors written as text.
+
+    Returns (vectors or None, source, kind, paths of raw files or None). Vector files are loaded;
+    audio and image files are checked to decode and kept as paths.
+    """
     values = col.to_pylist()
     rows_out: list[np.ndarray | None] = []
-    kind, source = "vector", "inline"
+    paths: list[Path] = []
+    kinds: dict[str, int] = {}
     missing, unreadable, unparsable, empty = [], [], [], []
     for i, v in enumerate(values):
+        rows_out.append(None)
+        paths.append(Path())
         if v is None or str(v).strip() == "":
             empty.append(i)
-            rows_out.append(None)
             continue
-        ext = Path(v).suffix.lower()
-        if ext in FILE_KINDS:
-            kind, loader = FILE_KINDS[ext]
-            source = "file"
-            p = Path(v) if Path(v).is_absolute() else base / v
-            if not p.is_file():
-                missing.append((i, v))
-                rows_out.append(None)
-                continue
+        kind = kind_of(str(v), base)
+        if kind is None:
             try:
-                rows_out.append(loader(p))
-            except Exception as exc:  # any decode failure is the file's fault, reported by row
-                unreadable.append((i, v, exc))
-                rows_out.append(None)
+                rows_out[i] = np.asarray(_parse_text_vector(str(v)), dtype=np.float32)
+                kinds.setdefault("inline vector", i)
+            except (ValueError, TypeError):
+                unparsable.append((i, v))
+            continue
+        kinds.setdefault(kind, i)
+        p = Path(v) if Path(v).is_absolute() else base / v
+        paths[i] = p
+        if not p.exists():
+            missing.append((i, v))
             continue
         try:
-            rows_out.append(np.asarray(_parse_text_vector(str(v)), dtype=np.float32))
-        except (ValueError, TypeError):
-            unparsable.append((i, v))
-            rows_out.append(None)
+            if kind == "vector":
+                rows_out[i] = _load_npy(p)
+            elif kind == "audio":
+                check_wav(p)
+            else:
+                check_image(p, media.frames)
+        except ConfigError:
+            raise
+        except Exception as exc:  # any decode failure is the file's fault, reported by row
+            unreadable.append((i, v, exc))
     if empty:
         problems.append(f"{_rows(empty)}: column '{name}' is empty; every sample needs every modality")
     if missing:
         problems.append(
-            f"{_rows([r for r, _ in missing])}: column '{name}' names a file that does not exist: "
+            f"{_rows([r for r, _ in missing])}: column '{name}' names a file or folder that does not exist: "
             f"{missing[0][1]!r} (relative paths resolve against {base})"
         )
     for r, v, exc in unreadable[:MAX_ROWS_LISTED]:
         problems.append(f"row {r}: column '{name}' file {v!r} cannot be read: {exc}")
+    if len(unreadable) > MAX_ROWS_LISTED:
+        problems.append(f"... and {len(unreadable) - MAX_ROWS_LISTED} more unreadable files in column '{name}'")
     if unparsable:
-        exts = ", ".join(FILE_KINDS)
         problems.append(
             f"{_rows([r for r, _ in unparsable])}: column '{name}' value {str(unparsable[0][1])[:40]!r} is neither "
-            f"a numeric vector nor a path with a known extension ({exts})"
+            f"a numeric vector nor a path with a known extension ({', '.join(KNOWN_EXTENSIONS)}) or a frames folder"
         )
-    if empty or missing or unreadable or unparsable:
-        return None, source
+    if len(kinds) > 1:
+        shown = ", ".join(f"{k} (first at row {r})" for k, r in kinds.items())
+        problems.append(f"column '{name}' mixes modality kinds: {shown}; one column holds one kind")
+    if empty or missing or unreadable or unparsable or len(kinds) != 1:
+        return None, "file", "vector", None
+    kind = next(iter(kinds))
+    if kind in ("audio", "image"):
+        return None, "file", kind, paths
     lengths = np.array([len(r) for r in rows_out])
     bad = np.flatnonzero(lengths != lengths[0])
     if len(bad):
         problems.append(
             f"{_rows(bad)}: column '{name}' has {lengths[bad[0]]} values, expected {lengths[0]} (the first row's length)"
         )
-        return None, source
-    return np.stack(rows_out).astype(np.float32), source
+        return None, "file", "vector", None
+    return np.stack(rows_out).astype(np.float32), ("inline" if kind == "inline vector" else "file"), "vector", None
 
 
 def _check_finite(name: str, x: np.ndarray, problems: list[str]) -> None:
@@ -310,20 +330,29 @@ def load_manifest(path: str | Path, *, load_features: bool = True) -> Manifest:
     labels, classes = _encode_labels(table[S.LABEL], problems)
     splits = _check_splits(table[S.SPLIT], problems)
     names = _modality_columns(table, problems)
+    media = MediaConfig.from_json((table.schema.metadata or {}).get(b"bss.media", b"").decode() or None)
     modalities: dict[str, Modality] = {}
     features: dict[str, np.ndarray] = {}
+    raw_paths: dict[str, list[Path]] = {}
     for name in names:
         t = table.schema.field(name).type
         is_text = pa.types.is_string(t) or pa.types.is_large_string(t)
         if not load_features:
-            modalities[name] = Modality(name, "vector", "file" if is_text else "inline")
+            first = table[name][0].as_py() if is_text and table.num_rows else None
+            kind = (kind_of(str(first), path.parent) or "vector") if first else "vector"
+            modalities[name] = Modality(name, kind, "file" if is_text else "inline")
             continue
+        kind, files = "vector", None
         if is_text:
-            x, source = _text_values(name, table[name], path.parent, problems)
+            x, source, kind, files = _text_values(name, table[name], path.parent, media, problems)
         elif pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
             x, source = _inline_matrix(name, table[name], problems), "inline"
         else:
             continue  # type problem already reported
+        if files is not None:
+            modalities[name] = Modality(name, kind, "file")
+            raw_paths[name] = files
+            continue
         if x is None:
             continue
         _check_finite(name, x, problems)
@@ -333,4 +362,4 @@ def load_manifest(path: str | Path, *, load_features: bool = True) -> Manifest:
         raise ManifestError(path, problems)
     if len(classes) < 2:
         raise ManifestError(path, [f"found {len(classes)} class(es) in column 'label'; classification needs two or more"])
-    return Manifest(path, fingerprint_file(path), ids, labels, classes, splits, modalities, features)
+    return Manifest(path, fingerprint_file(path), ids, labels, classes, splits, modalities, features, raw_paths, media)

@@ -28,32 +28,68 @@ class FusionOutput(NamedTuple):
 
 @dataclass
 class ModelConfig:
-    modalities: dict[str, int]  # modality -> input length
+    modalities: dict[str, int | list[int]]  # modality -> input length (vector) or shape (audio, image)
     n_classes: int
-    encoder: str = "mlp"
-    hidden: int = 64
+    encoder: str = "mlp"  # encoder of vector modalities; audio and image take DEFAULT_ENCODERS
+    hidden: int = 64  # MLP width; ResNet-18 first-stage width (64 = the standard network)
     layers: int = 2
     dropout: float = 0.1
+    kinds: dict[str, str] = field(default_factory=dict)  # modality -> vector | audio | image
+    encoder_weights: dict[str, str] = field(default_factory=dict)  # modality -> state_dict file
     extra: dict = field(default_factory=dict)  # encoder-specific settings
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def kind(self, modality: str) -> str:
+        return self.kinds.get(modality, "vector")
 
-def mlp_encoder(in_dim: int, cfg: ModelConfig) -> nn.Module:
+
+def mlp_encoder(shape: int | list[int], kind: str, cfg: ModelConfig) -> nn.Module:
     """``layers`` Linear-ReLU(-Dropout) blocks of width ``hidden``; output [B, hidden]."""
+    if kind != "vector":
+        raise ConfigError(f"encoder 'mlp' takes vector modalities, not {kind}")
     blocks: list[nn.Module] = []
-    width = in_dim
+    width = int(shape)
     for _ in range(max(1, cfg.layers)):
         blocks += [nn.Linear(width, cfg.hidden), nn.ReLU()]
         if cfg.dropout > 0:
             blocks.append(nn.Dropout(cfg.dropout))
         width = cfg.hidden
-    return nn.Sequential(*blocks)
+    net = nn.Sequential(*blocks)
+    net.out_dim = cfg.hidden
+    return net
 
 
-# name -> builder(input length, config) returning a module with output [B, cfg.hidden].
-ENCODERS: dict[str, Callable[[int, ModelConfig], nn.Module]] = {"mlp": mlp_encoder}
+def resnet18_encoder(shape: int | list[int], kind: str, cfg: ModelConfig) -> nn.Module:
+    """ResNet-18 from scratch: spectrograms (audio) or pooled video frames (image)."""
+    from bss_cli.resnet import AudioResNet18, VisualResNet18
+
+    if kind == "audio":
+        return AudioResNet18(cfg.hidden)
+    if kind == "image":
+        return VisualResNet18(cfg.hidden)
+    raise ConfigError(f"encoder 'resnet18' takes audio or image modalities, not {kind}")
+
+
+# name -> builder(input shape, modality kind, config) -> module with attribute out_dim.
+ENCODERS: dict[str, Callable[[int | list[int], str, ModelConfig], nn.Module]] = {
+    "mlp": mlp_encoder,
+    "resnet18": resnet18_encoder,
+}
+DEFAULT_ENCODERS = {"audio": "resnet18", "image": "resnet18"}
+
+
+def _load_encoder_weights(module: nn.Module, modality: str, path: str) -> None:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a missing or foreign file
+        raise ConfigError(f"--encoder-weights {modality}={path}: cannot be read ({exc})") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if len(missing) == len(module.state_dict()):
+        raise ConfigError(f"--encoder-weights {modality}={path}: no key matches the {modality} encoder "
+                          f"(expected keys like {next(iter(module.state_dict()))!r})")
 
 
 class LateFusion(nn.Module):
@@ -63,12 +99,19 @@ class LateFusion(nn.Module):
             raise ConfigError(f"unknown encoder {cfg.encoder!r}; choose one of: {', '.join(ENCODERS)}")
         self.cfg = cfg
         self.names = list(cfg.modalities)
-        self.encoders = nn.ModuleDict({m: ENCODERS[cfg.encoder](d, cfg) for m, d in cfg.modalities.items()})
-        self.heads = nn.ModuleDict({m: nn.Linear(cfg.hidden, cfg.n_classes) for m in cfg.modalities})
-        self.fused = nn.Linear(cfg.hidden * len(cfg.modalities), cfg.n_classes)
-        for m, d in cfg.modalities.items():
-            self.register_buffer(f"mean_{m}", torch.zeros(d))
-            self.register_buffer(f"std_{m}", torch.ones(d))
+        encoders = {}
+        for m, shape in cfg.modalities.items():
+            name = cfg.encoder if cfg.kind(m) == "vector" else DEFAULT_ENCODERS[cfg.kind(m)]
+            encoders[m] = ENCODERS[name](shape, cfg.kind(m), cfg)
+            if m in cfg.encoder_weights:
+                _load_encoder_weights(encoders[m], m, cfg.encoder_weights[m])
+        self.encoders = nn.ModuleDict(encoders)
+        self.heads = nn.ModuleDict({m: nn.Linear(e.out_dim, cfg.n_classes) for m, e in encoders.items()})
+        self.fused = nn.Linear(sum(e.out_dim for e in encoders.values()), cfg.n_classes)
+        self.vector_names = [m for m in self.names if cfg.kind(m) == "vector"]
+        for m in self.vector_names:
+            self.register_buffer(f"mean_{m}", torch.zeros(cfg.modalities[m]))
+            self.register_buffer(f"std_{m}", torch.ones(cfg.modalities[m]))
 
     def set_standardisation(self, stats: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
         for m, (mean, std) in stats.items():
@@ -78,7 +121,9 @@ class LateFusion(nn.Module):
     def forward(self, inputs: dict[str, torch.Tensor]) -> FusionOutput:
         emb = {}
         for m in self.names:
-            x = (inputs[m] - getattr(self, f"mean_{m}")) / getattr(self, f"std_{m}")
+            x = inputs[m]
+            if m in self.vector_names:
+                x = (x - getattr(self, f"mean_{m}")) / getattr(self, f"std_{m}")
             emb[m] = self.encoders[m](x)
         logits = {m: self.heads[m](emb[m]) for m in self.names}
         fused = self.fused(torch.cat([emb[m] for m in self.names], dim=1))

@@ -10,7 +10,7 @@ import torch
 
 from bss_cli.artifacts import fingerprint_text
 from bss_cli.criteria import LossWeights, Predictions
-from bss_cli.data import VectorData
+from bss_cli.data import ManifestData
 from bss_cli.errors import ConfigError
 from bss_cli.manifest import Manifest
 from bss_cli.model import ModelConfig, build_model, joint_loss
@@ -25,25 +25,28 @@ def autocast(device: torch.device, enabled: bool):
 
 
 @torch.inference_mode()
-def _forward_pass(model, data: VectorData, rows: np.ndarray, batch_size: int, progress: Progress | None):
+def _forward_pass(model, data: ManifestData, rows: np.ndarray, batch_size: int, progress: Progress | None):
+    device = next(model.parameters()).device
     logits = {m: [] for m in data.names}
     fused, emb = [], {m: [] for m in data.names}
-    for start in range(0, len(rows), batch_size):
-        xb, _ = data.batch(rows[start:start + batch_size])
+    done = 0
+    for xb, _ in data.iter_batches(rows, batch_size):
+        xb = {m: v.to(device, non_blocking=True) for m, v in xb.items()}
         out = model(xb)
         for m in data.names:
             logits[m].append(out.logits[m].float().cpu())
             emb[m].append(out.embeddings[m].float().cpu())
         if out.fused is not None:
             fused.append(out.fused.float().cpu())
+        done += len(next(iter(xb.values())))
         if progress:
-            progress(min(start + batch_size, len(rows)), len(rows))
+            progress(done, len(rows))
     cat = lambda parts: torch.cat(parts).numpy().astype(np.float64)  # noqa: E731
     return ({m: cat(v) for m, v in logits.items()}, cat(fused) if fused else None,
             {m: cat(v) for m, v in emb.items() if v and v[0].ndim == 2})
 
 
-def per_sample_grad_norms(model, data: VectorData, rows: np.ndarray, weights: LossWeights,
+def per_sample_grad_norms(model, data: ManifestData, rows: np.ndarray, weights: LossWeights,
                           chunk: int = 64) -> np.ndarray:
     """||dL_i/dtheta||_2 for every sample, vectorised with torch.func (no batch-size-1 loop)."""
     from torch.func import functional_call, grad, vmap
@@ -59,13 +62,14 @@ def per_sample_grad_norms(model, data: VectorData, rows: np.ndarray, weights: Lo
     norms = []
     for start in range(0, len(rows), chunk):
         xb, yb = data.batch(rows[start:start + chunk])
-        g = per_sample(params, xb, yb)
+        dev = next(iter(params.values())).device
+        g = per_sample(params, {m: v.to(dev) for m, v in xb.items()}, yb.to(dev))
         sq = sum(t.reshape(t.shape[0], -1).pow(2).sum(1) for t in g.values())
         norms.append(sq.sqrt().cpu())
     return torch.cat(norms).numpy().astype(np.float64)
 
 
-def predict(model, data: VectorData, rows: np.ndarray, *, weights: LossWeights, batch_size: int = 512,
+def predict(model, data: ManifestData, rows: np.ndarray, *, weights: LossWeights, batch_size: int = 512,
             grad_norm: bool = False, progress: Progress | None = None, amp: bool = False) -> Predictions:
     """Model outputs for manifest ``rows`` in eval mode (BatchNorm and dropout frozen).
 
@@ -74,12 +78,12 @@ def predict(model, data: VectorData, rows: np.ndarray, *, weights: LossWeights, 
     was_training = model.training
     model.eval()
     try:
-        with autocast(data.device, amp):
+        with autocast(next(model.parameters()).device, amp):
             logits, fused, emb = _forward_pass(model, data, rows, batch_size, progress)
         gn = per_sample_grad_norms(model, data, rows, weights) if grad_norm else None
     finally:
         model.train(was_training)
-    labels = data.y[torch.as_tensor(rows, device=data.device)].cpu().numpy()
+    labels = data.y.cpu().numpy()[rows]
     return Predictions(labels=labels, logits=logits, fused_logits=fused, embeddings=emb, grad_norm=gn)
 
 
@@ -103,10 +107,11 @@ class ModelSource:
         return "init"
 
 
-def fresh_model(manifest: Manifest, data: VectorData, seed: int, hidden: int = 64, factory: str | None = None,
+def fresh_model(manifest: Manifest, data: ManifestData, seed: int, hidden: int = 64, factory: str | None = None,
                 **model_settings):
     """The seeded, freshly initialised late-fusion model with train-split standardisation."""
-    cfg = ModelConfig(modalities=data.dims, n_classes=manifest.n_classes, hidden=hidden, **model_settings)
+    cfg = ModelConfig(modalities=data.dims, n_classes=manifest.n_classes, hidden=hidden, kinds=data.kinds,
+                      **model_settings)
     torch.manual_seed(seed)
     model = build_model(cfg, factory).to(data.device)
     if hasattr(model, "set_standardisation"):
@@ -114,7 +119,7 @@ def fresh_model(manifest: Manifest, data: VectorData, seed: int, hidden: int = 6
     return model, cfg
 
 
-def model_for_source(source: ModelSource, manifest: Manifest, data: VectorData, weights: LossWeights):
+def model_for_source(source: ModelSource, manifest: Manifest, data: ManifestData, weights: LossWeights):
     """Build (and for a warm-up, train) the model a source names; return it and its fingerprint."""
     if source.kind == "checkpoint":
         from bss_cli.checkpoints import model_from_checkpoint

@@ -145,12 +145,12 @@ def score_manifest(manifest_path: str | Path, *, criterion: str = "prediction-si
         manifest = load_manifest(manifest_path, load_features=False)
         return score_from_predictions(manifest, predictions, criterion=criterion, weights=weights, split=split)
 
-    from bss_cli.data import VectorData
+    from bss_cli.data import ManifestData
     from bss_cli.predict import ModelSource, model_for_source, predict
 
     source = source or ModelSource()
     manifest = load_manifest(manifest_path)
-    data = VectorData(manifest, device=device)
+    data = ManifestData(manifest, device=device)
     model, fp = model_for_source(source, manifest, data, weights)
     rows = manifest.indices(split)
     preds = predict(model, data, rows, weights=weights, batch_size=batch_size,

@@ -21,7 +21,7 @@ from bss_cli import checkpoints as C
 from bss_cli import runs
 from bss_cli.config import RESUME_FREE, TrainConfig
 from bss_cli.criteria import LossWeights, Predictions
-from bss_cli.data import VectorData, batch_loader
+from bss_cli.data import ManifestData, batch_loader
 from bss_cli.distributed import DistInfo, barrier, gather_objects, setup, teardown
 from bss_cli.errors import ConfigError
 from bss_cli.manifest import load_manifest
@@ -74,9 +74,8 @@ class Trainer:
                               "so mark some rows 'val'")
         runs.check_run_folder(self.run, cfg.to_dict(), cfg.resume, RESUME_FREE)
         self.weights = LossWeights(cfg.fused_weight, cfg.unimodal_weight)
-        self.data = VectorData(m, device=self.device if cfg.workers == 0 else "cpu")
-        self.model, self.model_cfg = fresh_model(m, self.data, cfg.seed, cfg.hidden, cfg.model, encoder=cfg.encoder,
-                                                 layers=cfg.layers, dropout=cfg.dropout)
+        self.data = ManifestData(m, device=self.device, workers=cfg.workers, cache_dir=cfg.cache_dir)
+        self.model, self.model_cfg = self._fresh_model()
         self.model.to(self.device)
         self.opt = make_optimizer(self.model, OptimConfig(cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay))
         self.lr_sched = _lr_schedule(self.opt, cfg)
@@ -88,6 +87,11 @@ class Trainer:
         self.amp = cfg.amp and self.device.type == "cuda"
         self.pos_of_row = np.full(m.n, -1, np.int64)
         self.pos_of_row[self.train_rows] = np.arange(len(self.train_rows))
+
+    def _fresh_model(self):
+        cfg = self.cfg
+        return fresh_model(self.manifest, self.data, cfg.seed, cfg.hidden, cfg.model, encoder=cfg.encoder,
+                           layers=cfg.layers, dropout=cfg.dropout, encoder_weights=cfg.weights_by_modality())
 
     # --- scoring -------------------------------------------------------------------------
     def _predict_split(self, rows: np.ndarray, model=None) -> Predictions:
@@ -145,7 +149,7 @@ class Trainer:
     # --- one epoch -----------------------------------------------------------------------
     def _train_epoch(self, epoch: int, model, table, online: dict | None) -> tuple[float, int]:
         sampler = ScheduleSampler(table, rank=self.info.rank, world_size=self.info.world_size)
-        loader = batch_loader(self.data, sampler, self.cfg.batch_size, self.cfg.workers, self.device)
+        loader = batch_loader(self.data, sampler, self.cfg.batch_size, self.device)
         if self.cb.on_epoch_start:
             self.cb.on_epoch_start(epoch, len(sampler))
         model.train()
@@ -284,8 +288,7 @@ class Trainer:
 
     def _finish(self) -> TrainResult:
         best = C.load_checkpoint(self.run / runs.BEST)
-        model, _ = fresh_model(self.manifest, self.data, self.cfg.seed, self.cfg.hidden, self.cfg.model,
-                               encoder=self.cfg.encoder, layers=self.cfg.layers, dropout=self.cfg.dropout)
+        model, _ = self._fresh_model()
         model.load_state_dict(best[C.MODEL_STATE])
         model.to(self.device)
         test = self._evaluate(self.test_rows, model) if len(self.test_rows) else {}

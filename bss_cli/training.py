@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from bss_cli.criteria import LossWeights
-from bss_cli.data import VectorData
+from bss_cli.data import ManifestData
 from bss_cli.errors import ConfigError
 from bss_cli.model import joint_loss
 
@@ -32,13 +32,15 @@ def make_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Opti
     raise ConfigError(f"unknown optimiser {cfg.name!r}; choose one of: {', '.join(OPTIMIZERS)}")
 
 
-def train_epoch(model, optimizer, data: VectorData, order: np.ndarray, *, batch_size: int, weights: LossWeights,
+def train_epoch(model, optimizer, data: ManifestData, order: np.ndarray, *, batch_size: int, weights: LossWeights,
                 on_batch: Callable[[int, float], None] | None = None) -> float:
     """One pass over ``order`` (manifest rows) in that order; returns the mean per-sample loss."""
     model.train()
     total, count = 0.0, 0
     for start in range(0, len(order), batch_size):
-        xb, yb = data.batch(order[start:start + batch_size])
+        xb, yb = data.batch(order[start:start + batch_size], train=True)
+        dev = next(model.parameters()).device
+        xb, yb = {m: v.to(dev) for m, v in xb.items()}, yb.to(dev)
         loss = joint_loss(model(xb), yb, weights.fused, weights.unimodal)
         optimizer.zero_grad(set_to_none=True)
         loss.mean().backward()

@@ -93,7 +93,7 @@ def test_npy_paths_resolve_against_manifest_folder_and_missing_files_are_named(t
     path.write_text("\n".join(json.dumps(r) for r in rows))
     with pytest.raises(ManifestError) as info:
         load_manifest(path)
-    assert "row 2: column 'img' names a file that does not exist: 'feats/missing.npy'" in str(info.value)
+    assert "row 2: column 'img' names a file or folder that does not exist: 'feats/missing.npy'" in str(info.value)
     assert "row 1: column 'img' file 'feats/1.npy' cannot be read" in str(info.value)
 
 

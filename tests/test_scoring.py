@@ -110,12 +110,12 @@ def test_fresh_model_scores_are_reproducible(tiny_manifest, tmp_path):
 def test_per_sample_grad_norms_match_a_batch_size_one_loop(tiny_manifest):
     import torch
 
-    from bss_cli.data import VectorData
+    from bss_cli.data import ManifestData
     from bss_cli.model import joint_loss
     from bss_cli.predict import fresh_model, per_sample_grad_norms
 
     m = load_manifest(tiny_manifest)
-    data = VectorData(m)
+    data = ManifestData(m)
     model, _ = fresh_model(m, data, seed=0)
     model.eval()
     rows = m.indices("train")[:10]
@@ -131,7 +131,7 @@ def test_per_sample_grad_norms_match_a_batch_size_one_loop(tiny_manifest):
 
 def test_warmup_and_checkpoint_sources(tiny_manifest, tmp_path):
     from bss_cli.checkpoints import MODEL_CONFIG, MODEL_STATE, save_checkpoint
-    from bss_cli.data import VectorData
+    from bss_cli.data import ManifestData
     from bss_cli.predict import ModelSource, fresh_model
 
     init = score_manifest(tiny_manifest)
@@ -139,7 +139,7 @@ def test_warmup_and_checkpoint_sources(tiny_manifest, tmp_path):
     assert warm.metadata["bss.prediction_source"] == "warmup:3"
     assert warm.table["loss"].to_numpy().mean() < init.table["loss"].to_numpy().mean()
     m = load_manifest(tiny_manifest)
-    model, cfg = fresh_model(m, VectorData(m), seed=0)
+    model, cfg = fresh_model(m, ManifestData(m), seed=0)
     save_checkpoint(tmp_path / "c.pt", {MODEL_STATE: model.state_dict(), MODEL_CONFIG: cfg.to_dict()})
     ck = score_manifest(tiny_manifest, source=ModelSource(kind="checkpoint", checkpoint=str(tmp_path / "c.pt")))
     np.testing.assert_allclose(ck.balance, init.balance, atol=1e-6)

@@ -1,0 +1,226 @@
+"""Raw audio and image modalities: decoding, spectrograms, frames (numpy; torch and Pillow lazily).
+
+Audio follows the authors' CREMA-D loader: mono, resampled to ``sample_rate``, tiled (or cut)
+to ``seconds``, then log(|STFT| + 1e-7) with n_fft 512 and hop 353 -> [n_fft/2 + 1, frames].
+Images are decoded with Pillow (the optional extra ``bss[image]``): training takes a random
+resized crop and a horizontal flip, evaluation a plain resize; both are normalised with the
+ImageNet mean and std. A frames folder gives its first ``frames`` images in sorted name order
+(the authors' loader took directory order, which differs between file systems).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import wave
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bss_cli.errors import BSSError, ConfigError
+
+AUDIO_EXTS = (".wav",)
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+@dataclass
+class MediaConfig:
+    """How raw files are turned into tensors; stored in the manifest as ``bss.media``."""
+
+    sample_rate: int = 22050
+    seconds: float = 3.0
+    n_fft: int = 512
+    hop: int = 353
+    image_size: int = 224
+    frames: int = 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> "MediaConfig":
+        if not text:
+            return cls()
+        try:
+            return cls(**json.loads(text))
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"manifest metadata bss.media is not valid ({exc})") from None
+
+    @property
+    def n_samples(self) -> int:
+        return int(round(self.sample_rate * self.seconds))
+
+    @property
+    def spectrogram_shape(self) -> list[int]:
+        return [self.n_fft // 2 + 1, 1 + self.n_samples // self.hop]
+
+    @property
+    def frames_shape(self) -> list[int]:
+        return [self.frames, 3, self.image_size, self.image_size]
+
+
+def kind_of(value: str, base: Path) -> str | None:
+    """The modality kind a path names: 'vector' (.npy), 'audio' (.wav), 'image' (image file or folder)."""
+    p = Path(value) if Path(value).is_absolute() else base / value
+    ext = p.suffix.lower()
+    if ext == ".npy":
+        return "vector"
+    if ext in AUDIO_EXTS:
+        return "audio"
+    if ext in IMAGE_EXTS or p.is_dir():
+        return "image"
+    return None
+
+
+# --- audio --------------------------------------------------------------------------------------
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    """PCM WAV (8, 16, 24 or 32 bit) -> mono float32 in [-1, 1] and its sample rate."""
+    try:
+        with wave.open(str(path), "rb") as w:
+            channels, width, rate, n = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
+            raw = w.readframes(n)
+    except (wave.Error, EOFError) as exc:
+        raise BSSError(f"not a PCM WAV file ({exc})") from None
+    if n == 0 or len(raw) < n * channels * width:
+        raise BSSError("the WAV file holds no (or truncated) audio data")
+    if width == 1:
+        x = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128) / 128
+    elif width == 2:
+        x = np.frombuffer(raw, "<i2").astype(np.float32) / 32768
+    elif width == 3:
+        b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
+        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+        x = (np.where(v >= 1 << 23, v - (1 << 24), v)).astype(np.float32) / (1 << 23)
+    elif width == 4:
+        x = np.frombuffer(raw, "<i4").astype(np.float32) / (1 << 31)
+    else:
+        raise BSSError(f"{8 * width}-bit samples are not supported")
+    return x.reshape(-1, channels).mean(axis=1), rate
+
+
+def check_wav(path: Path) -> None:
+    """Cheap validation: the header parses and the data is there."""
+    read_wav(path)
+
+
+def resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """Linear-interpolation resampling (adequate for log spectrograms at these rates)."""
+    if rate == target:
+        return x
+    n = max(1, int(round(len(x) * target / rate)))
+    return np.interp(np.linspace(0, len(x) - 1, n), np.arange(len(x)), x).astype(np.float32)
+
+
+def fix_length(x: np.ndarray, n: int) -> np.ndarray:
+    """Tile a short clip (as the scripts' np.tile) or cut a long one to exactly n samples."""
+    if len(x) < n:
+        x = np.tile(x, -(-n // len(x)))
+    return x[:n]
+
+
+def spectrogram(path: Path, cfg: MediaConfig):
+    """log(|STFT| + 1e-7) of the fixed-length mono clip: a [n_fft/2 + 1, frames] float32 tensor."""
+    import torch
+
+    x, rate = read_wav(path)
+    x = fix_length(resample(x, rate, cfg.sample_rate), cfg.n_samples)
+    spec = torch.stft(torch.from_numpy(np.ascontiguousarray(x)), n_fft=cfg.n_fft, hop_length=cfg.hop,
+                      window=torch.hann_window(cfg.n_fft), return_complex=True)
+    return torch.log(spec.abs() + 1e-7)
+
+
+def cached_spectrogram(path: Path, cfg: MediaConfig, cache_dir: Path | None):
+    """The spectrogram, read from / written to ``cache_dir`` when given (keyed by file and settings)."""
+    import torch
+
+    if cache_dir is None:
+        return spectrogram(path, cfg)
+    st = path.stat()
+    key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{cfg.to_dict()}".encode()).hexdigest()
+    cached = Path(cache_dir) / key[:2] / f"{key}.npy"
+    if cached.exists():
+        return torch.from_numpy(np.load(cached))
+    spec = spectrogram(path, cfg)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:  # several workers may race; each renames a whole file into place
+        np.save(f, spec.numpy())
+    os.replace(tmp, cached)
+    return spec
+
+
+# --- images -------------------------------------------------------------------------------------
+def _pil():
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ConfigError("image modalities need Pillow, an optional extra: pip install 'bss[image]'") from None
+    return Image
+
+
+def frame_files(path: Path, k: int) -> list[Path]:
+    """An image file, or the first ``k`` images of a frames folder in sorted name order."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        if not files:
+            raise BSSError("the frames folder holds no images")
+        return files[:k]
+    return [path]
+
+
+def check_image(path: Path, k: int) -> None:
+    Image = _pil()
+    for f in frame_files(path, k):
+        try:
+            with Image.open(f) as im:
+                im.verify()
+        except Exception as exc:  # Pillow raises many kinds for a broken file
+            raise BSSError(f"{f.name} cannot be decoded as an image ({exc})") from None
+
+
+def load_frames(path: Path, cfg: MediaConfig, train: bool, generator=None):
+    """[frames, 3, S, S] float32 tensor; short folders repeat their last frame."""
+    import torch
+
+    Image = _pil()
+    files = frame_files(path, cfg.frames)
+    files = files + [files[-1]] * (cfg.frames - len(files))
+    out = []
+    for f in files:
+        with Image.open(f) as im:
+            im = im.convert("RGB")
+            if train:
+                im = _random_resized_crop(im, cfg.image_size, generator)
+                if torch.rand((), generator=generator) < 0.5:
+                    im = im.transpose(Image.FLIP_LEFT_RIGHT)
+            else:
+                im = im.resize((cfg.image_size, cfg.image_size), Image.BILINEAR)
+            arr = (np.asarray(im, np.float32) / 255 - MEAN) / STD
+        out.append(torch.from_numpy(arr.transpose(2, 0, 1).copy()))
+    return torch.stack(out)
+
+
+def _random_resized_crop(im, size: int, generator):
+    """torchvision's RandomResizedCrop: scale (0.08, 1), ratio (3/4, 4/3), 10 tries, else centre."""
+    import math
+
+    import torch
+
+    w, h = im.size
+    area = w * h
+    for _ in range(10):
+        target = area * float(torch.empty(()).uniform_(0.08, 1.0, generator=generator))
+        log_ratio = float(torch.empty(()).uniform_(math.log(3 / 4), math.log(4 / 3), generator=generator))
+        ratio = math.exp(log_ratio)
+        cw, ch = int(round(math.sqrt(target * ratio))), int(round(math.sqrt(target / ratio)))
+        if 0 < cw <= w and 0 < ch <= h:
+            x = int(torch.randint(0, w - cw + 1, (), generator=generator))
+            y = int(torch.randint(0, h - ch + 1, (), generator=generator))
+            return im.resize((size, size), _pil().BILINEAR, box=(x, y, x + cw, y + ch))
+    side = min(w, h)
+    box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
+    return im.resize((size, size), _pil().BILINEAR, box=box)

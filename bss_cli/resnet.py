@@ -1,0 +1,77 @@
+"""ResNet-18 encoders written with torch alone (torchvision has no CPU build here).
+
+The paper's audio-visual encoders, trained from scratch: one for log spectrograms (one input
+channel) and one for video frames, whose frames go through the trunk as a batch and are then
+pooled over time and space together (as the authors' visual net does with a 3-D average pool).
+``width`` is the first stage's channel count (64 = the standard ResNet-18; smaller for tests).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.down = None
+        if stride != 1 or c_in != c_out:
+            self.down = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + (x if self.down is None else self.down(x)))
+
+
+class ResNet18Trunk(nn.Module):
+    """Stem + four stages of two basic blocks; returns the last feature map [B, 8*width, h, w]."""
+
+    def __init__(self, in_channels: int, width: int = 64):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width),
+                                  nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+        stages, c = [], width
+        for i, c_out in enumerate((width, 2 * width, 4 * width, 8 * width)):
+            stride = 1 if i == 0 else 2
+            stages += [BasicBlock(c, c_out, stride), BasicBlock(c_out, c_out, 1)]
+            c = c_out
+        self.stages = nn.Sequential(*stages)
+        self.out_dim = c
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x))
+
+
+class AudioResNet18(nn.Module):
+    """[B, F, T] log spectrogram -> [B, 8*width]."""
+
+    def __init__(self, width: int = 64):
+        super().__init__()
+        self.trunk = ResNet18Trunk(1, width)
+        self.out_dim = self.trunk.out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(x.unsqueeze(1)).mean(dim=(2, 3))
+
+
+class VisualResNet18(nn.Module):
+    """[B, K, 3, H, W] frames -> [B, 8*width], pooled over frames and space."""
+
+    def __init__(self, width: int = 64):
+        super().__init__()
+        self.trunk = ResNet18Trunk(3, width)
+        self.out_dim = self.trunk.out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, k = x.shape[:2]
+        fmap = self.trunk(x.flatten(0, 1))  # [B*K, C, h, w]
+        return fmap.view(b, k, *fmap.shape[1:]).mean(dim=(1, 3, 4))
