@@ -46,6 +46,11 @@ def summarise_manifest(path: Path) -> dict:
         per_class[str(name)] = {s: int((mask & (m.splits == s)).sum()) for s in S.SPLITS}
     modalities = {}
     for name, mod in m.modalities.items():
+        if name in m.paths:  # audio / image: files checked to decode, shape from the media settings
+            shape = m.media.spectrogram_shape if mod.kind == "audio" else m.media.frames_shape
+            modalities[name] = {"kind": mod.kind, "source": mod.source, "dim": "x".join(map(str, shape)),
+                                "files": len(m.paths[name])}
+            continue
         x = m.features[name]
         modalities[name] = {"kind": mod.kind, "source": mod.source, "dim": mod.dim,
                             "mean": float(x.mean()), "std": float(x.std()),

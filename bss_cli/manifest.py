@@ -225,7 +225,8 @@ def _text_values(name: str, col: pa.ChunkedArray, base: Path, media: MediaConfig
                 rows_out[i] = np.asarray(_parse_text_vector(str(v)), dtype=np.float32)
                 kinds.setdefault("inline vector", i)
             except (ValueError, TypeError):
-                unparsable.append((i, v))
+                # a path-like value whose folder is gone reads as a missing file, not as bad text
+                (missing.append((i, v)) if "/" in str(v) or "\\" in str(v) else unparsable.append((i, v)))
             continue
         kinds.setdefault(kind, i)
         p = Path(v) if Path(v).is_absolute() else base / v

@@ -27,13 +27,14 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """Balance-aware sequence sampling for multi-modal training."""
 
 
+from bss_cli.cli import build_manifest as _build_manifest  # noqa: E402
 from bss_cli.cli import inspect as _inspect  # noqa: E402
 from bss_cli.cli import sample_data as _sample_data  # noqa: E402
 from bss_cli.cli import schedule as _schedule  # noqa: E402
 from bss_cli.cli import score as _score  # noqa: E402
 from bss_cli.cli import train as _train  # noqa: E402
 
-for module in (_score, _schedule, _train, _inspect, _sample_data):
+for module in (_score, _schedule, _train, _inspect, _build_manifest, _sample_data):
     module.register(app)
 
 

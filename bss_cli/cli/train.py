@@ -119,6 +119,9 @@ def train(
     workers: Annotated[Optional[int], typer.Option(help="DataLoader worker processes [0].")] = None,
     epoch_artifacts: Annotated[Optional[bool], typer.Option("--epoch-artifacts/--no-epoch-artifacts",
                                                             help="Save each epoch's scores and schedule [on].")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Cache decoded spectrograms in this folder.")] = None,
+    encoder_weights: Annotated[Optional[list[str]], typer.Option(
+        help="Initial encoder weights: 'modality=file.pt' (a state_dict; repeatable).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output (the final table still prints).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON.")] = False,

@@ -1,0 +1,48 @@
+"""``bss build-manifest``: a manifest from a data set in its published folder layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bss_cli.cli.common import choices, handle_errors, out, wrote
+from bss_cli.layouts import LAYOUTS
+from bss_cli.media import MediaConfig
+
+Layout = choices("Layout", LAYOUTS)
+_M = MediaConfig()
+
+
+@handle_errors
+def build_manifest(
+    layout: Annotated[Layout, typer.Argument(help="Folder layout of the data set.")],
+    root: Annotated[Path, typer.Argument(help="The unpacked data set's folder.")],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="Manifest to write (.parquet).")],
+    frames_dir: Annotated[str, typer.Option(help="Folder of per-clip frame folders under ROOT.")] = "Image-01-FPS",
+    split: Annotated[str, typer.Option(help="speaker (no actor in two splits) or random (stratified).")] = "speaker",
+    seed: Annotated[int, typer.Option(help="Seed of the split.")] = 0,
+    sample_rate: Annotated[int, typer.Option(help="Audio is resampled to this rate.")] = _M.sample_rate,
+    seconds: Annotated[float, typer.Option(help="Clips are tiled or cut to this length.")] = _M.seconds,
+    n_fft: Annotated[int, typer.Option(help="STFT size.")] = _M.n_fft,
+    hop: Annotated[int, typer.Option(help="STFT hop.")] = _M.hop,
+    image_size: Annotated[int, typer.Option(help="Frames are resized (eval) or crop-resized (train) to this.")] = _M.image_size,
+    frames: Annotated[int, typer.Option(help="Frames per clip: the first k in sorted name order.")] = _M.frames,
+) -> None:
+    """Build a manifest (audio WAV paths + frame folders) that bss score and bss train read.
+
+    The decoding settings are stored in the manifest, so every later command uses the same ones.
+    """
+    from bss_cli.layouts import build_manifest as build
+
+    media = MediaConfig(sample_rate=sample_rate, seconds=seconds, n_fft=n_fft, hop=hop, image_size=image_size,
+                        frames=frames)
+    table = build(Layout(layout).value, root, out_path, media, frames_dir=frames_dir, split=split, seed=seed)
+    wrote(table.num_rows, out_path)
+    counts = {s: table["split"].to_pylist().count(s) for s in ("train", "val", "test")}
+    out.print(f"splits: {counts}; classes: {', '.join(sorted(set(table['label'].to_pylist())))}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("build-manifest")(build_manifest)

@@ -1,0 +1,100 @@
+"""Manifest builders for data sets in their published folder layouts (no torch).
+
+CREMA-D: ``ROOT/AudioWAV/<clip>.wav`` with ``<clip>`` = ``<actor>_<sentence>_<emotion>_<level>``
+(e.g. ``1001_DFA_ANG_XX``) and one frames folder per clip, ``ROOT/<frames_dir>/<clip>/``
+(``Image-01-FPS`` in the authors' preprocessing). The label is the emotion code. The split is by
+speaker (no actor in two splits) unless ``split="random"``.
+
+Other audio-visual sets follow the same pattern: an audio folder and a frames folder keyed by the
+clip name, with labels from the names (CREMA-D) or from a CSV (Kinetics-Sounds, VGGSound, AVE),
+so a builder for them is one more function in :data:`LAYOUTS`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from bss_cli import schema as S
+from bss_cli.artifacts import base_metadata, write_table
+from bss_cli.errors import ConfigError, ManifestError
+from bss_cli.media import IMAGE_EXTS, MediaConfig
+
+CREMA_EMOTIONS = {"ANG": "anger", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
+CREMA_NAME = re.compile(r"^(\d+)_([A-Za-z0-9]+)_([A-Z]{3})_([A-Za-z0-9]+)$")
+SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
+
+
+def _split_groups(groups: list[str], seed: int) -> dict[str, str]:
+    """Assign whole groups (speakers) to train/val/test in the standard fractions, seeded."""
+    uniq = sorted(set(groups))
+    order = np.random.default_rng(seed).permutation(len(uniq))
+    n_train = max(1, int(round(SPLIT_FRACTIONS[0] * len(uniq))))
+    n_val = int(round(SPLIT_FRACTIONS[1] * len(uniq)))
+    out = {}
+    for rank, i in enumerate(order):
+        out[uniq[i]] = "train" if rank < n_train else ("val" if rank < n_train + n_val else "test")
+    return out
+
+
+def crema_d(root: Path, out: Path, *, frames_dir: str = "Image-01-FPS", split: str = "speaker", seed: int = 0,
+            media: MediaConfig | None = None) -> pa.Table:
+    """The CREMA-D manifest table (audio + visual), paths relative to ``out``'s folder."""
+    root = Path(root)
+    audio_dir, frame_root = root / "AudioWAV", root / frames_dir
+    problems = []
+    if not audio_dir.is_dir():
+        raise ManifestError(root, [f"no AudioWAV folder in {root}; point bss at the unpacked CREMA-D folder"])
+    if not frame_root.is_dir():
+        raise ManifestError(root, [f"no frames folder {frames_dir!r} in {root}; extract frames per clip into "
+                                   f"{frame_root}/<clip>/ or name the folder with --frames-dir"])
+    wavs = sorted(audio_dir.glob("*.wav"))
+    if not wavs:
+        raise ManifestError(root, [f"{audio_dir} holds no .wav files"])
+    rows = []
+    for wav in wavs:
+        m = CREMA_NAME.match(wav.stem)
+        if not m:
+            problems.append(f"{wav.name}: name does not follow <actor>_<sentence>_<emotion>_<level>")
+            continue
+        actor, _, emotion, _ = m.groups()
+        if emotion not in CREMA_EMOTIONS:
+            problems.append(f"{wav.name}: unknown emotion code {emotion!r}; expected one of {', '.join(CREMA_EMOTIONS)}")
+            continue
+        frames = frame_root / wav.stem
+        if not frames.is_dir() or not any(p.suffix.lower() in IMAGE_EXTS for p in frames.iterdir()):
+            problems.append(f"{wav.name}: no frames folder with images at {frames}")
+            continue
+        rows.append((wav.stem, CREMA_EMOTIONS[emotion], actor, wav, frames))
+    if problems:
+        raise ManifestError(root, problems)
+    if split == "speaker":
+        by_actor = _split_groups([r[2] for r in rows], seed)
+        splits = [by_actor[r[2]] for r in rows]
+    elif split == "random":
+        from bss_cli.sample_data import stratified_split
+
+        splits = stratified_split(np.asarray([r[1] for r in rows], dtype=object), seed).tolist()
+    else:
+        raise ConfigError(f"--split {split!r}: expected speaker or random")
+    base = Path(out).resolve().parent
+    rel = lambda p: os.path.relpath(Path(p).resolve(), base)  # noqa: E731
+    return pa.table({S.SAMPLE_ID: [r[0] for r in rows], S.LABEL: [r[1] for r in rows], S.SPLIT: splits,
+                     "audio": [rel(r[3]) for r in rows], "visual": [rel(r[4]) for r in rows],
+                     "meta_actor": [r[2] for r in rows]})
+
+
+LAYOUTS = {"crema-d": crema_d}
+
+
+def build_manifest(layout: str, root: str | Path, out: str | Path, media: MediaConfig, **options) -> pa.Table:
+    """Build a manifest for ``layout`` and write it (with ``bss.media``) atomically to ``out``."""
+    if layout not in LAYOUTS:
+        raise ConfigError(f"unknown layout {layout!r}; choose one of: {', '.join(LAYOUTS)}")
+    table = LAYOUTS[layout](Path(root), Path(out), media=media, **options)
+    write_table(table, out, base_metadata(S.KIND_MANIFEST, **{"bss.media": media.to_dict(), "bss.layout": layout}))
+    return table

@@ -1,0 +1,109 @@
+"""Raw audio + frames in the CREMA-D layout: build-manifest -> score -> train -> inspect."""
+
+import json
+import wave
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from bss_cli.cli.app import app
+
+PIL = pytest.importorskip("PIL.Image")
+runner = CliRunner()
+EMOTIONS = ["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]
+MEDIA = ["--sample-rate", "8000", "--seconds", "0.25", "--n-fft", "128", "--hop", "64", "--image-size", "16",
+         "--frames", "2"]
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def write_wav(path, freq, rate=16000, seconds=0.2, seed=0):
+    t = np.arange(int(rate * seconds)) / rate
+    x = 0.5 * np.sin(2 * np.pi * freq * t) + 0.05 * np.random.default_rng(seed).normal(size=len(t))
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        pcm = (np.clip(x, -1, 1) * 32767).astype("<i2")
+        w.writeframes(np.repeat(pcm[:, None], 2, axis=1).tobytes())
+
+
+@pytest.fixture
+def crema(tmp_path):
+    root = tmp_path / "CREMA-D"
+    (root / "AudioWAV").mkdir(parents=True)
+    for a, actor in enumerate(range(1001, 1007)):
+        for e, emo in enumerate(EMOTIONS):
+            clip = f"{actor}_DFA_{emo}_XX"
+            write_wav(root / "AudioWAV" / f"{clip}.wav", 200 + 150 * e, seed=a * 10 + e)
+            frames = root / "Image-01-FPS" / clip
+            frames.mkdir(parents=True)
+            for k in range(3):  # names sort differently from creation order on purpose
+                colour = (40 * e, 255 - 40 * e, (a * 30 + k * 50) % 255)
+                PIL.new("RGB", (12, 10), colour).save(frames / f"frame_{2 - k:02d}.png")
+    return root
+
+
+def test_crema_d_build_score_train_inspect(crema, tmp_path):
+    manifest = tmp_path / "crema.parquet"
+    r = run("build-manifest", "crema-d", crema, "-o", manifest, *MEDIA)
+    assert r.exit_code == 0, r.output
+    assert "wrote 36 rows" in r.stdout
+    r = run("inspect", manifest, "--json")
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["modalities"]["audio"]["kind"] == "audio" and s["modalities"]["visual"]["kind"] == "image"
+    assert s["metadata"]["media"]["frames"] == 2 and s["splits"] == {"train": 24, "val": 6, "test": 6}
+    r = run("score", manifest, "-o", tmp_path / "scores.parquet", "--hidden", "4")
+    assert r.exit_code == 0, r.output
+    r = run("train", manifest, "--out", tmp_path / "run", "--hidden", "4", "--epochs", "2", "--batch-size", "8",
+            "--cache-dir", tmp_path / "cache", "--quiet", "--json")
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert set(summary["test"]) >= {"acc", "acc_audio", "acc_visual", "imbalance"}
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 36  # every clip's spectrogram cached once
+    r = run("inspect", tmp_path / "run")
+    assert r.exit_code == 0 and "acc_visual" in r.stdout
+
+
+def test_frames_are_taken_in_sorted_order(crema):
+    from bss_cli.media import MediaConfig, frame_files, load_frames
+
+    folder = crema / "Image-01-FPS" / "1001_DFA_ANG_XX"
+    assert [p.name for p in frame_files(folder, 2)] == ["frame_00.png", "frame_01.png"]
+    x = load_frames(folder, MediaConfig(image_size=8, frames=4), train=False)
+    assert x.shape == (4, 3, 8, 8) and np.allclose(x[2], x[3])  # a short folder repeats its last frame
+
+
+def test_spectrogram_shape_and_tiling(tmp_path):
+    from bss_cli.media import MediaConfig, spectrogram
+
+    write_wav(tmp_path / "a.wav", 440, rate=8000, seconds=0.1)
+    cfg = MediaConfig(sample_rate=4000, seconds=0.5, n_fft=128, hop=64)
+    spec = spectrogram(tmp_path / "a.wav", cfg)
+    assert list(spec.shape) == cfg.spectrogram_shape == [65, 32]
+    assert np.isfinite(spec.numpy()).all()
+
+
+def test_bad_media_are_named_by_row_and_nothing_is_written(crema, tmp_path):
+    manifest = tmp_path / "crema.parquet"
+    assert run("build-manifest", "crema-d", crema, "-o", manifest, *MEDIA).exit_code == 0
+    (crema / "AudioWAV" / "1002_DFA_HAP_XX.wav").write_bytes(b"RIFF....WAVEjunk")
+    (crema / "Image-01-FPS" / "1003_DFA_SAD_XX" / "frame_00.png").write_bytes(b"\x89PNG not really")
+    import shutil
+
+    shutil.rmtree(crema / "Image-01-FPS" / "1004_DFA_NEU_XX")
+    r = run("score", manifest, "-o", tmp_path / "scores.parquet", "--hidden", "4")
+    assert r.exit_code == 1
+    err = r.stderr
+    assert "3 problem(s) in the manifest" in err
+    assert "row 9: column 'audio' file 'CREMA-D/AudioWAV/1002_DFA_HAP_XX.wav' cannot be read: not a PCM WAV" in err
+    assert "row 17: column 'visual' file 'CREMA-D/Image-01-FPS/1003_DFA_SAD_XX' cannot be read: frame_00.png cannot be decoded" in err
+    assert "row 22: column 'visual' names a file or folder that does not exist: 'CREMA-D/Image-01-FPS/1004_DFA_NEU_XX'" in err
+    assert not (tmp_path / "scores.parquet").exists()
+    r = run("build-manifest", "crema-d", crema, "-o", tmp_path / "again.parquet", *MEDIA)
+    assert r.exit_code == 1 and "1004_DFA_NEU_XX.wav: no frames folder with images at" in r.stderr
+    assert not (tmp_path / "again.parquet").exists()
