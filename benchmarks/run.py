@@ -20,6 +20,7 @@ BENCHMARKS = {
     "schedule": ("bench_schedule", "run"),
     "overhead": ("bench_overhead", "run"),
     "effect": ("bench_effect", "run"),
+    "media": ("bench_media", "run"),
 }
 
 

@@ -86,10 +86,10 @@ def _load_encoder_weights(module: nn.Module, modality: str, path: str) -> None:
     except Exception as exc:  # a missing or foreign file
         raise ConfigError(f"--encoder-weights {modality}={path}: cannot be read ({exc})") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    if len(missing) == len(module.state_dict()):
+    if not isinstance(state, dict) or not set(state) & set(module.state_dict()):
         raise ConfigError(f"--encoder-weights {modality}={path}: no key matches the {modality} encoder "
                           f"(expected keys like {next(iter(module.state_dict()))!r})")
+    module.load_state_dict(state, strict=False)  # a partial match (a trunk without its head) is fine
 
 
 class LateFusion(nn.Module):

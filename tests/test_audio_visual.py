@@ -107,3 +107,29 @@ def test_bad_media_are_named_by_row_and_nothing_is_written(crema, tmp_path):
     r = run("build-manifest", "crema-d", crema, "-o", tmp_path / "again.parquet", *MEDIA)
     assert r.exit_code == 1 and "1004_DFA_NEU_XX.wav: no frames folder with images at" in r.stderr
     assert not (tmp_path / "again.parquet").exists()
+
+
+def test_resnet_encoders_and_local_weights(tmp_path):
+    import torch
+
+    from bss_cli.errors import ConfigError
+    from bss_cli.model import LateFusion, ModelConfig
+    from bss_cli.resnet import AudioResNet18, VisualResNet18
+
+    audio, visual = AudioResNet18(width=4), VisualResNet18(width=4)
+    assert audio(torch.randn(2, 65, 32)).shape == (2, 32)
+    assert visual(torch.randn(2, 3, 3, 16, 16)).shape == (2, 32)
+    torch.manual_seed(5)
+    donor = AudioResNet18(width=4)
+    torch.save(donor.state_dict(), tmp_path / "audio.pt")
+    cfg = ModelConfig(modalities={"audio": [65, 32], "visual": [2, 3, 16, 16]}, n_classes=6, hidden=4,
+                      kinds={"audio": "audio", "visual": "image"}, encoder_weights={"audio": str(tmp_path / "audio.pt")})
+    model = LateFusion(cfg)
+    got = model.encoders["audio"].state_dict()
+    assert all(torch.equal(got[k], v) for k, v in donor.state_dict().items())
+    out = model({"audio": torch.randn(3, 65, 32), "visual": torch.randn(3, 2, 3, 16, 16)})
+    assert out.fused.shape == (3, 6) and set(out.logits) == {"audio", "visual"}
+    torch.save({"unrelated.weight": torch.zeros(1)}, tmp_path / "bad.pt")
+    cfg.encoder_weights = {"audio": str(tmp_path / "bad.pt")}
+    with pytest.raises(ConfigError, match="no key matches the audio encoder"):
+        LateFusion(cfg)
