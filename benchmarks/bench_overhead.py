@@ -8,7 +8,6 @@ The model is widened until compute dominates (mfeat, 6 modalities, hidden 512, 3
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 from pathlib import Path
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+MAX_ROWS_LISTED = 5
+
 
 class BSSError(Exception):
     """Bad input or a failed precondition that the user can fix. Never a bug."""
@@ -32,3 +34,12 @@ class ArtifactError(BSSError):
 
 class ConfigError(BSSError):
     """A flag or setting with a value that cannot be used."""
+
+
+def rows_text(rows) -> str:
+    """'row 3' or 'rows 2, 7, ... and 12 more' for messages."""
+    rows = list(rows)
+    shown = ", ".join(str(r) for r in rows[:MAX_ROWS_LISTED])
+    if len(rows) > MAX_ROWS_LISTED:
+        shown += f" and {len(rows) - MAX_ROWS_LISTED} more"
+    return ("row " if len(rows) == 1 else "rows ") + shown

@@ -1,15 +1,16 @@
 """Dataset manifests: one row per sample, ``sample_id``, ``label``, ``split`` and a column per modality.
 
 A modality value is an inline numeric vector (a list column in Parquet or JSON Lines; in CSV a
-JSON list ``[0.1, 2, 3]`` or whitespace-separated numbers) or a path to a file whose extension
-names its kind (``.npy`` -> vector). Relative paths resolve against the manifest's folder.
-Columns named ``meta_*`` are carried along and ignored. Validation collects every problem of a
-manifest and raises one :class:`ManifestError` that lists them all, each with row and column.
+JSON list ``[0.1, 2, 3]`` or whitespace-separated numbers) or a path whose extension names its
+kind: ``.npy`` -> vector, ``.wav`` -> audio, an image file or a folder of frames -> image.
+Relative paths resolve against the manifest's folder. Columns named ``meta_*`` are carried along
+and ignored. Validation collects every problem of a manifest and raises one
+:class:`ManifestError` that lists them all, each with row and column (column decoding lives in
+:mod:`bss_cli.columns`).
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,19 +21,12 @@ import pyarrow.compute as pc
 
 from bss_cli import schema as S
 from bss_cli.artifacts import fingerprint_file
-from bss_cli.errors import ConfigError, ManifestError
-from bss_cli.media import AUDIO_EXTS, IMAGE_EXTS, MediaConfig, check_image, check_wav, kind_of
+from bss_cli.columns import MAX_ROWS_LISTED, check_finite, inline_matrix, text_values
+from bss_cli.errors import ManifestError, rows_text as _rows
+from bss_cli.media import MediaConfig, kind_of
 
 META_PREFIX = "meta_"
 READERS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-MAX_ROWS_LISTED = 5
-
-
-def _load_npy(path: Path) -> np.ndarray:
-    return np.asarray(np.load(path, allow_pickle=False), dtype=np.float32).ravel()
-
-
-KNOWN_EXTENSIONS = (".npy",) + AUDIO_EXTS + IMAGE_EXTS
 
 
 @dataclass
@@ -75,14 +69,6 @@ class Manifest:
         if split == "all":
             return np.arange(self.n)
         return np.flatnonzero(self.splits == split)
-
-
-def _rows(rows: np.ndarray | list[int]) -> str:
-    rows = list(rows)
-    shown = ", ".join(str(r) for r in rows[:MAX_ROWS_LISTED])
-    if len(rows) > MAX_ROWS_LISTED:
-        shown += f" and {len(rows) - MAX_ROWS_LISTED} more"
-    return ("row " if len(rows) == 1 else "rows ") + shown
 
 
 def read_table(path: Path) -> pa.Table:
@@ -166,125 +152,6 @@ def _check_splits(col: pa.ChunkedArray, problems: list[str]) -> np.ndarray:
     return splits
 
 
-def _parse_text_vector(text: str) -> list[float]:
-    text = text.strip()
-    if text.startswith("["):
-        return [float(v) for v in json.loads(text)]
-    return [float(v) for v in text.replace(",", " ").replace(";", " ").split()]
-
-
-def _inline_matrix(name: str, col: pa.ChunkedArray, problems: list[str]) -> np.ndarray | None:
-    """[N, D] float32 from a list column; record length, null and NaN/inf problems."""
-    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    if pa.types.is_large_list(col.type) or pa.types.is_fixed_size_list(col.type):
-        col = col.cast(pa.list_(col.type.value_type))
-    nulls = np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))
-    if len(nulls):
-        problems.append(f"{_rows(nulls)}: column '{name}' is empty; every sample needs every modality")
-        return None
-    if not (pa.types.is_integer(col.type.value_type) or pa.types.is_floating(col.type.value_type)):
-        problems.append(f"column '{name}' holds lists of {col.type.value_type}; expected numbers")
-        return None
-    lengths = pc.list_value_length(col).to_numpy()
-    expected = int(lengths[0]) if len(lengths) else 0
-    bad = np.flatnonzero(lengths != expected)
-    if len(bad):
-        problems.append(
-            f"{_rows(bad)}: column '{name}' has {lengths[bad[0]]} values, expected {expected} "
-            "(the first row's length)"
-        )
-        return None
-    if expected == 0:
-        problems.append(f"column '{name}' holds empty vectors")
-        return None
-    flat = col.flatten().fill_null(float("nan")).to_numpy(zero_copy_only=False).astype(np.float32)
-    return flat.reshape(len(col), expected)
-
-
-def _text_values(name: str, col: pa.ChunkedArray, base: Path, media: MediaConfig,
-                 problems: list[str]) -> tuple[np.ndarray | None, str, str, list[Path] | None]:
-    """Decode a string column: file paths (kind by extension) or inline vectors written as text.
-
-    Returns (vectors or None, source, kind, paths of raw files or None). Vector files are loaded;
-    audio and image files are checked to decode and kept as paths.
-    """
-    values = col.to_pylist()
-    rows_out: list[np.ndarray | None] = []
-    paths: list[Path] = []
-    kinds: dict[str, int] = {}
-    missing, unreadable, unparsable, empty = [], [], [], []
-    for i, v in enumerate(values):
-        rows_out.append(None)
-        paths.append(Path())
-        if v is None or str(v).strip() == "":
-            empty.append(i)
-            continue
-        kind = kind_of(str(v), base)
-        if kind is None:
-            try:
-                rows_out[i] = np.asarray(_parse_text_vector(str(v)), dtype=np.float32)
-                kinds.setdefault("inline vector", i)
-            except (ValueError, TypeError):
-                # a path-like value whose folder is gone reads as a missing file, not as bad text
-                (missing.append((i, v)) if "/" in str(v) or "\\" in str(v) else unparsable.append((i, v)))
-            continue
-        kinds.setdefault(kind, i)
-        p = Path(v) if Path(v).is_absolute() else base / v
-        paths[i] = p
-        if not p.exists():
-            missing.append((i, v))
-            continue
-        try:
-            if kind == "vector":
-                rows_out[i] = _load_npy(p)
-            elif kind == "audio":
-                check_wav(p)
-            else:
-                check_image(p, media.frames)
-        except ConfigError:
-            raise
-        except Exception as exc:  # any decode failure is the file's fault, reported by row
-            unreadable.append((i, v, exc))
-    if empty:
-        problems.append(f"{_rows(empty)}: column '{name}' is empty; every sample needs every modality")
-    if missing:
-        problems.append(
-            f"{_rows([r for r, _ in missing])}: column '{name}' names a file or folder that does not exist: "
-            f"{missing[0][1]!r} (relative paths resolve against {base})"
-        )
-    for r, v, exc in unreadable[:MAX_ROWS_LISTED]:
-        problems.append(f"row {r}: column '{name}' file {v!r} cannot be read: {exc}")
-    if len(unreadable) > MAX_ROWS_LISTED:
-        problems.append(f"... and {len(unreadable) - MAX_ROWS_LISTED} more unreadable files in column '{name}'")
-    if unparsable:
-        problems.append(
-            f"{_rows([r for r, _ in unparsable])}: column '{name}' value {str(unparsable[0][1])[:40]!r} is neither "
-            f"a numeric vector nor a path with a known extension ({', '.join(KNOWN_EXTENSIONS)}) or a frames folder"
-        )
-    if len(kinds) > 1:
-        shown = ", ".join(f"{k} (first at row {r})" for k, r in kinds.items())
-        problems.append(f"column '{name}' mixes modality kinds: {shown}; one column holds one kind")
-    if empty or missing or unreadable or unparsable or len(kinds) != 1:
-        return None, "file", "vector", None
-    kind = next(iter(kinds))
-    if kind in ("audio", "image"):
-        return None, "file", kind, paths
-    lengths = np.array([len(r) for r in rows_out])
-    bad = np.flatnonzero(lengths != lengths[0])
-    if len(bad):
-        problems.append(
-            f"{_rows(bad)}: column '{name}' has {lengths[bad[0]]} values, expected {lengths[0]} (the first row's length)"
-        )
-        return None, "file", "vector", None
-    return np.stack(rows_out).astype(np.float32), ("inline" if kind == "inline vector" else "file"), "vector", None
-
-
-def _check_finite(name: str, x: np.ndarray, problems: list[str]) -> None:
-    bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
-    if len(bad):
-        problems.append(f"{_rows(bad)}: column '{name}' holds NaN or infinite values; clean or impute them")
-
-
 def _modality_columns(table: pa.Table, problems: list[str]) -> list[str]:
     names = [c for c in table.column_names if c not in S.REQUIRED_MANIFEST_COLUMNS and not c.startswith(META_PREFIX)]
     for c in names:
@@ -345,9 +212,9 @@ def load_manifest(path: str | Path, *, load_features: bool = True) -> Manifest:
             continue
         kind, files = "vector", None
         if is_text:
-            x, source, kind, files = _text_values(name, table[name], path.parent, media, problems)
+            x, source, kind, files = text_values(name, table[name], path.parent, media, problems)
         elif pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-            x, source = _inline_matrix(name, table[name], problems), "inline"
+            x, source = inline_matrix(name, table[name], problems), "inline"
         else:
             continue  # type problem already reported
         if files is not None:
@@ -356,7 +223,7 @@ def load_manifest(path: str | Path, *, load_features: bool = True) -> Manifest:
             continue
         if x is None:
             continue
-        _check_finite(name, x, problems)
+        check_finite(name, x, problems)
         modalities[name] = Modality(name, "vector", source, int(x.shape[1]))
         features[name] = x
     if problems:

@@ -30,7 +30,8 @@ from bss_cli import schema as S
 from bss_cli.artifacts import fingerprint_file
 from bss_cli.criteria import Predictions
 from bss_cli.errors import PredictionsError
-from bss_cli.manifest import Manifest, _rows
+from bss_cli.errors import rows_text as _rows
+from bss_cli.manifest import Manifest
 
 
 @dataclass

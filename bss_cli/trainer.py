@@ -19,6 +19,7 @@ import torch
 
 from bss_cli import checkpoints as C
 from bss_cli import runs
+from bss_cli.artifacts import fingerprint_text
 from bss_cli.config import RESUME_FREE, TrainConfig
 from bss_cli.criteria import LossWeights, Predictions
 from bss_cli.data import ManifestData, batch_loader
@@ -126,8 +127,9 @@ class Trainer:
         return "grad_norm" in CRITERIA[self.cfg.criterion].parts
 
     def _scores(self, preds: Predictions, source: str) -> Scores:
+        fp = fingerprint_text(f"{source}|seed={self.cfg.seed}|{self.model_cfg.to_dict()}|{self.manifest.fingerprint}")
         return build_scores(self.manifest, self.train_rows, preds, criterion=self.cfg.criterion, weights=self.weights,
-                            source=source, source_fingerprint=f"{self.cfg.seed}", seed=self.cfg.seed, split="train")
+                            source=source, source_fingerprint=fp, seed=self.cfg.seed, split="train")
 
     def _initial_scores(self) -> None:
         cfg = self.cfg

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from bss_cli.cli.common import choices, err, handle_errors, wrote
+from bss_cli.cli.common import choices, handle_errors, wrote
 from bss_cli.errors import ConfigError
 from bss_cli.pacing import PACING
 from bss_cli.scheduling import SCHEDULERS, ScheduleConfig

@@ -1,0 +1,143 @@
+"""Decoding and checking one manifest column: inline vectors, text vectors, or file paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from bss_cli.errors import MAX_ROWS_LISTED, ConfigError, rows_text as _rows
+from bss_cli.media import AUDIO_EXTS, IMAGE_EXTS, MediaConfig, check_image, check_wav, kind_of
+
+KNOWN_EXTENSIONS = (".npy",) + AUDIO_EXTS + IMAGE_EXTS
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    return np.asarray(np.load(path, allow_pickle=False), dtype=np.float32).ravel()
+
+
+KNOWN_EXTENSIONS = (".npy",) + AUDIO_EXTS + IMAGE_EXTS
+
+
+def _parse_text_vector(text: str) -> list[float]:
+    text = text.strip()
+    if text.startswith("["):
+        return [float(v) for v in json.loads(text)]
+    return [float(v) for v in text.replace(",", " ").replace(";", " ").split()]
+
+
+def inline_matrix(name: str, col: pa.ChunkedArray, problems: list[str]) -> np.ndarray | None:
+    """[N, D] float32 from a list column; record length, null and NaN/inf problems."""
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_large_list(col.type) or pa.types.is_fixed_size_list(col.type):
+        col = col.cast(pa.list_(col.type.value_type))
+    nulls = np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))
+    if len(nulls):
+        problems.append(f"{_rows(nulls)}: column '{name}' is empty; every sample needs every modality")
+        return None
+    if not (pa.types.is_integer(col.type.value_type) or pa.types.is_floating(col.type.value_type)):
+        problems.append(f"column '{name}' holds lists of {col.type.value_type}; expected numbers")
+        return None
+    lengths = pc.list_value_length(col).to_numpy()
+    expected = int(lengths[0]) if len(lengths) else 0
+    bad = np.flatnonzero(lengths != expected)
+    if len(bad):
+        problems.append(
+            f"{_rows(bad)}: column '{name}' has {lengths[bad[0]]} values, expected {expected} "
+            "(the first row's length)"
+        )
+        return None
+    if expected == 0:
+        problems.append(f"column '{name}' holds empty vectors")
+        return None
+    flat = col.flatten().fill_null(float("nan")).to_numpy(zero_copy_only=False).astype(np.float32)
+    return flat.reshape(len(col), expected)
+
+
+def text_values(name: str, col: pa.ChunkedArray, base: Path, media: MediaConfig,
+                 problems: list[str]) -> tuple[np.ndarray | None, str, str, list[Path] | None]:
+    """Decode a string column: file paths (kind by extension) or inline vectors written as text.
+
+    Returns (vectors or None, source, kind, paths of raw files or None). Vector files are loaded;
+    audio and image files are checked to decode and kept as paths.
+    """
+    values = col.to_pylist()
+    rows_out: list[np.ndarray | None] = []
+    paths: list[Path] = []
+    kinds: dict[str, int] = {}
+    missing, unreadable, unparsable, empty = [], [], [], []
+    for i, v in enumerate(values):
+        rows_out.append(None)
+        paths.append(Path())
+        if v is None or str(v).strip() == "":
+            empty.append(i)
+            continue
+        kind = kind_of(str(v), base)
+        if kind is None:
+            try:
+                rows_out[i] = np.asarray(_parse_text_vector(str(v)), dtype=np.float32)
+                kinds.setdefault("inline vector", i)
+            except (ValueError, TypeError):
+                # a path-like value whose folder is gone reads as a missing file, not as bad text
+                (missing.append((i, v)) if "/" in str(v) or "\\" in str(v) else unparsable.append((i, v)))
+            continue
+        kinds.setdefault(kind, i)
+        p = Path(v) if Path(v).is_absolute() else base / v
+        paths[i] = p
+        if not p.exists():
+            missing.append((i, v))
+            continue
+        try:
+            if kind == "vector":
+                rows_out[i] = _load_npy(p)
+            elif kind == "audio":
+                check_wav(p)
+            else:
+                check_image(p, media.frames)
+        except ConfigError:
+            raise
+        except Exception as exc:  # any decode failure is the file's fault, reported by row
+            unreadable.append((i, v, exc))
+    if empty:
+        problems.append(f"{_rows(empty)}: column '{name}' is empty; every sample needs every modality")
+    if missing:
+        problems.append(
+            f"{_rows([r for r, _ in missing])}: column '{name}' names a file or folder that does not exist: "
+            f"{missing[0][1]!r} (relative paths resolve against {base})"
+        )
+    for r, v, exc in unreadable[:MAX_ROWS_LISTED]:
+        problems.append(f"row {r}: column '{name}' file {v!r} cannot be read: {exc}")
+    if len(unreadable) > MAX_ROWS_LISTED:
+        problems.append(f"... and {len(unreadable) - MAX_ROWS_LISTED} more unreadable files in column '{name}'")
+    if unparsable:
+        problems.append(
+            f"{_rows([r for r, _ in unparsable])}: column '{name}' value {str(unparsable[0][1])[:40]!r} is neither "
+            f"a numeric vector nor a path with a known extension ({', '.join(KNOWN_EXTENSIONS)}) or a frames folder"
+        )
+    if len(kinds) > 1:
+        shown = ", ".join(f"{k} (first at row {r})" for k, r in kinds.items())
+        problems.append(f"column '{name}' mixes modality kinds: {shown}; one column holds one kind")
+    if empty or missing or unreadable or unparsable or len(kinds) != 1:
+        return None, "file", "vector", None
+    kind = next(iter(kinds))
+    if kind in ("audio", "image"):
+        return None, "file", kind, paths
+    lengths = np.array([len(r) for r in rows_out])
+    bad = np.flatnonzero(lengths != lengths[0])
+    if len(bad):
+        problems.append(
+            f"{_rows(bad)}: column '{name}' has {lengths[bad[0]]} values, expected {lengths[0]} (the first row's length)"
+        )
+        return None, "file", "vector", None
+    return np.stack(rows_out).astype(np.float32), ("inline" if kind == "inline vector" else "file"), "vector", None
+
+
+def check_finite(name: str, x: np.ndarray, problems: list[str]) -> None:
+    bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+    if len(bad):
+        problems.append(f"{_rows(bad)}: column '{name}' holds NaN or infinite values; clean or impute them")
+
+
