@@ -59,7 +59,9 @@ class Progress:
 
     def batch(self, epoch: int, n: int, loss: float) -> None:
         if self.bars:
-            self.bars.update(self.batch_task, advance=n, info=f"loss {loss:.3f}")
+            self.bars.update(self.batch_task, advance=n)
+            speed = self.bars.tasks[self.batch_task].speed or 0.0
+            self.bars.update(self.batch_task, info=f"loss {loss:.3f}  {speed:,.0f} samples/s")
 
     def epoch_end(self, row: dict) -> None:
         line = (f"epoch {row['epoch']}: loss {row['train_loss']:.4f}  val acc {row['val_acc']:.4f}  "
