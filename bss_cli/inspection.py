@@ -144,10 +144,16 @@ def summarise_run(path: Path) -> dict:
             "balance": balance}
 
 
+def summarise_metrics(path: Path) -> dict:
+    return {"kind": S.KIND_METRICS, "path": str(path), "metadata": _metadata(path),
+            "epochs": pq.read_table(path).to_pylist()}
+
+
 SUMMARISERS: dict[str, Callable[[Path], dict]] = {
     S.KIND_MANIFEST: summarise_manifest,
     S.KIND_SCORES: summarise_scores,
     S.KIND_SCHEDULE: summarise_schedule,
+    S.KIND_METRICS: summarise_metrics,
 }
 
 

@@ -165,3 +165,11 @@ def test_inspect_plot(tiny_manifest, tmp_path):
         assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r = run("inspect", tiny_manifest, "--plot", tmp_path / "x.png")
     assert r.exit_code == 1 and "--plot draws run folders" in r.stderr
+
+
+def test_inspect_metrics_file(tiny_manifest, tmp_path):
+    train(TrainConfig(manifest=str(tiny_manifest), out=str(tmp_path / "run"), epochs=2, scheduler="none"))
+    r = run("inspect", tmp_path / "run" / "metrics.parquet", "--json")
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["kind"] == "metrics" and [e["epoch"] for e in s["epochs"]] == [0, 1]

@@ -121,7 +121,13 @@ def render_run(s: dict) -> None:
                             {k: f"{v:.4f}" for k, v in sm["test"].items()}))
 
 
-RENDERERS = {"manifest": render_manifest, "scores": render_scores, "schedule": render_schedule, "run": render_run}
+def render_metrics(s: dict) -> None:
+    out.print(f"[bold]metrics[/] {s['path']}  ({len(s['epochs'])} epochs)")
+    out.print(_records_table("per epoch", s["epochs"]))
+
+
+RENDERERS = {"manifest": render_manifest, "scores": render_scores, "schedule": render_schedule, "run": render_run,
+             "metrics": render_metrics}
 
 
 @handle_errors
