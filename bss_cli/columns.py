@@ -15,11 +15,14 @@ from bss_cli.media import AUDIO_EXTS, IMAGE_EXTS, MediaConfig, check_image, chec
 KNOWN_EXTENSIONS = (".npy",) + AUDIO_EXTS + IMAGE_EXTS
 
 
+def vector_column(x: np.ndarray) -> pa.Array:
+    """[N, D] numbers -> a list<float32> Arrow column (how bss writes inline vectors and logits)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), x.shape[1]).cast(pa.list_(pa.float32()))
+
+
 def _load_npy(path: Path) -> np.ndarray:
     return np.asarray(np.load(path, allow_pickle=False), dtype=np.float32).ravel()
-
-
-KNOWN_EXTENSIONS = (".npy",) + AUDIO_EXTS + IMAGE_EXTS
 
 
 def _parse_text_vector(text: str) -> list[float]:

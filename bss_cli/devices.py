@@ -18,3 +18,9 @@ def resolve_device(name: str) -> str:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA device is visible to torch; use --device cpu or auto")
     return name
+
+
+def autocast(device: torch.device | str, enabled: bool):
+    """bf16 autocast on CUDA when ``enabled`` (bf16 needs no loss scaling); a no-op elsewhere."""
+    on = enabled and torch.device(device).type == "cuda"
+    return torch.autocast(device_type="cuda" if on else "cpu", dtype=torch.bfloat16, enabled=on)

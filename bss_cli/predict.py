@@ -11,17 +11,13 @@ import torch
 from bss_cli.artifacts import fingerprint_text
 from bss_cli.criteria import LossWeights, Predictions
 from bss_cli.data import ManifestData
+from bss_cli.devices import autocast
 from bss_cli.errors import ConfigError
 from bss_cli.manifest import Manifest
 from bss_cli.model import ModelConfig, build_model, joint_loss
 
 Progress = Callable[[int, int], None]  # (done, total)
 
-
-def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA when ``enabled`` (no loss scaling needed); a no-op elsewhere."""
-    on = enabled and torch.device(device).type == "cuda"
-    return torch.autocast(device_type="cuda" if on else "cpu", dtype=torch.bfloat16, enabled=on)
 
 
 @torch.inference_mode()

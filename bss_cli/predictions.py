@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from bss_cli import schema as S
 from bss_cli.artifacts import fingerprint_file
+from bss_cli.columns import vector_column
 from bss_cli.criteria import Predictions
 from bss_cli.errors import PredictionsError
 from bss_cli.errors import rows_text as _rows
@@ -149,16 +150,11 @@ def read_predictions(path: str | Path, manifest: Manifest, split: str) -> Loaded
 
 def predictions_table(sample_ids: pa.Array, p: Predictions) -> pa.Table:
     """The predictions-file table for ``p`` (used by bss's own model and by tests)."""
-
-    def lists(x: np.ndarray) -> pa.Array:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        return pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), x.shape[1]).cast(pa.list_(pa.float32()))
-
     cols = {S.SAMPLE_ID: sample_ids}
-    cols.update({S.LOGITS_PREFIX + m: lists(z) for m, z in p.logits.items()})
+    cols.update({S.LOGITS_PREFIX + m: vector_column(z) for m, z in p.logits.items()})
     if p.fused_logits is not None:
-        cols[S.FUSED_LOGITS] = lists(p.fused_logits)
-    cols.update({S.EMBEDDING_PREFIX + m: lists(e) for m, e in p.embeddings.items()})
+        cols[S.FUSED_LOGITS] = vector_column(p.fused_logits)
+    cols.update({S.EMBEDDING_PREFIX + m: vector_column(e) for m, e in p.embeddings.items()})
     if p.grad_norm is not None:
         cols[S.GRAD_NORM] = pa.array(np.asarray(p.grad_norm, np.float64))
     return pa.table(cols)

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from bss_cli import schema as S
 from bss_cli.artifacts import base_metadata, write_table
+from bss_cli.columns import vector_column
 from bss_cli.errors import BSSError
 
 MFEAT_VIEWS = ("fou", "fac", "kar", "pix", "zer", "mor")
@@ -50,11 +51,6 @@ def stratified_split(labels: np.ndarray, seed: int, fractions=SPLIT_FRACTIONS) -
     return out
 
 
-def _vectors(x: np.ndarray) -> pa.Array:
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    return pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), x.shape[1]).cast(pa.list_(pa.float32()))
-
-
 def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
     with open(path, newline="") as f:
         reader = csv.reader(f)
@@ -76,7 +72,7 @@ def mfeat_table(seed: int = 0) -> pa.Table:
     ids = [f"mfeat-{i:04d}" for i in range(len(labels))]
     cols = {S.SAMPLE_ID: pa.array(ids), S.LABEL: pa.array(labels),
             S.SPLIT: pa.array(stratified_split(labels, seed).tolist())}
-    cols.update({v: _vectors(x) for v, x in views.items()})
+    cols.update({v: vector_column(x) for v, x in views.items()})
     return pa.table(cols)
 
 
@@ -91,8 +87,8 @@ def htad_table(seed: int = 0) -> pa.Table:
         S.SAMPLE_ID: pa.array(ids),
         S.LABEL: pa.array(labels.tolist()),
         S.SPLIT: pa.array(stratified_split(labels, seed).tolist()),
-        "audio": _vectors(values[:, :len(audio_cols)]),
-        "accel": _vectors(values[:, len(audio_cols):]),
+        "audio": vector_column(values[:, :len(audio_cols)]),
+        "accel": vector_column(values[:, len(audio_cols):]),
     })
 
 

@@ -27,13 +27,12 @@ from bss_cli.distributed import DistInfo, barrier, gather_objects, setup, teardo
 from bss_cli.errors import ConfigError
 from bss_cli.manifest import load_manifest
 from bss_cli.metrics import evaluate
-from bss_cli.model import joint_loss
 from bss_cli.planner import PlanState, Planner
-from bss_cli.predict import ModelSource, autocast, fresh_model, model_for_source, predict
+from bss_cli.predict import ModelSource, fresh_model, model_for_source, predict
 from bss_cli.sampler import ScheduleSampler
 from bss_cli.schedule_io import write_schedule
 from bss_cli.scoring import Scores, build_scores, write_scores
-from bss_cli.training import OptimConfig, make_optimizer
+from bss_cli.training import OptimConfig, make_optimizer, train_step
 
 
 @dataclass
@@ -159,19 +158,14 @@ class Trainer:
         for rows, xb, yb in loader:
             xb = {k: v.to(self.device, non_blocking=True) for k, v in xb.items()}
             yb = yb.to(self.device, non_blocking=True)
-            with autocast(self.device, self.amp):
-                out = model(xb)
-                loss = joint_loss(out, yb, self.weights.fused, self.weights.unimodal)
-            self.opt.zero_grad(set_to_none=True)
-            loss.mean().backward()
-            self.opt.step()
+            out, loss = train_step(model, self.opt, xb, yb, self.weights, self.amp)
             if online is not None:  # statistics of the training pass itself, no extra forward
                 pos = torch.as_tensor(self.pos_of_row[rows.numpy()], device=self.device)
                 for head, z in {**out.logits, "fused": out.fused}.items():
                     if z is not None:
                         online[head][pos] = z.detach().float()
                 online["seen"][pos] = True
-            batch_loss = float(loss.detach().sum())
+            batch_loss = float(loss.sum())
             total += batch_loss
             count += len(yb)
             if self.cb.on_batch:

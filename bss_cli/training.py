@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 
 from bss_cli.criteria import LossWeights
 from bss_cli.data import ManifestData
+from bss_cli.devices import autocast
 from bss_cli.errors import ConfigError
 from bss_cli.model import joint_loss
 
@@ -32,21 +32,29 @@ def make_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Opti
     raise ConfigError(f"unknown optimiser {cfg.name!r}; choose one of: {', '.join(OPTIMIZERS)}")
 
 
-def train_epoch(model, optimizer, data: ManifestData, order: np.ndarray, *, batch_size: int, weights: LossWeights,
-                on_batch: Callable[[int, float], None] | None = None) -> float:
-    """One pass over ``order`` (manifest rows) in that order; returns the mean per-sample loss."""
+def train_step(model, optimizer, xb: dict, yb: torch.Tensor, weights: LossWeights, amp: bool = False):
+    """One optimiser step on a batch; returns the model output and the per-sample loss (detached).
+
+    ``amp``: bf16 autocast on CUDA (no loss scaling needed with bf16).
+    """
+    with autocast(yb.device, amp):
+        out = model(xb)
+        loss = joint_loss(out, yb, weights.fused, weights.unimodal)
+    optimizer.zero_grad(set_to_none=True)
+    loss.mean().backward()
+    optimizer.step()
+    return out, loss.detach()
+
+
+def train_epoch(model, optimizer, data: ManifestData, order: np.ndarray, *, batch_size: int,
+                weights: LossWeights) -> float:
+    """One plain pass over ``order`` (manifest rows) in that order, e.g. a warm-up; mean loss."""
     model.train()
+    dev = next(model.parameters()).device
     total, count = 0.0, 0
     for start in range(0, len(order), batch_size):
         xb, yb = data.batch(order[start:start + batch_size], train=True)
-        dev = next(model.parameters()).device
-        xb, yb = {m: v.to(dev) for m, v in xb.items()}, yb.to(dev)
-        loss = joint_loss(model(xb), yb, weights.fused, weights.unimodal)
-        optimizer.zero_grad(set_to_none=True)
-        loss.mean().backward()
-        optimizer.step()
-        total += float(loss.detach().sum())
+        _, loss = train_step(model, optimizer, {m: v.to(dev) for m, v in xb.items()}, yb.to(dev), weights)
+        total += float(loss.sum())
         count += len(yb)
-        if on_batch:
-            on_batch(len(yb), float(loss.detach().mean()))
     return total / max(count, 1)
