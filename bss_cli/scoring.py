@@ -131,7 +131,8 @@ def read_scores(path: str | Path) -> Scores:
 
 def score_manifest(manifest_path: str | Path, *, criterion: str = "prediction-sim+loss",
                    predictions: str | Path | None = None, source=None, weights: LossWeights = LossWeights(),
-                   split: str = "train", device: str = "cpu", batch_size: int = 512, progress=None) -> Scores:
+                   split: str = "train", device: str = "cpu", batch_size: int = 512, workers: int = 0,
+                   cache_dir: str | Path | None = None, progress=None) -> Scores:
     """Balance scores for a manifest, from a predictions file or a bss model (``source``).
 
     ``source`` is a :class:`bss_cli.predict.ModelSource`; torch is imported only on that path.
@@ -150,7 +151,7 @@ def score_manifest(manifest_path: str | Path, *, criterion: str = "prediction-si
 
     source = source or ModelSource()
     manifest = load_manifest(manifest_path)
-    data = ManifestData(manifest, device=device)
+    data = ManifestData(manifest, device=device, workers=workers, cache_dir=cache_dir)
     model, fp = model_for_source(source, manifest, data, weights)
     rows = manifest.indices(split)
     preds = predict(model, data, rows, weights=weights, batch_size=batch_size,

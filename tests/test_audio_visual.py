@@ -57,7 +57,7 @@ def test_crema_d_build_score_train_inspect(crema, tmp_path):
     s = json.loads(r.stdout)
     assert s["modalities"]["audio"]["kind"] == "audio" and s["modalities"]["visual"]["kind"] == "image"
     assert s["metadata"]["media"]["frames"] == 2 and s["splits"] == {"train": 24, "val": 6, "test": 6}
-    r = run("score", manifest, "-o", tmp_path / "scores.parquet", "--hidden", "4")
+    r = run("score", manifest, "-o", tmp_path / "scores.parquet", "--hidden", "4", "--workers", "1")
     assert r.exit_code == 0, r.output
     r = run("train", manifest, "--out", tmp_path / "run", "--hidden", "4", "--epochs", "2", "--batch-size", "8",
             "--cache-dir", tmp_path / "cache", "--quiet", "--json")

@@ -30,6 +30,8 @@ def score(
     unimodal_weight: Annotated[float, typer.Option(help="w_uni: weight of each modality head's loss.")] = 1.0,
     hidden: Annotated[int, typer.Option(help="Encoder width of the fresh model.")] = 64,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto (model sources only).")] = "cpu",
+    workers: Annotated[int, typer.Option(help="Processes decoding audio/image files (model sources).")] = 0,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Cache decoded spectrograms in this folder.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
     """Score every sample of a split for how well its modalities agree (higher = more balanced).
@@ -45,6 +47,8 @@ def score(
                                     ("--warmup", warmup)) if on]
     if len(chosen) > 1:
         raise ConfigError(f"{' and '.join(chosen)} name two prediction sources; give one")
+    if workers < 0:
+        raise ConfigError(f"--workers {workers}: expected 0 or more")
     if warmup < 0:
         raise ConfigError(f"--warmup {warmup}: expected a number of epochs >= 1")
     if fused_weight < 0 or unimodal_weight < 0:
@@ -60,7 +64,7 @@ def score(
                              warmup_epochs=warmup, seed=seed, hidden=hidden)
     scores = score_manifest(manifest, criterion=Criterion(criterion).value, predictions=predictions, source=source,
                             weights=LossWeights(fused_weight, unimodal_weight), split=Split(split).value,
-                            device=device)
+                            device=device, workers=workers, cache_dir=cache_dir)
     write_scores(scores, out_path)
     if not quiet:
         b = scores.balance

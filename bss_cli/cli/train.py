@@ -145,7 +145,7 @@ def train(
     if manifest is not None:
         settings["manifest"] = str(manifest)
     cfg = TrainConfig(**settings)
-    progress = Progress(cfg.quiet, cfg.epochs)
+    progress = Progress(cfg.quiet or int(os.environ.get("RANK", "0")) != 0, cfg.epochs)  # one rank reports
     with progress:
         result = run_training(cfg, Callbacks(on_epoch_start=progress.epoch_start, on_batch=progress.batch,
                                              on_epoch_end=progress.epoch_end, on_message=progress.message))
