@@ -103,7 +103,7 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
 
 
 def check_wav(path: Path) -> None:
-    """Cheap validation: the header parses and the data is there."""
+    """Validation: the file decodes as PCM WAV with audio data (the whole file is read once)."""
     read_wav(path)
 
 

@@ -102,22 +102,22 @@ class ScheduleJob:
         return sum(scheduler.size(e) for e in self.epochs)
 
 
-def _write_parquet(sink, job: ScheduleJob) -> int:
+def _write_parquet(sink, job: ScheduleJob, tables: Iterable[pa.Table]) -> int:
     schema = schedule_schema(job.scores.table.schema.field(S.SAMPLE_ID).type, job.metadata())
     n = 0
     with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
-        for t in job.tables():
+        for t in tables:
             writer.write_table(t.cast(schema), row_group_size=max(1, t.num_rows))
             n += t.num_rows
     return n
 
 
-def _write_csv(sink: BinaryIO, job: ScheduleJob) -> int:
+def _write_csv(sink: BinaryIO, job: ScheduleJob, tables: Iterable[pa.Table]) -> int:
     import pyarrow.csv as pcsv
 
     n = 0
     writer = None
-    for t in job.tables():
+    for t in tables:
         if writer is None:
             writer = pcsv.CSVWriter(sink, t.schema)
         writer.write_table(t)
@@ -127,9 +127,9 @@ def _write_csv(sink: BinaryIO, job: ScheduleJob) -> int:
     return n
 
 
-def _write_jsonl(sink: BinaryIO, job: ScheduleJob) -> int:
+def _write_jsonl(sink: BinaryIO, job: ScheduleJob, tables: Iterable[pa.Table]) -> int:
     n = 0
-    for t in job.tables():
+    for t in tables:
         cols = [t[c].to_pylist() for c in t.column_names]
         names = t.column_names
         lines = (json.dumps(dict(zip(names, values))) for values in zip(*cols))
@@ -138,11 +138,11 @@ def _write_jsonl(sink: BinaryIO, job: ScheduleJob) -> int:
     return n
 
 
-def _write_npy(sink: BinaryIO, job: ScheduleJob) -> int:
+def _write_npy(sink: BinaryIO, job: ScheduleJob, tables: Iterable[pa.Table]) -> int:
     total = job.total_rows()
     np.lib.format.write_array_header_1_0(sink, {"descr": "<i8", "fortran_order": False, "shape": (total, 3)})
     n = 0
-    for t in job.tables():
+    for t in tables:
         block = np.stack([t[S.EPOCH].to_numpy().astype(np.int64), t[S.POSITION].to_numpy(), t[S.ROW].to_numpy()], axis=1)
         sink.write(np.ascontiguousarray(block, "<i8").tobytes())
         n += t.num_rows
@@ -152,14 +152,20 @@ def _write_npy(sink: BinaryIO, job: ScheduleJob) -> int:
 WRITERS = {"parquet": _write_parquet, "csv": _write_csv, "jsonl": _write_jsonl, "npy": _write_npy}
 
 
-def write_schedule(job: ScheduleJob, out: str | Path | BinaryIO, fmt: str = "parquet") -> int:
-    """Write ``job`` to a path (atomically) or to an open binary stream; return the row count."""
+def write_schedule(job: ScheduleJob, out: str | Path | BinaryIO, fmt: str = "parquet",
+                   tables: Iterable[pa.Table] | None = None) -> int:
+    """Write ``job`` to a path (atomically) or to an open binary stream; return the row count.
+
+    ``tables``: the job's epoch tables when the caller already drew them (the trainer trains on
+    the table it writes, so the ordering is not drawn twice).
+    """
     if fmt not in WRITERS:
         raise ConfigError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    tables = job.tables() if tables is None else tables
     if isinstance(out, (str, Path)):
         with atomic_path(out) as tmp, open(tmp, "wb") as f:
-            return WRITERS[fmt](f, job)
-    return WRITERS[fmt](out, job)
+            return WRITERS[fmt](f, job, tables)
+    return WRITERS[fmt](out, job, tables)
 
 
 class ScheduleFile:

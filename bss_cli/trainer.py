@@ -247,7 +247,7 @@ class Trainer:
         table, job = self.planner.epoch_table(epoch, self.plan)
         if main and cfg.epoch_artifacts and job is not None:
             folder = runs.epoch_dir(self.run, epoch)
-            write_schedule(job, folder / runs.SCHEDULE_FILE)
+            write_schedule(job, folder / runs.SCHEDULE_FILE, tables=[table])
             fresh = self.plan.scores if cfg.scheduler == "learned" else (self.planner.static if epoch == 0 else None)
             if fresh is not None and fresh.metadata.get("bss.kind") == "scores":
                 write_scores(fresh, folder / runs.SCORES_FILE)
