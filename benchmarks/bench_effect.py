@@ -34,8 +34,8 @@ def paired(diff: np.ndarray) -> dict:
 
 
 def run(seeds: int = 10, datasets=("htad", "mfeat"), schedulers=("none", "curriculum", "learned"), **overrides) -> dict:
-    from bss_cli.config import TrainConfig
-    from bss_cli.trainer import train
+    from bss_cli.training.config import TrainConfig
+    from bss_cli.training.trainer import train
 
     results = {}
     for ds in datasets:

@@ -43,10 +43,10 @@ def _rate(fn, n: int) -> float:
 
 
 def run(n: int = 96) -> dict:
-    from bss_cli.data import ManifestData
-    from bss_cli.layouts import build_manifest
-    from bss_cli.manifest import load_manifest
-    from bss_cli.media import MediaConfig
+    from bss_cli.data.datasets import ManifestData
+    from bss_cli.data.layouts import build_manifest
+    from bss_cli.data.manifest import load_manifest
+    from bss_cli.data.media import MediaConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "CREMA-D"

@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def run(epochs: int = 6, hidden: int = 512, layers: int = 3, repeats: int = 2) -> dict:
     import torch
 
-    from bss_cli.config import TrainConfig
-    from bss_cli.trainer import train
+    from bss_cli.training.config import TrainConfig
+    from bss_cli.training.trainer import train
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     modes = {"none": {"scheduler": "none"}, "learned/pass": {"scheduler": "learned", "rescore": "pass"},

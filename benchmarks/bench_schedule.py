@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import best_of, peak_rss_mib  # noqa: E402
 
-from bss_cli.scheduling import ScheduleConfig, make_scheduler  # noqa: E402
+from bss_cli.scheduling.schedulers import ScheduleConfig, make_scheduler  # noqa: E402
 
 
 def orderings(n: int, repeat: int = 3) -> dict:
@@ -46,8 +46,8 @@ def _write_child(n: int, epochs: int, path: str) -> None:
 
     import pyarrow as pa
 
-    from bss_cli.schedule_io import ScheduleJob, write_schedule
-    from bss_cli.scoring import Scores
+    from bss_cli.scheduling.schedule_io import ScheduleJob, write_schedule
+    from bss_cli.scoring.scores import Scores
 
     rng = np.random.default_rng(0)
     table = pa.table({"sample_id": pa.array(np.arange(n, dtype=np.int64)), "row": pa.array(np.arange(n, dtype=np.int64)),

@@ -17,11 +17,13 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).parent))
 from common import best_of  # noqa: E402
 
-from bss_cli.criteria import LossWeights  # noqa: E402
-from bss_cli.manifest import load_manifest  # noqa: E402
-from bss_cli.predictions import predictions_table  # noqa: E402
-from bss_cli.criteria import Predictions  # noqa: E402
-from bss_cli.scoring import score_from_predictions, write_scores  # noqa: E402
+from bss_cli.data.manifest import load_manifest  # noqa: E402
+from bss_cli.scoring.criteria import (
+    LossWeights,  # noqa: E402
+    Predictions,  # noqa: E402
+)
+from bss_cli.scoring.predictions import predictions_table  # noqa: E402
+from bss_cli.scoring.scores import score_from_predictions, write_scores  # noqa: E402
 
 
 def lists(x):

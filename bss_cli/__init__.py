@@ -13,7 +13,7 @@ __all__ = ["__version__", "ScheduleSampler"]
 
 def __getattr__(name: str):
     if name == "ScheduleSampler":
-        from bss_cli.sampler import ScheduleSampler
+        from bss_cli.scheduling.sampler import ScheduleSampler
 
         return ScheduleSampler
     raise AttributeError(f"module 'bss_cli' has no attribute {name!r}")

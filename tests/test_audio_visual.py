@@ -70,7 +70,7 @@ def test_crema_d_build_score_train_inspect(crema, tmp_path):
 
 
 def test_frames_are_taken_in_sorted_order(crema):
-    from bss_cli.media import MediaConfig, frame_files, load_frames
+    from bss_cli.data.media import MediaConfig, frame_files, load_frames
 
     folder = crema / "Image-01-FPS" / "1001_DFA_ANG_XX"
     assert [p.name for p in frame_files(folder, 2)] == ["frame_00.png", "frame_01.png"]
@@ -79,7 +79,7 @@ def test_frames_are_taken_in_sorted_order(crema):
 
 
 def test_spectrogram_shape_and_tiling(tmp_path):
-    from bss_cli.media import MediaConfig, spectrogram
+    from bss_cli.data.media import MediaConfig, spectrogram
 
     write_wav(tmp_path / "a.wav", 440, rate=8000, seconds=0.1)
     cfg = MediaConfig(sample_rate=4000, seconds=0.5, n_fft=128, hop=64)
@@ -113,8 +113,8 @@ def test_resnet_encoders_and_local_weights(tmp_path):
     import torch
 
     from bss_cli.errors import ConfigError
-    from bss_cli.model import LateFusion, ModelConfig
-    from bss_cli.resnet import AudioResNet18, VisualResNet18
+    from bss_cli.models.fusion import LateFusion, ModelConfig
+    from bss_cli.models.resnet import AudioResNet18, VisualResNet18
 
     audio, visual = AudioResNet18(width=4), VisualResNet18(width=4)
     assert audio(torch.randn(2, 65, 32)).shape == (2, 32)

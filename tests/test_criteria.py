@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from bss_cli.criteria import (
+from bss_cli.errors import ConfigError, PredictionsError
+from bss_cli.scoring.criteria import (
     CRITERIA,
     LossWeights,
     Predictions,
@@ -10,7 +11,6 @@ from bss_cli.criteria import (
     get_criterion,
     minmax,
 )
-from bss_cli.errors import ConfigError, PredictionsError
 
 LN3 = np.log(3.0)
 

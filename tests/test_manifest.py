@@ -4,11 +4,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from bss_cli.errors import ManifestError
-from bss_cli.manifest import load_manifest
-
 from conftest import make_manifest_table, vectors
+
+from bss_cli.data.manifest import load_manifest
+from bss_cli.errors import ManifestError
 
 
 def write(tmp_path, table, name="m.parquet"):

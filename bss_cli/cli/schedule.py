@@ -11,9 +11,9 @@ import typer
 
 from bss_cli.cli.common import choices, handle_errors, wrote
 from bss_cli.errors import ConfigError
-from bss_cli.pacing import PACING
-from bss_cli.scheduling import SCHEDULERS, ScheduleConfig
-from bss_cli.schedule_io import FORMATS
+from bss_cli.scheduling.pacing import PACING
+from bss_cli.scheduling.schedule_io import FORMATS
+from bss_cli.scheduling.schedulers import SCHEDULERS, ScheduleConfig
 
 SchedulerName = choices("SchedulerName", SCHEDULERS)
 Pacing = choices("Pacing", PACING)
@@ -52,8 +52,8 @@ def schedule(
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Turn balance scores into per-epoch training orderings that any trainer can consume."""
-    from bss_cli.schedule_io import ScheduleJob, write_schedule
-    from bss_cli.scoring import read_scores
+    from bss_cli.scheduling.schedule_io import ScheduleJob, write_schedule
+    from bss_cli.scoring.scores import read_scores
 
     if epoch is None and epochs < 1:
         raise ConfigError(f"--epochs {epochs}: expected at least 1")

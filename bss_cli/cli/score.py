@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from bss_cli.cli.common import choices, handle_errors, out, wrote
-from bss_cli.criteria import CRITERIA, DEFAULT_CRITERION
 from bss_cli.errors import ConfigError
+from bss_cli.scoring.criteria import CRITERIA, DEFAULT_CRITERION
 
 Criterion = choices("Criterion", CRITERIA)
 Split = choices("Split", ("train", "val", "test", "all"))
@@ -40,8 +40,8 @@ def score(
     (--checkpoint), a fresh seeded model (the default, as the paper's curriculum), or a fresh model
     trained --warmup K epochs.
     """
-    from bss_cli.criteria import LossWeights
-    from bss_cli.scoring import score_manifest, write_scores
+    from bss_cli.scoring.criteria import LossWeights
+    from bss_cli.scoring.scores import score_manifest, write_scores
 
     chosen = [name for name, on in (("--predictions", predictions), ("--checkpoint", checkpoint),
                                     ("--warmup", warmup)) if on]
@@ -55,8 +55,8 @@ def score(
         raise ConfigError("--fused-weight and --unimodal-weight must be >= 0")
     source = None
     if predictions is None:
-        from bss_cli.predict import ModelSource
-        from bss_cli.devices import resolve_device
+        from bss_cli.models.devices import resolve_device
+        from bss_cli.scoring.predict import ModelSource
 
         device = resolve_device(device)
         kind = "checkpoint" if checkpoint else ("warmup" if warmup else "init")

@@ -13,9 +13,16 @@ import typer
 from rich.table import Table
 
 from bss_cli.cli.common import choices, err, handle_errors, out
-from bss_cli.config import LR_SCHEDULES, PREDICT_WITH, RESCORE_MODES, TRAIN_SCHEDULERS, TrainConfig, load_toml
-from bss_cli.criteria import CRITERIA
-from bss_cli.pacing import PACING
+from bss_cli.scheduling.pacing import PACING
+from bss_cli.scoring.criteria import CRITERIA
+from bss_cli.training.config import (
+    LR_SCHEDULES,
+    PREDICT_WITH,
+    RESCORE_MODES,
+    TRAIN_SCHEDULERS,
+    TrainConfig,
+    load_toml,
+)
 
 _D = TrainConfig()
 Sched = choices("Sched", TRAIN_SCHEDULERS)
@@ -36,8 +43,8 @@ class Progress:
         self.live = not quiet and sys.stderr.isatty()
         self.bars = None
         if self.live:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
 
             self.bars = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                      TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err)
@@ -133,7 +140,8 @@ def train(
     Flags override the --config file, which overrides the defaults. Launch under torchrun for
     DistributedDataParallel training (one process per GPU).
     """
-    from bss_cli.trainer import Callbacks, train as run_training
+    from bss_cli.training.trainer import Callbacks
+    from bss_cli.training.trainer import train as run_training
 
     settings = load_toml(config) if config else {}
     given = dict(locals())

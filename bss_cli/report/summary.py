@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 
 from bss_cli import schema as S
 from bss_cli.artifacts import meta_json, read_metadata
+from bss_cli.data.manifest import READERS, load_manifest
 from bss_cli.errors import ArtifactError
-from bss_cli.manifest import READERS, load_manifest
 
 HIST_BINS = 20
 N_EXTREMES = 5
@@ -108,7 +108,7 @@ def _consecutive(prev_rows: np.ndarray, rows: np.ndarray) -> dict:
 
 
 def summarise_schedule(path: Path) -> dict:
-    from bss_cli.schedule_io import ScheduleFile
+    from bss_cli.scheduling.schedule_io import ScheduleFile
 
     f = ScheduleFile(path)
     epochs, prev = [], None
@@ -127,7 +127,7 @@ def summarise_run(path: Path) -> dict:
     """A run folder: settings, per-epoch metrics, best epoch and test, balance scores over epochs."""
     import json
 
-    from bss_cli import runs
+    from bss_cli.training import runs
 
     if not (path / runs.SETTINGS).exists():
         raise ArtifactError(f"{path}: a folder, but not a bss run folder (no {runs.SETTINGS})")

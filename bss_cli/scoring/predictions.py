@@ -28,11 +28,11 @@ import pyarrow.parquet as pq
 
 from bss_cli import schema as S
 from bss_cli.artifacts import fingerprint_file
-from bss_cli.columns import vector_column
-from bss_cli.criteria import Predictions
+from bss_cli.data.columns import vector_column
+from bss_cli.data.manifest import Manifest
 from bss_cli.errors import PredictionsError
 from bss_cli.errors import rows_text as _rows
-from bss_cli.manifest import Manifest
+from bss_cli.scoring.criteria import Predictions
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Score tables: balance scores for a manifest's samples from any prediction source (no torch).
 
-The model-side sources (fresh model, checkpoint, warm-up) live in :mod:`bss_cli.predict`; they
-produce the same :class:`~bss_cli.criteria.Predictions` that a predictions file gives.
+The model-side sources (fresh model, checkpoint, warm-up) live in :mod:`bss_cli.scoring.predict`; they
+produce the same :class:`~bss_cli.scoring.criteria.Predictions` that a predictions file gives.
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ import pyarrow as pa
 
 from bss_cli import schema as S
 from bss_cli.artifacts import base_metadata, require_kind, write_table
-from bss_cli.criteria import (
+from bss_cli.data.manifest import Manifest
+from bss_cli.errors import ArtifactError, ConfigError
+from bss_cli.scoring.criteria import (
     CRITERIA,
     LossWeights,
     Predictions,
     balance_rank,
     compute_balance,
 )
-from bss_cli.errors import ArtifactError, ConfigError
-from bss_cli.manifest import Manifest
 
 SCORED_SPLITS = ("train", "val", "test", "all")
 
@@ -99,7 +99,7 @@ def build_scores(
 def score_from_predictions(manifest: Manifest, predictions_path: str | Path, *, criterion: str,
                            weights: LossWeights, split: str = "train") -> Scores:
     """Scores from a predictions file written by any trainer; numpy and pyarrow only."""
-    from bss_cli.predictions import read_predictions
+    from bss_cli.scoring.predictions import read_predictions
 
     check_split(split)
     if criterion not in CRITERIA:
@@ -135,10 +135,10 @@ def score_manifest(manifest_path: str | Path, *, criterion: str = "prediction-si
                    cache_dir: str | Path | None = None, progress=None) -> Scores:
     """Balance scores for a manifest, from a predictions file or a bss model (``source``).
 
-    ``source`` is a :class:`bss_cli.predict.ModelSource`; torch is imported only on that path.
+    ``source`` is a :class:`bss_cli.scoring.predict.ModelSource`; torch is imported only on that path.
     """
-    from bss_cli.criteria import get_criterion
-    from bss_cli.manifest import load_manifest
+    from bss_cli.data.manifest import load_manifest
+    from bss_cli.scoring.criteria import get_criterion
 
     check_split(split)
     crit = get_criterion(criterion)
@@ -146,8 +146,8 @@ def score_manifest(manifest_path: str | Path, *, criterion: str = "prediction-si
         manifest = load_manifest(manifest_path, load_features=False)
         return score_from_predictions(manifest, predictions, criterion=criterion, weights=weights, split=split)
 
-    from bss_cli.data import ManifestData
-    from bss_cli.predict import ModelSource, model_for_source, predict
+    from bss_cli.data.datasets import ManifestData
+    from bss_cli.scoring.predict import ModelSource, model_for_source, predict
 
     source = source or ModelSource()
     manifest = load_manifest(manifest_path)

@@ -17,22 +17,22 @@ from typing import Callable
 import numpy as np
 import torch
 
-from bss_cli import checkpoints as C
-from bss_cli import runs
 from bss_cli.artifacts import fingerprint_text
-from bss_cli.config import RESUME_FREE, TrainConfig
-from bss_cli.criteria import LossWeights, Predictions
-from bss_cli.data import ManifestData, batch_loader
-from bss_cli.distributed import DistInfo, barrier, gather_objects, setup, teardown
+from bss_cli.data.datasets import ManifestData, batch_loader
+from bss_cli.data.manifest import load_manifest
 from bss_cli.errors import ConfigError
-from bss_cli.manifest import load_manifest
-from bss_cli.metrics import evaluate
-from bss_cli.planner import PlanState, Planner
-from bss_cli.predict import ModelSource, fresh_model, model_for_source, predict
-from bss_cli.sampler import ScheduleSampler
-from bss_cli.schedule_io import write_schedule
-from bss_cli.scoring import Scores, build_scores, write_scores
-from bss_cli.training import OptimConfig, make_optimizer, train_step
+from bss_cli.models import checkpoints as C
+from bss_cli.models.step import OptimConfig, make_optimizer, train_step
+from bss_cli.scheduling.sampler import ScheduleSampler
+from bss_cli.scheduling.schedule_io import write_schedule
+from bss_cli.scoring.criteria import LossWeights, Predictions
+from bss_cli.scoring.predict import ModelSource, fresh_model, model_for_source, predict
+from bss_cli.scoring.scores import Scores, build_scores, write_scores
+from bss_cli.training import runs
+from bss_cli.training.config import RESUME_FREE, TrainConfig
+from bss_cli.training.distributed import DistInfo, barrier, gather_objects, setup, teardown
+from bss_cli.training.metrics import evaluate
+from bss_cli.training.planner import Planner, PlanState
 
 
 @dataclass
@@ -121,7 +121,7 @@ class Trainer:
 
     @property
     def _needs_grad(self) -> bool:
-        from bss_cli.criteria import CRITERIA
+        from bss_cli.scoring.criteria import CRITERIA
 
         return "grad_norm" in CRITERIA[self.cfg.criterion].parts
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from bss_cli import schema as S
 from bss_cli.artifacts import base_metadata, write_table
-from bss_cli.columns import vector_column
+from bss_cli.data.columns import vector_column
 from bss_cli.errors import BSSError
 
 MFEAT_VIEWS = ("fou", "fac", "kar", "pix", "zer", "mor")

@@ -9,12 +9,12 @@ import numpy as np
 import torch
 
 from bss_cli.artifacts import fingerprint_text
-from bss_cli.criteria import LossWeights, Predictions
-from bss_cli.data import ManifestData
-from bss_cli.devices import autocast
+from bss_cli.data.datasets import ManifestData
+from bss_cli.data.manifest import Manifest
 from bss_cli.errors import ConfigError
-from bss_cli.manifest import Manifest
-from bss_cli.model import ModelConfig, build_model, joint_loss
+from bss_cli.models.devices import autocast
+from bss_cli.models.fusion import ModelConfig, build_model, joint_loss
+from bss_cli.scoring.criteria import LossWeights, Predictions
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -118,7 +118,7 @@ def fresh_model(manifest: Manifest, data: ManifestData, seed: int, hidden: int =
 def model_for_source(source: ModelSource, manifest: Manifest, data: ManifestData, weights: LossWeights):
     """Build (and for a warm-up, train) the model a source names; return it and its fingerprint."""
     if source.kind == "checkpoint":
-        from bss_cli.checkpoints import model_from_checkpoint
+        from bss_cli.models.checkpoints import model_from_checkpoint
 
         model, cfg, fp = model_from_checkpoint(source.checkpoint)
         if cfg.modalities != data.dims:
@@ -133,7 +133,7 @@ def model_for_source(source: ModelSource, manifest: Manifest, data: ManifestData
     if source.kind == "warmup":
         if source.warmup_epochs < 1:
             raise ConfigError("--warmup must be at least 1 epoch")
-        from bss_cli.training import OptimConfig, make_optimizer, train_epoch
+        from bss_cli.models.step import OptimConfig, make_optimizer, train_epoch
 
         opt = make_optimizer(model, OptimConfig(lr=source.lr))
         gen = np.random.default_rng([source.seed, 1])

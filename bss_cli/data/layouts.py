@@ -21,8 +21,8 @@ import pyarrow as pa
 
 from bss_cli import schema as S
 from bss_cli.artifacts import base_metadata, write_table
+from bss_cli.data.media import IMAGE_EXTS, MediaConfig
 from bss_cli.errors import ConfigError, ManifestError
-from bss_cli.media import IMAGE_EXTS, MediaConfig
 
 CREMA_EMOTIONS = {"ANG": "anger", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
 CREMA_NAME = re.compile(r"^(\d+)_([A-Za-z0-9]+)_([A-Z]{3})_([A-Za-z0-9]+)$")
@@ -76,7 +76,7 @@ def crema_d(root: Path, out: Path, *, frames_dir: str = "Image-01-FPS", split: s
         by_actor = _split_groups([r[2] for r in rows], seed)
         splits = [by_actor[r[2]] for r in rows]
     elif split == "random":
-        from bss_cli.sample_data import stratified_split
+        from bss_cli.data.sample_data import stratified_split
 
         splits = stratified_split(np.asarray([r[1] for r in rows], dtype=object), seed).tolist()
     else:

@@ -6,7 +6,7 @@ kind: ``.npy`` -> vector, ``.wav`` -> audio, an image file or a folder of frames
 Relative paths resolve against the manifest's folder. Columns named ``meta_*`` are carried along
 and ignored. Validation collects every problem of a manifest and raises one
 :class:`ManifestError` that lists them all, each with row and column (column decoding lives in
-:mod:`bss_cli.columns`).
+:mod:`bss_cli.data.columns`).
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ import pyarrow.compute as pc
 
 from bss_cli import schema as S
 from bss_cli.artifacts import fingerprint_file
-from bss_cli.columns import MAX_ROWS_LISTED, check_finite, inline_matrix, text_values
-from bss_cli.errors import ManifestError, rows_text as _rows
-from bss_cli.media import MediaConfig, kind_of
+from bss_cli.data.columns import MAX_ROWS_LISTED, check_finite, inline_matrix, text_values
+from bss_cli.data.media import MediaConfig, kind_of
+from bss_cli.errors import ManifestError
+from bss_cli.errors import rows_text as _rows
 
 META_PREFIX = "meta_"
 READERS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}

@@ -44,7 +44,7 @@ def shard(order: np.ndarray, rank: int, world_size: int, pad: str = "wrap") -> n
 class ScheduleSampler(Sampler[int]):
     """Yields dataset indices in a schedule's order for the current epoch (``set_epoch``).
 
-    ``schedule``: a schedule file path, a :class:`~bss_cli.schedule_io.ScheduleFile`, or a table with
+    ``schedule``: a schedule file path, a :class:`~bss_cli.scheduling.schedule_io.ScheduleFile`, or a table with
     the schedule columns. ``index_of``: sample_id -> dataset index (a mapping or a callable); by
     default the manifest ``row`` column is the index. ``rank``/``world_size`` default to the
     initialised ``torch.distributed`` process group, else 0/1.
@@ -70,7 +70,7 @@ class ScheduleSampler(Sampler[int]):
         self.rank, self.world_size, self.pad = rank, world_size, pad
         self.index_of = index_of
         if isinstance(schedule, (str, Path)):
-            from bss_cli.schedule_io import ScheduleFile
+            from bss_cli.scheduling.schedule_io import ScheduleFile
 
             schedule = ScheduleFile(schedule)
         self._source = schedule

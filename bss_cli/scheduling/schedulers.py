@@ -16,7 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from bss_cli.errors import ConfigError
-from bss_cli.pacing import check_pacing, subset_size
+from bss_cli.scheduling.pacing import check_pacing, subset_size
 
 
 @dataclass

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from bss_cli.criteria import LossWeights
-from bss_cli.data import ManifestData
-from bss_cli.devices import autocast
+from bss_cli.data.datasets import ManifestData
 from bss_cli.errors import ConfigError
-from bss_cli.model import joint_loss
+from bss_cli.models.devices import autocast
+from bss_cli.models.fusion import joint_loss
+
+if TYPE_CHECKING:  # a type only: the weights are the joint loss's, declared next to the criteria
+    from bss_cli.scoring.criteria import LossWeights
 
 OPTIMIZERS = ("sgd", "adam")
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bss_cli.manifest import Manifest
-from bss_cli.media import cached_spectrogram, load_frames
+from bss_cli.data.manifest import Manifest
+from bss_cli.data.media import cached_spectrogram, load_frames
 
 
 class ManifestData:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from bss_cli.devices import resolve_device
+from bss_cli.models.devices import resolve_device
 
 
 @dataclass

@@ -7,9 +7,9 @@ import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from bss_cli.criteria import CRITERIA
 from bss_cli.errors import ConfigError
-from bss_cli.pacing import PACING
+from bss_cli.scheduling.pacing import PACING
+from bss_cli.scoring.criteria import CRITERIA
 
 TRAIN_SCHEDULERS = ("none", "curriculum", "learned")
 RESCORE_MODES = ("pass", "online")

@@ -9,11 +9,11 @@ import numpy as np
 import pyarrow as pa
 
 from bss_cli import schema as S
-from bss_cli.config import TrainConfig
 from bss_cli.errors import ConfigError
-from bss_cli.schedule_io import ScheduleFile, ScheduleJob
-from bss_cli.scheduling import Accumulator, ScheduleConfig
-from bss_cli.scoring import Scores, read_scores
+from bss_cli.scheduling.schedule_io import ScheduleFile, ScheduleJob
+from bss_cli.scheduling.schedulers import Accumulator, ScheduleConfig
+from bss_cli.scoring.scores import Scores, read_scores
+from bss_cli.training.config import TrainConfig
 
 
 @dataclass

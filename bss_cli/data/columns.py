@@ -9,8 +9,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bss_cli.errors import MAX_ROWS_LISTED, ConfigError, rows_text as _rows
-from bss_cli.media import AUDIO_EXTS, IMAGE_EXTS, MediaConfig, check_image, check_wav, kind_of
+from bss_cli.data.media import AUDIO_EXTS, IMAGE_EXTS, MediaConfig, check_image, check_wav, kind_of
+from bss_cli.errors import MAX_ROWS_LISTED, ConfigError
+from bss_cli.errors import rows_text as _rows
 
 KNOWN_EXTENSIONS = (".npy",) + AUDIO_EXTS + IMAGE_EXTS
 

@@ -8,7 +8,7 @@ import torch
 
 from bss_cli.artifacts import atomic_path, fingerprint_file
 from bss_cli.errors import ArtifactError
-from bss_cli.model import ModelConfig, build_model
+from bss_cli.models.fusion import ModelConfig, build_model
 
 MODEL_STATE = "model"
 MODEL_CONFIG = "model_config"

@@ -22,8 +22,8 @@ import pyarrow.parquet as pq
 from bss_cli import schema as S
 from bss_cli.artifacts import atomic_path, base_metadata, meta_json, require_kind
 from bss_cli.errors import ArtifactError, ConfigError
-from bss_cli.scheduling import Accumulator, ScheduleConfig, make_scheduler
-from bss_cli.scoring import Scores
+from bss_cli.scheduling.schedulers import Accumulator, ScheduleConfig, make_scheduler
+from bss_cli.scoring.scores import Scores
 
 FORMATS = ("parquet", "csv", "jsonl", "npy")
 

@@ -1,0 +1,155 @@
+"""The late-fusion model of method.md section 2, and the encoder registry.
+
+One encoder per modality gives a feature e_m; a linear head per modality gives unimodal logits
+z_m; a fused linear head on the concatenated features gives z_mm. Inputs are standardised with
+train-split statistics stored as buffers, so a checkpoint carries everything it needs.
+
+Plug-in contract (``--model module:function``): ``function(config: ModelConfig) -> nn.Module``
+whose ``forward(inputs: dict[str, Tensor]) -> FusionOutput``, with one entry in
+``FusionOutput.logits`` per modality of the manifest and ``fused`` either logits or None.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable, NamedTuple
+
+import torch
+from torch import nn
+
+from bss_cli.errors import ConfigError
+
+
+class FusionOutput(NamedTuple):
+    logits: dict[str, torch.Tensor]  # modality -> [B, C]
+    fused: torch.Tensor | None  # [B, C]
+    embeddings: dict[str, torch.Tensor]  # modality -> [B, D]
+
+
+@dataclass
+class ModelConfig:
+    modalities: dict[str, int | list[int]]  # modality -> input length (vector) or shape (audio, image)
+    n_classes: int
+    encoder: str = "mlp"  # encoder of vector modalities; audio and image take DEFAULT_ENCODERS
+    hidden: int = 64  # MLP width; ResNet-18 first-stage width (64 = the standard network)
+    layers: int = 2
+    dropout: float = 0.1
+    kinds: dict[str, str] = field(default_factory=dict)  # modality -> vector | audio | image
+    encoder_weights: dict[str, str] = field(default_factory=dict)  # modality -> state_dict file
+    extra: dict = field(default_factory=dict)  # encoder-specific settings
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def kind(self, modality: str) -> str:
+        return self.kinds.get(modality, "vector")
+
+
+def mlp_encoder(shape: int | list[int], kind: str, cfg: ModelConfig) -> nn.Module:
+    """``layers`` Linear-ReLU(-Dropout) blocks of width ``hidden``; output [B, hidden]."""
+    if kind != "vector":
+        raise ConfigError(f"encoder 'mlp' takes vector modalities, not {kind}")
+    blocks: list[nn.Module] = []
+    width = int(shape)
+    for _ in range(max(1, cfg.layers)):
+        blocks += [nn.Linear(width, cfg.hidden), nn.ReLU()]
+        if cfg.dropout > 0:
+            blocks.append(nn.Dropout(cfg.dropout))
+        width = cfg.hidden
+    net = nn.Sequential(*blocks)
+    net.out_dim = cfg.hidden
+    return net
+
+
+def resnet18_encoder(shape: int | list[int], kind: str, cfg: ModelConfig) -> nn.Module:
+    """ResNet-18 from scratch: spectrograms (audio) or pooled video frames (image)."""
+    from bss_cli.models.resnet import AudioResNet18, VisualResNet18
+
+    if kind == "audio":
+        return AudioResNet18(cfg.hidden)
+    if kind == "image":
+        return VisualResNet18(cfg.hidden)
+    raise ConfigError(f"encoder 'resnet18' takes audio or image modalities, not {kind}")
+
+
+# name -> builder(input shape, modality kind, config) -> module with attribute out_dim.
+ENCODERS: dict[str, Callable[[int | list[int], str, ModelConfig], nn.Module]] = {
+    "mlp": mlp_encoder,
+    "resnet18": resnet18_encoder,
+}
+DEFAULT_ENCODERS = {"audio": "resnet18", "image": "resnet18"}
+
+
+def _load_encoder_weights(module: nn.Module, modality: str, path: str) -> None:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a missing or foreign file
+        raise ConfigError(f"--encoder-weights {modality}={path}: cannot be read ({exc})") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not set(state) & set(module.state_dict()):
+        raise ConfigError(f"--encoder-weights {modality}={path}: no key matches the {modality} encoder "
+                          f"(expected keys like {next(iter(module.state_dict()))!r})")
+    module.load_state_dict(state, strict=False)  # a partial match (a trunk without its head) is fine
+
+
+class LateFusion(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if cfg.encoder not in ENCODERS:
+            raise ConfigError(f"unknown encoder {cfg.encoder!r}; choose one of: {', '.join(ENCODERS)}")
+        self.cfg = cfg
+        self.names = list(cfg.modalities)
+        encoders = {}
+        for m, shape in cfg.modalities.items():
+            name = cfg.encoder if cfg.kind(m) == "vector" else DEFAULT_ENCODERS[cfg.kind(m)]
+            encoders[m] = ENCODERS[name](shape, cfg.kind(m), cfg)
+            if m in cfg.encoder_weights:
+                _load_encoder_weights(encoders[m], m, cfg.encoder_weights[m])
+        self.encoders = nn.ModuleDict(encoders)
+        self.heads = nn.ModuleDict({m: nn.Linear(e.out_dim, cfg.n_classes) for m, e in encoders.items()})
+        self.fused = nn.Linear(sum(e.out_dim for e in encoders.values()), cfg.n_classes)
+        self.vector_names = [m for m in self.names if cfg.kind(m) == "vector"]
+        for m in self.vector_names:
+            self.register_buffer(f"mean_{m}", torch.zeros(cfg.modalities[m]))
+            self.register_buffer(f"std_{m}", torch.ones(cfg.modalities[m]))
+
+    def set_standardisation(self, stats: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        for m, (mean, std) in stats.items():
+            getattr(self, f"mean_{m}").copy_(mean)
+            getattr(self, f"std_{m}").copy_(torch.where(std > 0, std, torch.ones_like(std)))
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> FusionOutput:
+        emb = {}
+        for m in self.names:
+            x = inputs[m]
+            if m in self.vector_names:
+                x = (x - getattr(self, f"mean_{m}")) / getattr(self, f"std_{m}")
+            emb[m] = self.encoders[m](x)
+        logits = {m: self.heads[m](emb[m]) for m in self.names}
+        fused = self.fused(torch.cat([emb[m] for m in self.names], dim=1))
+        return FusionOutput(logits, fused, emb)
+
+
+def joint_loss(out: FusionOutput, y: torch.Tensor, fused_weight: float, unimodal_weight: float) -> torch.Tensor:
+    """Per-sample L = w_mm * CE(z_mm, y) + w_uni * sum_m CE(z_m, y); shape [B]."""
+    ce = nn.functional.cross_entropy
+    loss = unimodal_weight * sum(ce(z, y, reduction="none") for z in out.logits.values())
+    if out.fused is not None and fused_weight:
+        loss = loss + fused_weight * ce(out.fused, y, reduction="none")
+    return loss
+
+
+def build_model(cfg: ModelConfig, factory: str | None = None) -> nn.Module:
+    """The built-in late-fusion model, or ``factory`` ('module:function') called with ``cfg``."""
+    if not factory:
+        return LateFusion(cfg)
+    import importlib
+
+    module_name, _, fn_name = factory.partition(":")
+    if not module_name or not fn_name:
+        raise ConfigError(f"--model {factory!r}: expected 'module:function', e.g. 'mypkg.models:build'")
+    try:
+        fn = getattr(importlib.import_module(module_name), fn_name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"--model {factory!r}: cannot load it ({exc}); is the module on PYTHONPATH?") from None
+    return fn(cfg)
