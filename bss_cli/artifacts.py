@@ -52,17 +52,30 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     An exception (or a kill) leaves the target untouched and removes the temporary file.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    if target.is_dir():
+        raise ArtifactError(f"{target}: is a folder; name a file to write")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise ArtifactError(f"cannot write {target}: {_why(exc)}; nothing was written") from None
     os.close(fd)
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):  # a full disk, a file-size limit, a folder gone read-only
+            kept = " (the existing file is unchanged)" if target.exists() else ""
+            raise ArtifactError(f"cannot write {target}: {_why(exc)}; nothing was written{kept}") from None
         raise
+
+
+def _why(exc: OSError) -> str:
+    text = exc.strerror or str(exc)
+    return f"{text} ({exc.filename})" if exc.filename and "tmp" not in str(exc.filename) else text
 
 
 def write_table(table: pa.Table, path: str | os.PathLike, metadata: dict[str, str], **kwargs) -> None:

@@ -20,6 +20,7 @@ KIND_SCORES = "scores"
 KIND_PREDICTIONS = "predictions"
 KIND_SCHEDULE = "schedule"
 KIND_METRICS = "metrics"
+KIND_TIMINGS = "timings"
 
 FORMAT_VERSION = "1"
 

@@ -106,7 +106,7 @@ def test_schedule_errors(scores_file, tiny_manifest, tmp_path):
     r = run("schedule", tiny_manifest, "-o", tmp_path / "s.parquet")
     assert r.exit_code == 1 and "expected a 'scores' artifact, found a Parquet file without bss metadata" in r.stderr
     r = run("schedule", scores_file, "-o", tmp_path / "s.parquet", "--lambda0", "0")
-    assert r.exit_code == 1 and "--lambda0 0.0: expected a fraction in (0, 1]" in r.stderr
+    assert r.exit_code == 1 and "--lambda0 0.0: expected a finite number in (0, 1]" in r.stderr
     r = run("schedule", scores_file, "-o", tmp_path / "s.parquet", "--epochs", "0")
-    assert r.exit_code == 1 and "--epochs 0: expected at least 1" in r.stderr
+    assert r.exit_code == 1 and "--epochs 0: expected an integer >= 1" in r.stderr
     assert not (tmp_path / "s.parquet").exists()

@@ -108,5 +108,5 @@ def test_subset_size_bounds():
 
 
 def test_unknown_scheduler():
-    with pytest.raises(ConfigError, match="unknown scheduler 'best'; choose one of: " + ", ".join(SCHEDULERS)):
+    with pytest.raises(ConfigError, match="--scheduler 'best': expected one of " + ", ".join(SCHEDULERS)):
         make_scheduler(scores(), ScheduleConfig(scheduler="best"))

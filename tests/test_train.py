@@ -34,7 +34,8 @@ def test_end_to_end_score_schedule_train_resume_inspect(tiny_manifest, tmp_path)
     r = run("train", tiny_manifest, "--out", run_dir, "--schedule", sched, "--epochs", "2", "--quiet")
     assert r.exit_code == 0, r.output
     files = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())
-    assert files == ["best.pt", "last.pt", "metrics.parquet", "settings.json", "summary.json"]
+    assert files == [".bss-lock", "best.pt", "last.pt", "metrics.parquet", "settings.json", "summary.json",
+                     "timings.parquet"]
     assert [m["epoch"] for m in metrics(run_dir)] == [0, 1]
     assert [m["subset_size"] for m in metrics(run_dir)] == [pq.ParquetFile(sched).metadata.row_group(i).num_rows
                                                           for i in range(2)]
@@ -88,8 +89,8 @@ def test_killed_and_resumed_run_equals_uninterrupted(tiny_manifest, tmp_path, se
     assert metrics(tmp_path / "a") == metrics(tmp_path / "b")
     assert resumed.test == straight.test
     for name in ("last.pt", "best.pt"):
-        a = torch.load(tmp_path / "a" / name, weights_only=False)["model"]
-        b = torch.load(tmp_path / "b" / name, weights_only=False)["model"]
+        a = torch.load(tmp_path / "a" / name, weights_only=True)["model"]
+        b = torch.load(tmp_path / "b" / name, weights_only=True)["model"]
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -118,7 +119,7 @@ def test_config_file_and_flag_errors(tiny_manifest, tmp_path):
     assert "--scores and --warmup choose the curriculum's order" in r.stderr
     assert "--rescore online cannot compute per-sample gradients" in r.stderr
     assert not (tmp_path / "x").exists()
-    with pytest.raises(ConfigError, match="--epochs 0: expected at least 1"):
+    with pytest.raises(ConfigError, match="--epochs 0: expected an integer >= 1"):
         TrainConfig(manifest="m", out="o", epochs=0).validate()
 
 
@@ -129,7 +130,7 @@ def test_plugin_model(tiny_manifest, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     res = train(TrainConfig(manifest=str(tiny_manifest), out=str(tmp_path / "r"), epochs=1, model="mymodels:build"))
     assert res.best_epoch == 0
-    state = torch.load(tmp_path / "r" / "best.pt", weights_only=False)
+    state = torch.load(tmp_path / "r" / "best.pt", weights_only=True)
     assert state["model"]["heads.a.weight"].shape[1] == 8
 
 

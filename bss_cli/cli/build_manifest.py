@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
+from bss_cli.bounds import bound_problems
 from bss_cli.cli.common import choices, handle_errors, out, wrote
+from bss_cli.errors import ConfigError
 from bss_cli.data.layouts import LAYOUTS
 from bss_cli.data.media import MediaConfig
 
@@ -36,8 +38,11 @@ def build_manifest(
     """
     from bss_cli.data.layouts import build_manifest as build
 
+    problems = bound_problems({"seed": seed})
+    if problems:
+        raise ConfigError(problems[0])
     media = MediaConfig(sample_rate=sample_rate, seconds=seconds, n_fft=n_fft, hop=hop, image_size=image_size,
-                        frames=frames)
+                        frames=frames).validate()
     table = build(Layout(layout).value, root, out_path, media, frames_dir=frames_dir, split=split, seed=seed)
     wrote(table.num_rows, out_path)
     counts = {s: table["split"].to_pylist().count(s) for s in ("train", "val", "test")}

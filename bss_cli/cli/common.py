@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from enum import Enum
+from typing import Callable
 
 import typer
 from rich.console import Console
@@ -26,15 +28,33 @@ def fail(message: str) -> None:
     raise typer.Exit(1)
 
 
-def handle_errors(fn):
-    """Turn a :class:`BSSError` into ``error: ...`` on stderr and exit code 1."""
+INTERRUPTED = "interrupted: nothing was written; existing outputs are unchanged"
+
+
+def handle_errors(fn=None, *, interrupted: Callable[[dict], str] | None = None):
+    """Turn a :class:`BSSError` (or an OS fault) into ``error: ...`` on stderr and exit code 1.
+
+    Ctrl-C exits 130 with one line saying what was (not) written: ``interrupted(kwargs)`` gives it
+    for commands that leave something resumable. numpy's RuntimeWarnings are not printed: the
+    checks that matter raise errors of their own.
+    """
+    if fn is None:
+        return functools.partial(handle_errors, interrupted=interrupted)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                return fn(*args, **kwargs)
         except BSSError as exc:
             fail(str(exc))
+        except OSError as exc:  # the environment (a vanished file, a full disk), not bad logic
+            where = f"{exc.filename}: " if exc.filename else ""
+            fail(f"{where}{exc.strerror or exc}")
+        except KeyboardInterrupt:
+            err.print(interrupted(kwargs) if interrupted else INTERRUPTED, markup=False)
+            raise typer.Exit(130) from None
 
     return wrapper
 

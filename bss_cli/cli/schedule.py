@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from bss_cli.bounds import bound_problems
 from bss_cli.cli.common import choices, handle_errors, wrote
 from bss_cli.errors import ConfigError
 from bss_cli.scheduling.pacing import PACING
@@ -19,6 +20,7 @@ SchedulerName = choices("SchedulerName", SCHEDULERS)
 Pacing = choices("Pacing", PACING)
 Format = choices("Format", FORMATS)
 _D = ScheduleConfig()
+DEFAULT_EPOCHS = 120
 
 
 def _format_for(out: str, fmt: Optional[str]) -> str:
@@ -35,7 +37,7 @@ def schedule(
     scores: Annotated[Path, typer.Argument(help="Scores file written by bss score.")],
     out: Annotated[str, typer.Option("--out", "-o", help="Schedule file, or '-' for stdout.")],
     scheduler: Annotated[SchedulerName, typer.Option(help="Ordering rule.")] = "curriculum",
-    epochs: Annotated[int, typer.Option(help="Number of epochs to write (0..epochs-1).")] = 120,
+    epochs: Annotated[Optional[int], typer.Option(help="Number of epochs to write (0..epochs-1) [default: 120].")] = None,
     epoch: Annotated[Optional[int], typer.Option(help="Write only this epoch (from 0), e.g. in a per-epoch loop.")] = None,
     seed: Annotated[int, typer.Option(help="Seed; epoch e draws from (seed, e).")] = 0,
     pacing: Annotated[Pacing, typer.Option(help="curriculum: pacing function.")] = _D.pacing,
@@ -55,13 +57,16 @@ def schedule(
     from bss_cli.scheduling.schedule_io import ScheduleJob, write_schedule
     from bss_cli.scoring.scores import read_scores
 
-    if epoch is None and epochs < 1:
-        raise ConfigError(f"--epochs {epochs}: expected at least 1")
-    if epoch is not None and epoch < 0:
-        raise ConfigError(f"--epoch {epoch}: epochs count from 0")
+    problems = bound_problems({"epochs": DEFAULT_EPOCHS if epochs is None else epochs, "epoch": epoch or 0})
+    if epoch is not None and epochs is not None and epoch >= epochs and not problems:
+        problems.append(f"--epoch {epoch} with --epochs {epochs}: epochs count 0..{epochs - 1}; "
+                        f"raise --epochs or drop it")
+    if problems:
+        raise ConfigError("bad schedule settings:\n  - " + "\n  - ".join(problems))
+    epochs = DEFAULT_EPOCHS if epochs is None else epochs
     cfg = ScheduleConfig(scheduler=SchedulerName(scheduler).value, seed=seed, pacing=Pacing(pacing).value,
                          lambda0=lambda0, t_grow=t_grow, shuffle=not ordered, temperature=temperature, eps=eps,
-                         accumulate=accumulate, decay=decay)
+                         accumulate=accumulate, decay=decay).validate()
     job = ScheduleJob(read_scores(scores), cfg, [epoch] if epoch is not None else list(range(epochs)),
                       tuple(read_scores(h) for h in history or ()))
     job.effective_balance()  # validate before anything is written

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from bss_cli.bounds import bound_problems
 from bss_cli.cli.common import choices, handle_errors, out, wrote
 from bss_cli.errors import ConfigError
 from bss_cli.scoring.criteria import CRITERIA, DEFAULT_CRITERION
@@ -29,6 +30,8 @@ def score(
     fused_weight: Annotated[float, typer.Option(help="w_mm: weight of the fused head's loss.")] = 1.0,
     unimodal_weight: Annotated[float, typer.Option(help="w_uni: weight of each modality head's loss.")] = 1.0,
     hidden: Annotated[int, typer.Option(help="Encoder width of the fresh model.")] = 64,
+    model: Annotated[Optional[str], typer.Option(
+        help="Your model plug-in 'module:function' (code you trust; needed to rebuild a plug-in's checkpoint).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto (model sources only).")] = "cpu",
     workers: Annotated[int, typer.Option(help="Processes decoding audio/image files (model sources).")] = 0,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Cache decoded spectrograms in this folder.")] = None,
@@ -47,12 +50,14 @@ def score(
                                     ("--warmup", warmup)) if on]
     if len(chosen) > 1:
         raise ConfigError(f"{' and '.join(chosen)} name two prediction sources; give one")
-    if workers < 0:
-        raise ConfigError(f"--workers {workers}: expected 0 or more")
-    if warmup < 0:
-        raise ConfigError(f"--warmup {warmup}: expected a number of epochs >= 1")
-    if fused_weight < 0 or unimodal_weight < 0:
-        raise ConfigError("--fused-weight and --unimodal-weight must be >= 0")
+    problems = bound_problems({"workers": workers, "warmup": warmup, "fused_weight": fused_weight,
+                               "unimodal_weight": unimodal_weight, "hidden": hidden, "seed": seed})
+    if fused_weight == 0 and unimodal_weight == 0:
+        problems.append("--fused-weight 0 and --unimodal-weight 0 leave no loss to score; make one > 0")
+    if model and predictions is not None:
+        problems.append("--model builds a bss model; scores from --predictions need none: drop --model")
+    if problems:
+        raise ConfigError("bad score settings:\n  - " + "\n  - ".join(problems))
     source = None
     if predictions is None:
         from bss_cli.models.devices import resolve_device
@@ -61,7 +66,7 @@ def score(
         device = resolve_device(device)
         kind = "checkpoint" if checkpoint else ("warmup" if warmup else "init")
         source = ModelSource(kind=kind, checkpoint=str(checkpoint) if checkpoint else None,
-                             warmup_epochs=warmup, seed=seed, hidden=hidden)
+                             warmup_epochs=warmup, seed=seed, hidden=hidden, model=model)
     scores = score_manifest(manifest, criterion=Criterion(criterion).value, predictions=predictions, source=source,
                             weights=LossWeights(fused_weight, unimodal_weight), split=Split(split).value,
                             device=device, workers=workers, cache_dir=cache_dir)

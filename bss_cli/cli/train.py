@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from bss_cli.bounds import flag_label
 from bss_cli.cli.common import choices, err, handle_errors, out
 from bss_cli.scheduling.pacing import PACING
 from bss_cli.scoring.criteria import CRITERIA
@@ -95,7 +96,13 @@ def summary_table(summary: dict) -> Table:
     return t
 
 
-@handle_errors
+def _interrupted(kwargs: dict) -> str:
+    run = kwargs.get("out_dir") or "the run folder"
+    return (f"interrupted: {run} keeps its last checkpoint (the end of the last finished epoch); "
+            f"run the same bss train command with --resume to continue")
+
+
+@handle_errors(interrupted=_interrupted)
 def train(
     manifest: Annotated[Optional[Path], typer.Argument(help="Dataset manifest.")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder.")] = None,
@@ -144,15 +151,19 @@ def train(
     from bss_cli.training.trainer import train as run_training
 
     settings = load_toml(config) if config else {}
+    from_file = set(settings)
     given = dict(locals())
     for f in fields(TrainConfig):
         value = given.get("out_dir" if f.name == "out" else f.name)
         if value is not None and f.name not in ("resume", "quiet"):
             settings[f.name] = value.value if hasattr(value, "value") else (str(value) if isinstance(value, Path) else value)
+            from_file.discard(f.name)
     settings["resume"], settings["quiet"] = resume, quiet or as_json
     if manifest is not None:
         settings["manifest"] = str(manifest)
+        from_file.discard("manifest")
     cfg = TrainConfig(**settings)
+    cfg.validate(lambda name: f"{config}: {name} =" if name in from_file else flag_label(name))
     progress = Progress(cfg.quiet or int(os.environ.get("RANK", "0")) != 0, cfg.epochs)  # one rank reports
     with progress:
         result = run_training(cfg, Callbacks(on_epoch_start=progress.epoch_start, on_batch=progress.batch,

@@ -26,6 +26,13 @@ def _load_npy(path: Path) -> np.ndarray:
     return np.asarray(np.load(path, allow_pickle=False), dtype=np.float32).ravel()
 
 
+def _exists(p: Path) -> bool:
+    try:
+        return p.exists()
+    except (OSError, ValueError):  # a name too long for the file system names no file
+        return False
+
+
 def _parse_text_vector(text: str) -> list[float]:
     text = text.strip()
     if text.startswith("["):
@@ -91,7 +98,7 @@ def text_values(name: str, col: pa.ChunkedArray, base: Path, media: MediaConfig,
         kinds.setdefault(kind, i)
         p = Path(v) if Path(v).is_absolute() else base / v
         paths[i] = p
-        if not p.exists():
+        if not _exists(p):
             missing.append((i, v))
             continue
         try:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bss_cli.bounds import bound_problems, flag_label
 from bss_cli.errors import BSSError, ConfigError
 
 AUDIO_EXTS = (".wav",)
@@ -41,14 +42,21 @@ class MediaConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def validate(self, label=flag_label) -> "MediaConfig":
+        problems = bound_problems(self.to_dict(), label)
+        if problems:
+            raise ConfigError("bad media decoding settings:\n  - " + "\n  - ".join(problems))
+        return self
+
     @classmethod
     def from_json(cls, text: str | None) -> "MediaConfig":
         if not text:
             return cls()
         try:
-            return cls(**json.loads(text))
+            cfg = cls(**json.loads(text))
         except (TypeError, json.JSONDecodeError) as exc:
             raise ConfigError(f"manifest metadata bss.media is not valid ({exc})") from None
+        return cfg.validate(lambda name: f"manifest metadata bss.media: {name} =")
 
     @property
     def n_samples(self) -> int:
@@ -71,9 +79,17 @@ def kind_of(value: str, base: Path) -> str | None:
         return "vector"
     if ext in AUDIO_EXTS:
         return "audio"
-    if ext in IMAGE_EXTS or p.is_dir():
+    if ext in IMAGE_EXTS or _is_dir(p):
         return "image"
     return None
+
+
+def _is_dir(p: Path) -> bool:
+    """``is_dir`` for any text: a long inline vector is no path (ENAMETOOLONG), not an error."""
+    try:
+        return p.is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 # --- audio --------------------------------------------------------------------------------------
@@ -143,7 +159,10 @@ def cached_spectrogram(path: Path, cfg: MediaConfig, cache_dir: Path | None):
     key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{cfg.to_dict()}".encode()).hexdigest()
     cached = Path(cache_dir) / key[:2] / f"{key}.npy"
     if cached.exists():
-        return torch.from_numpy(np.load(cached))
+        try:
+            return torch.from_numpy(np.load(cached, allow_pickle=False))
+        except (OSError, ValueError):  # a damaged cache entry is recomputed, never trusted
+            pass
     spec = spectrogram(path, cfg)
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(f".{os.getpid()}.tmp")
@@ -177,7 +196,7 @@ def check_image(path: Path, k: int) -> None:
     for f in frame_files(path, k):
         try:
             with Image.open(f) as im:
-                im.verify()
+                im.load()  # decode every pixel: verify() alone passes a truncated JPEG
         except Exception as exc:  # Pillow raises many kinds for a broken file
             raise BSSError(f"{f.name} cannot be decoded as an image ({exc})") from None
 

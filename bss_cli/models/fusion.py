@@ -153,3 +153,45 @@ def build_model(cfg: ModelConfig, factory: str | None = None) -> nn.Module:
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"--model {factory!r}: cannot load it ({exc}); is the module on PYTHONPATH?") from None
     return fn(cfg)
+
+
+def check_outputs(model: nn.Module, inputs: dict[str, torch.Tensor], n_classes: int, where: str) -> None:
+    """Run ``model`` once on a small batch and refuse outputs that training cannot use.
+
+    Catches a plug-in (or a checkpoint) whose ``forward`` returns the wrong type, the wrong heads or
+    the wrong shapes before any training step, with a message saying what was expected.
+    """
+    batch = len(next(iter(inputs.values())))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(inputs)
+    except Exception as exc:  # a plug-in's forward can fail in any way; say where
+        raise ConfigError(f"{where}: the model's forward pass failed on a batch of {batch} "
+                          f"({type(exc).__name__}: {str(exc)[:300]})") from None
+    finally:
+        model.train(was_training)
+    expected = f"[{batch}, {n_classes}]"
+    if not isinstance(out, FusionOutput):
+        raise ConfigError(f"{where}: forward returned {type(out).__name__}; expected "
+                          "bss_cli.models.FusionOutput(logits={modality: [B, C]}, fused=[B, C] or None, embeddings=...)")
+    problems = []
+    if not isinstance(out.logits, dict) or set(out.logits) != set(inputs):
+        got = sorted(out.logits) if isinstance(out.logits, dict) else type(out.logits).__name__
+        problems.append(f"logits for modalities {got}, expected one [B, C] tensor for each of {sorted(inputs)}")
+    else:
+        for m, z in out.logits.items():
+            if not isinstance(z, torch.Tensor) or tuple(z.shape) != (batch, n_classes) or not z.is_floating_point():
+                problems.append(f"logits[{m!r}] {_shape(z)}, expected a float tensor {expected}")
+    if out.fused is not None and (not isinstance(out.fused, torch.Tensor) or tuple(out.fused.shape) != (batch, n_classes)):
+        problems.append(f"fused {_shape(out.fused)}, expected None or a float tensor {expected}")
+    if not isinstance(out.embeddings, dict):
+        problems.append(f"embeddings {type(out.embeddings).__name__}, expected a dict modality -> [B, D]")
+    if problems:
+        raise ConfigError(f"{where}: the model's outputs do not fit {n_classes} classes and modalities "
+                          f"{sorted(inputs)}: " + "; ".join(problems))
+
+
+def _shape(z) -> str:
+    return f"shape {list(z.shape)}" if isinstance(z, torch.Tensor) else f"of type {type(z).__name__}"

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
+from bss_cli.bounds import bound_problems
 from bss_cli.errors import ConfigError
 from bss_cli.scheduling.pacing import check_pacing, subset_size
 
@@ -33,6 +34,16 @@ class ScheduleConfig:
     eps: float = 0.01
     accumulate: bool = False  # the paper's accumulated scores instead of the scripts' memory-less rule
     decay: float = 1.0  # weight of older scores in the accumulation (1 = plain running mean)
+
+    def validate(self) -> "ScheduleConfig":
+        """Check every number (type, finiteness, range) and the names; all problems at once."""
+        problems = bound_problems({k: getattr(self, k) for k in ("seed", "lambda0", "t_grow", "temperature", "eps",
+                                                                 "decay")})
+        if self.scheduler not in SCHEDULERS:
+            problems.append(f"--scheduler {self.scheduler!r}: expected one of {', '.join(SCHEDULERS)}")
+        if problems:
+            raise ConfigError("bad schedule settings:\n  - " + "\n  - ".join(problems))
+        return self
 
     def params(self) -> dict:
         """The parameters that matter for this scheduler (saved in the artifact's metadata)."""
@@ -127,8 +138,7 @@ SCHEDULERS = {
 
 
 def make_scheduler(balance: np.ndarray, cfg: ScheduleConfig) -> Scheduler:
-    if cfg.scheduler not in SCHEDULERS:
-        raise ConfigError(f"unknown scheduler {cfg.scheduler!r}; choose one of: {', '.join(SCHEDULERS)}")
+    cfg.validate()
     if len(balance) == 0:
         raise ConfigError("no scores to schedule")
     return SCHEDULERS[cfg.scheduler](np.asarray(balance, np.float64), cfg)

@@ -13,7 +13,7 @@ from bss_cli.data.datasets import ManifestData
 from bss_cli.data.manifest import Manifest
 from bss_cli.errors import ConfigError
 from bss_cli.models.devices import autocast
-from bss_cli.models.fusion import ModelConfig, build_model, joint_loss
+from bss_cli.models.fusion import ModelConfig, build_model, check_outputs, joint_loss
 from bss_cli.scoring.criteria import LossWeights, Predictions
 
 Progress = Callable[[int, int], None]  # (done, total)
@@ -94,6 +94,7 @@ class ModelSource:
     hidden: int = 64
     lr: float = 0.01
     batch_size: int = 64
+    model: str | None = None  # the --model plug-in the user named (never taken from a file)
 
     def describe(self) -> str:
         if self.kind == "checkpoint":
@@ -112,7 +113,15 @@ def fresh_model(manifest: Manifest, data: ManifestData, seed: int, hidden: int =
     model = build_model(cfg, factory).to(data.device)
     if hasattr(model, "set_standardisation"):
         model.set_standardisation(data.standardisation(manifest.indices("train")))
+    check_model(model, data, manifest, f"--model {factory}" if factory else "the built-in model")
     return model, cfg
+
+
+def check_model(model, data: ManifestData, manifest: Manifest, where: str) -> None:
+    """One forward pass on two samples (no RNG drawn), refusing outputs training cannot use."""
+    xb, _ = data.batch(manifest.indices("train")[:2])
+    device = next(model.parameters()).device
+    check_outputs(model, {m: v.to(device) for m, v in xb.items()}, manifest.n_classes, where)
 
 
 def model_for_source(source: ModelSource, manifest: Manifest, data: ManifestData, weights: LossWeights):
@@ -120,16 +129,19 @@ def model_for_source(source: ModelSource, manifest: Manifest, data: ManifestData
     if source.kind == "checkpoint":
         from bss_cli.models.checkpoints import model_from_checkpoint
 
-        model, cfg, fp = model_from_checkpoint(source.checkpoint)
-        if cfg.modalities != data.dims:
+        model, cfg, fp = model_from_checkpoint(source.checkpoint, source.model)
+        if cfg.modalities != data.dims or cfg.n_classes != manifest.n_classes:
             raise ConfigError(
-                f"--checkpoint {source.checkpoint}: model expects modalities {cfg.modalities}, the manifest "
-                f"has {data.dims}; use a checkpoint trained on this data set"
+                f"--checkpoint {source.checkpoint}: model expects modalities {cfg.modalities} and "
+                f"{cfg.n_classes} classes, the manifest has {data.dims} and {manifest.n_classes}; "
+                "use a checkpoint trained on this data set"
             )
-        return model.to(data.device), fp
+        model = model.to(data.device)
+        check_model(model, data, manifest, f"--checkpoint {source.checkpoint}")
+        return model, fp
     if source.kind not in ("init", "warmup"):
         raise ConfigError(f"unknown model source {source.kind!r}; choose init, checkpoint or warmup")
-    model, cfg = fresh_model(manifest, data, source.seed, source.hidden)
+    model, cfg = fresh_model(manifest, data, source.seed, source.hidden, source.model)
     if source.kind == "warmup":
         if source.warmup_epochs < 1:
             raise ConfigError("--warmup must be at least 1 epoch")

@@ -6,7 +6,9 @@ from __future__ import annotations
 import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Callable
 
+from bss_cli.bounds import BOUNDS, bound_problems, flag_label
 from bss_cli.errors import ConfigError
 from bss_cli.scheduling.pacing import PACING
 from bss_cli.scoring.criteria import CRITERIA
@@ -15,6 +17,8 @@ TRAIN_SCHEDULERS = ("none", "curriculum", "learned")
 RESCORE_MODES = ("pass", "online")
 LR_SCHEDULES = ("none", "step", "cosine")
 PREDICT_WITH = ("sum", "unimodal", "fused")
+OPTIMIZERS = ("sgd", "adam")
+DEVICES = ("auto", "cpu", "cuda")
 # Settings that may differ when a run is resumed (they do not change what is computed).
 RESUME_FREE = ("resume", "quiet", "workers", "device")
 
@@ -83,12 +87,30 @@ class TrainConfig:
             out[modality] = path
         return out
 
-    def validate(self) -> "TrainConfig":
-        problems = []
+    def validate(self, label: Callable[[str], str] = flag_label) -> "TrainConfig":
+        """Check every setting (types, ranges, choices, combinations); report all problems at once.
+
+        ``label`` names a setting in messages: the flag by default, ``run.toml: key =`` for TOML.
+        """
+        problems = bound_problems({f.name: getattr(self, f.name) for f in fields(self) if f.name in BOUNDS}, label)
+        for f in fields(self):
+            value, default = getattr(self, f.name), f.default
+            if f.name in BOUNDS:
+                continue
+            if isinstance(default, bool):
+                if not isinstance(value, bool):
+                    problems.append(f"{label(f.name)} {value!r}: expected true or false")
+            elif f.name == "encoder_weights":
+                if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                    problems.append(f"{label(f.name)} {value!r}: expected a list of 'modality=path' strings")
+            elif value is not None and not isinstance(value, str):
+                problems.append(f"{label(f.name)} {value!r}: expected a string")
+        if problems:  # later checks assume the right types
+            raise ConfigError("bad training settings:\n  - " + "\n  - ".join(problems))
 
         def choice(name, allowed):
             if getattr(self, name) not in allowed:
-                problems.append(f"--{name.replace('_', '-')} {getattr(self, name)!r}: expected one of {', '.join(allowed)}")
+                problems.append(f"{label(name)} {getattr(self, name)!r}: expected one of {', '.join(allowed)}")
 
         choice("scheduler", TRAIN_SCHEDULERS)
         choice("rescore", RESCORE_MODES)
@@ -96,14 +118,10 @@ class TrainConfig:
         choice("predict_with", PREDICT_WITH)
         choice("criterion", tuple(CRITERIA))
         choice("pacing", tuple(PACING))
-        choice("optimizer", ("sgd", "adam"))
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                problems.append(f"--{name.replace('_', '-')} {getattr(self, name)}: expected at least 1")
-        if self.lr <= 0:
-            problems.append(f"--lr {self.lr}: expected a value > 0")
-        if self.workers < 0 or self.warmup < 0:
-            problems.append("--workers and --warmup must be >= 0")
+        choice("optimizer", OPTIMIZERS)
+        choice("device", DEVICES)
+        if self.fused_weight == 0 and self.unimodal_weight == 0:
+            problems.append("--fused-weight 0 and --unimodal-weight 0 leave no loss to train; make one > 0")
         if self.scores and self.warmup:
             problems.append("--scores and --warmup name two sources of the curriculum order; give one")
         if (self.scores or self.warmup) and self.scheduler != "curriculum":

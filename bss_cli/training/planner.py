@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from bss_cli import schema as S
-from bss_cli.errors import ConfigError
+from bss_cli.errors import ConfigError, rows_text
 from bss_cli.scheduling.schedule_io import ScheduleFile, ScheduleJob
 from bss_cli.scheduling.schedulers import Accumulator, ScheduleConfig
 from bss_cli.scoring.scores import Scores, read_scores
@@ -24,6 +25,41 @@ class PlanState:
     accumulator: Accumulator | None = None
     balance: np.ndarray | None = None  # effective (possibly accumulated) scores for the next epoch
     extra: dict = field(default_factory=dict)
+
+    def to_state(self) -> dict:
+        """Plain values and numpy arrays only (a checkpoint must load without unpickling objects)."""
+        acc = self.accumulator
+        return {"scores": scores_to_state(self.scores), "balance": self.balance,
+                "acc_total": None if acc is None else acc.total, "acc_weight": None if acc is None else acc.weight,
+                "acc_decay": None if acc is None else acc.decay}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "PlanState":
+        acc = None
+        if state.get("acc_decay") is not None:
+            acc = Accumulator(float(state["acc_decay"]))
+            acc.total, acc.weight = state["acc_total"], float(state["acc_weight"])
+        return cls(scores=scores_from_state(state.get("scores")), accumulator=acc, balance=state.get("balance"))
+
+
+def scores_to_state(scores: Scores | None) -> dict | None:
+    """A scores table as Parquet bytes (uint8 array) plus its metadata: exact, and no pickle."""
+    if scores is None:
+        return None
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(scores.table.replace_schema_metadata(None), sink, compression="zstd")
+    return {"parquet": np.frombuffer(sink.getvalue().to_pybytes(), np.uint8), "metadata": dict(scores.metadata)}
+
+
+def scores_from_state(state: dict | None) -> Scores | None:
+    if state is None:
+        return None
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(pa.BufferReader(np.asarray(state["parquet"], np.uint8).tobytes()))
+    return Scores(table.replace_schema_metadata(None), dict(state["metadata"]))
 
 
 def schedule_config(cfg: TrainConfig) -> ScheduleConfig:
@@ -46,9 +82,54 @@ def check_scores_fit(scores: Scores, manifest, train_rows: np.ndarray, where: st
     if fp and fp != manifest.fingerprint:
         raise ConfigError(f"{where}: scored another manifest (fingerprint {fp}, this one {manifest.fingerprint}); "
                           "score this manifest")
-    if not np.array_equal(np.sort(scores.rows), train_rows):
-        raise ConfigError(f"{where}: does not cover exactly the train split of {manifest.path}; "
-                          "score it with --split train")
+    rows = np.sort(scores.rows)
+    if not np.array_equal(rows, train_rows):
+        outside = np.setdiff1d(rows, train_rows)
+        missing = np.setdiff1d(train_rows, rows)
+        said = []
+        if len(outside):
+            said.append(f"{_rows_named(manifest, outside)} are not in the train split (a schedule or score "
+                        "over them would train on held-out data)")
+        if len(missing):
+            said.append(f"{_rows_named(manifest, missing)} of the train split are missing")
+        if not said:
+            said.append("some rows appear more than once")
+        raise ConfigError(f"{where}: does not cover exactly the train split of {manifest.path}: "
+                          f"{'; '.join(said)}; score it with bss score --split train")
+
+
+def _rows_named(manifest, rows: np.ndarray) -> str:
+    """'manifest rows 3, 9 (split 'test')' for messages, with the splits those rows are in."""
+    rows = np.asarray(rows)
+    in_range = rows[(rows >= 0) & (rows < manifest.n)]
+    splits = sorted({str(s) for s in manifest.splits[in_range]}) if len(in_range) else []
+    where = f" (split {', '.join(splits)})" if splits else " (not rows of the manifest)"
+    return f"manifest {rows_text(rows.tolist())}{where}"
+
+
+def check_schedule_rows(file: ScheduleFile, epochs: int, manifest, train_rows: np.ndarray) -> None:
+    """Every row of every epoch a run trains on is a train-split row of this manifest."""
+    allowed = np.zeros(manifest.n, bool)
+    allowed[train_rows] = True
+    for e in range(epochs):
+        table = file.epoch(e, [S.ROW, S.SAMPLE_ID])
+        rows = table[S.ROW].to_numpy()
+        bad = rows[(rows < 0) | (rows >= manifest.n)]
+        if not len(bad):
+            bad = rows[~allowed[rows]]
+        if not len(bad):
+            ids = manifest.sample_ids.take(pa.array(rows))
+            wrong = np.flatnonzero(~np.asarray(pc.equal(ids.cast(pa.string()),
+                                                               table[S.SAMPLE_ID].cast(pa.string()))))
+            if len(wrong):
+                raise ConfigError(f"--schedule {file.path}: epoch {e} names sample ids that are not those of its "
+                                  f"rows in {manifest.path} ({rows_text(wrong.tolist())} of the epoch's table); "
+                                  "the schedule was made for another version of the manifest")
+        if len(bad):
+            bad = np.unique(bad)
+            raise ConfigError(f"--schedule {file.path}: epoch {e} holds {_rows_named(manifest, bad)}, which are "
+                              f"not in the train split of {manifest.path}; a schedule must only order training "
+                              "rows: make it from scores of --split train")
 
 
 class Planner:
@@ -67,6 +148,7 @@ class Planner:
             fp = self.file.metadata.get(S.META_MANIFEST_FINGERPRINT)
             if fp and fp != manifest.fingerprint:
                 raise ConfigError(f"--schedule {cfg.schedule}: made for another manifest (fingerprint {fp})")
+            check_schedule_rows(self.file, cfg.epochs, manifest, train_rows)
         self.static: Scores | None = None
 
     @property

@@ -1,16 +1,24 @@
-"""The run folder: layout declared once, settings, metrics and summary files (no torch).
+"""The run folder: layout declared once, settings, metrics, timings and summary files, the lock.
 
-    RUN/settings.json          effective settings (TrainConfig)
-    RUN/metrics.parquet        one row per epoch (kind 'metrics')
+    RUN/settings.json          what the run computes (TrainConfig, without how it was launched)
+    RUN/metrics.parquet        one row per epoch (kind 'metrics'): losses, val metrics, subset size
+    RUN/timings.parquet        one row per epoch (kind 'timings'): seconds per phase, samples/s
     RUN/summary.json           best epoch by validation, test metrics of that checkpoint
     RUN/last.pt, RUN/best.pt   checkpoints
     RUN/epochs/epoch-0003/     scores.parquet (when scored for that epoch), schedule.parquet
+    RUN/.bss-lock              held (flock) by the one bss train writing the folder
+
+Everything but ``timings.parquet`` is the same, byte for byte, for the same settings and seed
+on CPU; wall-clock figures live in ``timings.parquet`` alone.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,12 +29,17 @@ from bss_cli.errors import ConfigError
 
 SETTINGS = "settings.json"
 METRICS = "metrics.parquet"
+TIMINGS = "timings.parquet"
 SUMMARY = "summary.json"
 LAST = "last.pt"
 BEST = "best.pt"
+LOCK = ".bss-lock"
 EPOCHS_DIR = "epochs"
 SCORES_FILE = "scores.parquet"
 SCHEDULE_FILE = "schedule.parquet"
+TIMING_KEYS = ("plan_seconds", "train_seconds", "score_seconds", "eval_seconds", "samples_per_s")
+# How this invocation runs, not what the run computes: never saved, never compared.
+LAUNCH_KEYS = ("out", "resume", "quiet")
 
 
 def epoch_dir(run: Path, epoch: int) -> Path:
@@ -44,25 +57,101 @@ def _json_default(value):
     return str(value)
 
 
-def check_run_folder(run: Path, settings: dict, resume: bool, free_keys: tuple[str, ...]) -> None:
-    """A new run needs an empty folder; a resumed run needs the same settings (but ``free_keys``)."""
+def run_settings(settings: dict) -> dict:
+    """The settings saved in (and compared against) ``settings.json``."""
+    return {k: v for k, v in settings.items() if k not in LAUNCH_KEYS}
+
+
+def read_settings(run: Path) -> dict:
+    path = Path(run) / SETTINGS
+    try:
+        saved = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"--resume: {path} is missing, so the run's settings are unknown; start a new run "
+                          "in another --out") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise ConfigError(f"--resume: {path} is not readable JSON ({exc}); start a new run in another --out") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"--resume: {path} holds a {type(saved).__name__}, expected the run's settings (an object)")
+    return saved
+
+
+def check_run_folder(run: Path, settings: dict, resume: bool, free_keys: tuple[str, ...]) -> bool:
+    """May this invocation use ``run``? Return whether there is a checkpoint to resume from.
+
+    A new run needs a folder without a checkpoint. ``--resume`` needs the same settings (but
+    ``free_keys``); a run killed before its first checkpoint has nothing to resume and starts over.
+    """
+    run = Path(run)
+    if run.exists() and not run.is_dir():
+        raise ConfigError(f"--out {run}: is a file, not a folder; choose a folder for the run")
+    for parent in run.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"--out {run}: {parent} is a file, not a folder")
+            break
     last = run / LAST
     if not resume:
         if last.exists():
             raise ConfigError(f"{run} already holds a run; pass --resume to continue it, or choose another --out")
-        return
-    if not last.exists():
-        raise ConfigError(f"--resume: {run} holds no {LAST} to resume from; start the run without --resume")
-    saved = json.loads((run / SETTINGS).read_text())
-    diff = [k for k in settings if k not in free_keys and saved.get(k) != settings[k]]
+        return False
+    if not last.exists() and not (run / SETTINGS).exists():
+        raise ConfigError(f"--resume: {run} holds no run to resume ({LAST} and {SETTINGS} are missing); "
+                          "start the run without --resume")
+    saved = read_settings(run)
+    now = run_settings(settings)
+    diff = [k for k in now if k not in free_keys and saved.get(k) != now[k]]
     if diff:
-        shown = ", ".join(f"{k} (run: {saved.get(k)!r}, now: {settings[k]!r})" for k in diff)
+        shown = ", ".join(f"{k} (run: {saved.get(k)!r}, now: {now[k]!r})" for k in diff)
         raise ConfigError(f"--resume: settings differ from the run's {SETTINGS}: {shown}; resume with the same settings")
+    return last.exists()
+
+
+@contextlib.contextmanager
+def run_lock(run: Path):
+    """Hold an exclusive lock on the run folder while training writes it.
+
+    ``flock`` on ``RUN/.bss-lock``: a second ``bss train`` on the same folder fails at once, and the
+    lock dies with its process, so a kill -9 never leaves the folder locked.
+    """
+    import fcntl
+
+    run = Path(run)
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+        fd = os.open(run / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise ConfigError(f"--out {run}: cannot create the run folder ({exc.strerror})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                raise ConfigError(f"--out {run}: another bss train is writing this run folder right now; wait for "
+                                  "it to finish (then --resume), or choose another --out") from None
+            raise
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def remove_stale_temporaries(run: Path) -> list[Path]:
+    """Delete the ``.NAME.*.tmp`` files that a killed writer left (only under the run's lock)."""
+    stale = [p for p in Path(run).rglob(".*.tmp") if p.is_file()]
+    for p in stale:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+    return stale
 
 
 def write_metrics(run: Path, rows: list[dict], meta: dict) -> None:
+    """``metrics.parquet`` (what was computed) and ``timings.parquet`` (how long it took)."""
     if not rows:
         return
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    table = pa.table({k: [r.get(k) for r in rows] for k in keys})
-    write_table(table, run / METRICS, base_metadata(S.KIND_METRICS, **meta))
+    measured = [k for k in keys if k not in TIMING_KEYS]
+    timed = ["epoch"] + [k for k in keys if k in TIMING_KEYS]
+    write_table(pa.table({k: [r.get(k) for r in rows] for k in measured}), run / METRICS,
+                base_metadata(S.KIND_METRICS, **meta))
+    write_table(pa.table({k: [r.get(k) for r in rows] for k in timed}), run / TIMINGS,
+                base_metadata(S.KIND_TIMINGS, **meta))

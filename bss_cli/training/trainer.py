@@ -8,6 +8,8 @@ the best-by-validation checkpoint is tested once. Everything an epoch needs from
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ import torch
 from bss_cli.artifacts import fingerprint_text
 from bss_cli.data.datasets import ManifestData, batch_loader
 from bss_cli.data.manifest import load_manifest
-from bss_cli.errors import ConfigError
+from bss_cli.errors import BSSError, ConfigError
 from bss_cli.models import checkpoints as C
 from bss_cli.models.step import OptimConfig, make_optimizer, train_step
 from bss_cli.scheduling.sampler import ScheduleSampler
@@ -32,7 +34,7 @@ from bss_cli.training import runs
 from bss_cli.training.config import RESUME_FREE, TrainConfig
 from bss_cli.training.distributed import DistInfo, barrier, gather_objects, setup, teardown
 from bss_cli.training.metrics import evaluate
-from bss_cli.training.planner import Planner, PlanState
+from bss_cli.training.planner import Planner, PlanState, scores_from_state, scores_to_state
 
 
 @dataclass
@@ -43,6 +45,10 @@ class Callbacks:
     on_batch: Callable[[int, int, float], None] | None = None  # (epoch, samples, loss)
     on_epoch_end: Callable[[dict], None] | None = None  # the metrics row
     on_message: Callable[[str], None] | None = None
+
+
+class TrainingDiverged(BSSError):
+    """The loss became NaN or infinite; the run stops, keeping its last good checkpoint."""
 
 
 @dataclass
@@ -72,14 +78,14 @@ class Trainer:
         if len(self.val_rows) == 0:
             raise ConfigError(f"{m.path}: the val split is empty; bss selects the checkpoint on validation, "
                               "so mark some rows 'val'")
-        runs.check_run_folder(self.run, cfg.to_dict(), cfg.resume, RESUME_FREE)
+        self.has_checkpoint = runs.check_run_folder(self.run, cfg.to_dict(), cfg.resume, RESUME_FREE)
         self.weights = LossWeights(cfg.fused_weight, cfg.unimodal_weight)
         self.data = ManifestData(m, device=self.device, workers=cfg.workers, cache_dir=cfg.cache_dir)
         self.model, self.model_cfg = self._fresh_model()
         self.model.to(self.device)
         self.opt = make_optimizer(self.model, OptimConfig(cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay))
         self.lr_sched = _lr_schedule(self.opt, cfg)
-        self.planner = Planner(cfg, m, self.train_rows)
+        self.planner = Planner(cfg, m, self.train_rows)  # checks a --schedule file before anything is written
         self.plan = PlanState()
         self.history: list[dict] = []
         self.best = {"epoch": -1, "val_acc": -math.inf}
@@ -155,7 +161,7 @@ class Trainer:
             self.cb.on_epoch_start(epoch, len(sampler))
         model.train()
         total, count = 0.0, 0
-        for rows, xb, yb in loader:
+        for batch, (rows, xb, yb) in enumerate(loader):
             xb = {k: v.to(self.device, non_blocking=True) for k, v in xb.items()}
             yb = yb.to(self.device, non_blocking=True)
             out, loss = train_step(model, self.opt, xb, yb, self.weights, self.amp)
@@ -166,11 +172,20 @@ class Trainer:
                         online[head][pos] = z.detach().float()
                 online["seen"][pos] = True
             batch_loss = float(loss.sum())
+            if not math.isfinite(batch_loss):
+                raise TrainingDiverged(self._divergence(epoch, batch, batch_loss))
             total += batch_loss
             count += len(yb)
             if self.cb.on_batch:
                 self.cb.on_batch(epoch, len(yb), batch_loss / len(yb))
         return total / max(count, 1), count
+
+    def _divergence(self, epoch: int, batch: int, value: float) -> str:
+        kept = (f"{self.run / runs.LAST} keeps epoch {self.history[-1]['epoch']}" if self.history
+                else "no checkpoint was written")
+        return (f"training diverged: the loss is {value} at epoch {epoch}, batch {batch}; the run stopped ({kept}). "
+                f"Try a lower --lr (now {self.cfg.lr}), --lr-schedule cosine, or check the inputs for extreme values; "
+                "then start a new run in another --out")
 
     def _online_buffers(self) -> dict:
         n, c = len(self.train_rows), self.manifest.n_classes
@@ -201,8 +216,12 @@ class Trainer:
             C.LR_SCHEDULER_STATE: self.lr_sched.state_dict(), C.EPOCH: epoch,
             C.RNG_STATE: {"torch": torch.get_rng_state(),
                           "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-            C.TRAINER_STATE: {"history": self.history, "best": self.best, "plan": self.plan,
-                              "static": self.planner.static},
+            C.TRAINER_STATE: {
+                "json": json.dumps({"history": self.history, "best": self.best,
+                                    "manifest_fingerprint": self.manifest.fingerprint}, sort_keys=True),
+                "plan": _tensors(self.plan.to_state()),
+                "static": _tensors(scores_to_state(self.planner.static)),
+            },
         }
 
     def _resume(self) -> None:
@@ -214,7 +233,14 @@ class Trainer:
         if state[C.RNG_STATE]["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state[C.RNG_STATE]["cuda"])
         t = state[C.TRAINER_STATE]
-        self.history, self.best, self.plan, self.planner.static = t["history"], t["best"], t["plan"], t["static"]
+        saved = json.loads(t["json"])
+        if saved["manifest_fingerprint"] != self.manifest.fingerprint:
+            raise ConfigError(f"--resume: the manifest {self.cfg.manifest} changed since the run started (fingerprint "
+                              f"{self.manifest.fingerprint}, run: {saved['manifest_fingerprint']}); resume with the "
+                              "manifest the run was started with")
+        self.history, self.best = saved["history"], saved["best"]
+        self.plan = PlanState.from_state(_arrays(t["plan"]))
+        self.planner.static = scores_from_state(_arrays(t["static"]))
         self.start_epoch = state[C.EPOCH] + 1
 
     # --- the run ---------------------------------------------------------------------------
@@ -223,14 +249,25 @@ class Trainer:
             self.cb.on_message(text)
 
     def fit(self) -> TrainResult:
+        """Train under the run folder's lock (rank 0 holds it; the other ranks write nothing)."""
+        with runs.run_lock(self.run) if self.info.is_main else _nothing():
+            barrier(self.info)
+            return self._fit()
+
+    def _fit(self) -> TrainResult:
         cfg, main = self.cfg, self.info.is_main
-        if main:
-            self.run.mkdir(parents=True, exist_ok=True)
-            runs.write_json(self.run / runs.SETTINGS, cfg.to_dict())
-        if cfg.resume:
+        if main:  # re-checked under the lock: another run may have finished in between
+            runs.check_run_folder(self.run, cfg.to_dict(), cfg.resume, RESUME_FREE)
+            if cfg.resume:
+                for stale in runs.remove_stale_temporaries(self.run):
+                    self._say(f"removed {stale}, left by an interrupted write")
+            runs.write_json(self.run / runs.SETTINGS, runs.run_settings(cfg.to_dict()))
+        if self.has_checkpoint:
             self._resume()
             self._say(f"resuming {self.run} at epoch {self.start_epoch}")
         else:
+            if cfg.resume:
+                self._say(f"{self.run} has no checkpoint yet (killed before its first epoch ended); starting it over")
             self._initial_scores()
         model = self.model
         if self.info.enabled:
@@ -277,7 +314,7 @@ class Trainer:
             if improved:
                 C.save_checkpoint(self.run / runs.BEST, state)
             C.save_checkpoint(self.run / runs.LAST, state)
-            runs.write_metrics(self.run, self.history, {"bss.run": str(self.run), "bss.scheduler": cfg.scheduler})
+            runs.write_metrics(self.run, self.history, {"bss.scheduler": cfg.scheduler})
         barrier(self.info)
         if self.cb.on_epoch_end and main:
             self.cb.on_epoch_end(row)
@@ -288,12 +325,34 @@ class Trainer:
         model.load_state_dict(best[C.MODEL_STATE])
         model.to(self.device)
         test = self._evaluate(self.test_rows, model) if len(self.test_rows) else {}
-        summary = {"run": str(self.run), "scheduler": self.cfg.scheduler, "epochs": self.cfg.epochs,
+        summary = {"scheduler": self.cfg.scheduler, "epochs": self.cfg.epochs,
                    "best_epoch": self.best["epoch"], "best_val_acc": self.best["val_acc"],
                    "test": test, "final_val": {k: v for k, v in self.history[-1].items() if k.startswith("val_")}}
         if self.info.is_main:
             runs.write_json(self.run / runs.SUMMARY, summary)
-        return TrainResult(self.run, self.history, self.best["epoch"], test, summary)
+        return TrainResult(self.run, self.history, self.best["epoch"], test, {"run": str(self.run), **summary})
+
+
+@contextlib.contextmanager
+def _nothing():
+    yield
+
+
+def _tensors(state):
+    """numpy arrays -> tensors, recursively (a checkpoint holds tensors and plain values only)."""
+    if isinstance(state, dict):
+        return {k: _tensors(v) for k, v in state.items()}
+    if isinstance(state, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(state).copy())
+    return state
+
+
+def _arrays(state):
+    if isinstance(state, dict):
+        return {k: _arrays(v) for k, v in state.items()}
+    if isinstance(state, torch.Tensor):
+        return state.numpy()
+    return state
 
 
 def train(cfg: TrainConfig, callbacks: Callbacks | None = None) -> TrainResult:
