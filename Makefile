@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 sample_data/htad.parquet: $(STAMP)
-	$(BIN)/bss sample-data htad --out-dir sample_data
+	$(BIN)/bss sample-data htad --out-dir sample_data --force
 
 demo: setup
 	@rm -rf $(OUT) && mkdir -p $(OUT)

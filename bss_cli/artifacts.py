@@ -78,6 +78,21 @@ def _why(exc: OSError) -> str:
     return f"{text} ({exc.filename})" if exc.filename and "tmp" not in str(exc.filename) else text
 
 
+def check_output(path: str | os.PathLike, force: bool) -> None:
+    """The one overwrite rule: an existing output is refused unless ``force``; then it is replaced
+    atomically (readers see the old file or the new one, never a mix). Checked before any work."""
+    target = Path(path)
+    if target.is_dir():
+        raise ArtifactError(f"-o {target}: is a folder; name a file to write")
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ArtifactError(f"-o {target}: {parent} is a file, not a folder")
+            break
+    if target.exists() and not force:
+        raise ArtifactError(f"-o {target}: the file exists; pass --force to replace it, or choose another path")
+
+
 def write_table(table: pa.Table, path: str | os.PathLike, metadata: dict[str, str], **kwargs) -> None:
     """Write ``table`` with ``metadata`` atomically. Same table and metadata -> same bytes."""
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})

@@ -122,7 +122,8 @@ def main(argv=None) -> dict:
             history.append({"epoch": epoch, "samples": len(order), "val_acc": accuracy(model, x, y, val)})
             # re-score with this model's predictions and draw the next epoch's order
             write_predictions(model, ids, x, train, work / "preds.parquet")
-            bss("score", args.manifest, "-o", work / "scores.parquet", "--predictions", work / "preds.parquet")
+            bss("score", args.manifest, "-o", work / "scores.parquet", "--predictions", work / "preds.parquet",
+                "--force")
             npy = bss("schedule", work / "scores.parquet", "-o", "-", "--format", "npy", "--scheduler", "learned",
                       "--epoch", epoch + 1, "--seed", args.seed)
             order = np.load(io.BytesIO(npy))[:, 2]  # columns: epoch, position, manifest row

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from bss_cli.artifacts import check_output
 from bss_cli.bounds import bound_problems
 from bss_cli.cli.common import choices, handle_errors, out, wrote
 from bss_cli.errors import ConfigError
@@ -31,6 +32,7 @@ def build_manifest(
     hop: Annotated[int, typer.Option(help="STFT hop.")] = _M.hop,
     image_size: Annotated[int, typer.Option(help="Frames are resized (eval) or crop-resized (train) to this.")] = _M.image_size,
     frames: Annotated[int, typer.Option(help="Frames per clip: the first k in sorted name order.")] = _M.frames,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output file (atomically).")] = False,
 ) -> None:
     """Build a manifest (audio WAV paths + frame folders) that bss score and bss train read.
 
@@ -38,6 +40,7 @@ def build_manifest(
     """
     from bss_cli.data.layouts import build_manifest as build
 
+    check_output(out_path, force)
     problems = bound_problems({"seed": seed})
     if problems:
         raise ConfigError(problems[0])

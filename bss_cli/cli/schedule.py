@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from bss_cli.artifacts import check_output
 from bss_cli.bounds import bound_problems
 from bss_cli.cli.common import choices, handle_errors, wrote
 from bss_cli.errors import ConfigError
@@ -51,12 +52,15 @@ def schedule(
     history: Annotated[Optional[list[Path]], typer.Option(
         help="learned --accumulate: earlier epochs' scores files, oldest first (repeatable).")] = None,
     fmt: Annotated[Optional[Format], typer.Option("--format", help="Output format (default: from -o, csv for '-').")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output file (atomically).")] = False,
 ) -> None:
     """Turn balance scores into per-epoch training orderings that any trainer can consume."""
     from bss_cli.scheduling.schedule_io import ScheduleJob, write_schedule
     from bss_cli.scoring.scores import read_scores
 
+    if out != "-":
+        check_output(out, force)
     problems = bound_problems({"epochs": DEFAULT_EPOCHS if epochs is None else epochs, "epoch": epoch or 0})
     if epoch is not None and epochs is not None and epoch >= epochs and not problems:
         problems.append(f"--epoch {epoch} with --epochs {epochs}: epochs count 0..{epochs - 1}; "
@@ -79,12 +83,13 @@ def schedule(
     try:
         write_schedule(job, sys.stdout.buffer, fmt_name)
         sys.stdout.flush()
-    except BrokenPipeError:
-        # The reader (head, ...) left early: that is fine. Point stdout at devnull so the
-        # interpreter's final flush does not complain, and exit quietly.
+    except OSError as exc:
+        # Point stdout at devnull so the interpreter's final flush does not complain again.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        raise typer.Exit(0)
+        if isinstance(exc, BrokenPipeError):  # the reader (head, ...) left early: that is fine
+            raise typer.Exit(0)
+        raise ConfigError(f"cannot write the schedule to stdout: {exc.strerror or exc}") from None
 
 
 def register(app: typer.Typer) -> None:

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from bss_cli.artifacts import check_output
 from bss_cli.bounds import bound_problems
 from bss_cli.cli.common import choices, handle_errors, out, wrote
 from bss_cli.errors import ConfigError
@@ -36,6 +37,7 @@ def score(
     workers: Annotated[int, typer.Option(help="Processes decoding audio/image files (model sources).")] = 0,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Cache decoded spectrograms in this folder.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output file (atomically).")] = False,
 ) -> None:
     """Score every sample of a split for how well its modalities agree (higher = more balanced).
 
@@ -46,6 +48,7 @@ def score(
     from bss_cli.scoring.criteria import LossWeights
     from bss_cli.scoring.scores import score_manifest, write_scores
 
+    check_output(out_path, force)
     chosen = [name for name, on in (("--predictions", predictions), ("--checkpoint", checkpoint),
                                     ("--warmup", warmup)) if on]
     if len(chosen) > 1:

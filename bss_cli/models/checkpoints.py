@@ -45,6 +45,10 @@ def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: no such checkpoint file")
+    import zipfile
+
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is not ours
+        raise ArtifactError(f"{path}: not a readable bss checkpoint (not a torch zip archive)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

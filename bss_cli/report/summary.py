@@ -131,17 +131,55 @@ def summarise_run(path: Path) -> dict:
 
     if not (path / runs.SETTINGS).exists():
         raise ArtifactError(f"{path}: a folder, but not a bss run folder (no {runs.SETTINGS})")
-    settings = json.loads((path / runs.SETTINGS).read_text())
-    metrics = pq.read_table(path / runs.METRICS).to_pylist() if (path / runs.METRICS).exists() else []
-    summary = json.loads((path / runs.SUMMARY).read_text()) if (path / runs.SUMMARY).exists() else None
+    settings = _read_json(path / runs.SETTINGS)
+    metrics = _read_rows(path / runs.METRICS) if (path / runs.METRICS).exists() else []
+    timings = {r.get("epoch"): r for r in _read_rows(path / runs.TIMINGS)} if (path / runs.TIMINGS).exists() else {}
+    metrics = [{**r, **timings.get(r.get("epoch"), {})} for r in metrics]
+    summary = _read_json(path / runs.SUMMARY) if (path / runs.SUMMARY).exists() else None
     balance = []
     for folder in sorted((path / runs.EPOCHS_DIR).glob("epoch-*")) if (path / runs.EPOCHS_DIR).exists() else []:
         scores = folder / runs.SCORES_FILE
         if scores.exists():
-            b = pq.read_table(scores, columns=[S.BALANCE])[S.BALANCE].to_numpy()
+            b = _read_rows(scores, [S.BALANCE], table=True)[S.BALANCE].to_numpy()
             balance.append({"epoch": int(folder.name.split("-")[1]), **describe(b), "histogram": histogram(b)})
     return {"kind": "run", "path": str(path), "settings": settings, "epochs": metrics, "summary": summary,
             "balance": balance}
+
+
+def _read_json(path: Path):
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: not readable JSON ({exc}); the run folder is damaged") from None
+
+
+def _read_rows(path: Path, columns=None, table: bool = False):
+    import pyarrow as pa
+
+    try:
+        t = pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as exc:
+        raise ArtifactError(f"{path}: not a readable Parquet file ({str(exc)[:200]}); the run folder is "
+                            "damaged") from None
+    return t if table else t.to_pylist()
+
+
+def summarise_checkpoint(path: Path) -> dict:
+    """A checkpoint's contents, read safely (tensors and plain values only; torch imported here)."""
+    import json
+
+    from bss_cli.models import checkpoints as C
+
+    state = C.load_checkpoint(path)
+    params = {k: list(v.shape) for k, v in state[C.MODEL_STATE].items() if hasattr(v, "shape")}
+    trainer = state.get(C.TRAINER_STATE) or {}
+    saved = json.loads(trainer["json"]) if isinstance(trainer.get("json"), str) else {}
+    return {"kind": "checkpoint", "path": str(path), "format": state.get(C.FORMAT), "epoch": state.get(C.EPOCH),
+            "model_config": state[C.MODEL_CONFIG], "model_factory": state.get(C.MODEL_FACTORY),
+            "parameters": int(sum(np.prod(s) for s in params.values())), "tensors": params,
+            "best": saved.get("best"), "epochs_recorded": len(saved.get("history", []))}
 
 
 def summarise_metrics(path: Path) -> dict:
@@ -164,6 +202,8 @@ def summarise(path: str | Path) -> dict:
         raise ArtifactError(f"{path}: no such file or folder")
     if path.is_dir():
         return summarise_run(path)
+    if path.suffix.lower() in (".pt", ".pth"):
+        return summarise_checkpoint(path)
     kind = None
     if path.suffix.lower() in (".parquet", ".pq"):
         kind = read_metadata(path).get(S.META_KIND)

@@ -50,6 +50,10 @@ def _matrix(path: Path, name: str, col: pa.ChunkedArray, problems: list[str]) ->
     elif not pa.types.is_list(t):
         problems.append(f"column '{name}' has type {t}; expected list<float>")
         return None
+    value_type = arr.type.value_type
+    if not (pa.types.is_integer(value_type) or pa.types.is_floating(value_type)):
+        problems.append(f"column '{name}' holds lists of {value_type}; expected list<float>")
+        return None
     nulls = np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))
     if len(nulls):
         problems.append(f"{_rows(nulls)}: column '{name}' is empty")
@@ -129,18 +133,23 @@ def read_predictions(path: str | Path, manifest: Manifest, split: str) -> Loaded
     emb = {c[len(S.EMBEDDING_PREFIX):]: _matrix(path, c, table[c], problems) for c in names if c.startswith(S.EMBEDDING_PREFIX)}
     grad = None
     if S.GRAD_NORM in names:
-        grad = table[S.GRAD_NORM].to_numpy().astype(np.float64)
-        bad = np.flatnonzero(~np.isfinite(grad) | (grad < 0))
-        if len(bad):
-            problems.append(f"{_rows(bad)}: column 'grad_norm' must be finite and >= 0")
+        t = table[S.GRAD_NORM].type
+        if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
+            problems.append(f"column 'grad_norm' has type {t}; expected float")
+        else:
+            grad = table[S.GRAD_NORM].to_numpy(zero_copy_only=False).astype(np.float64)
+            bad = np.flatnonzero(~np.isfinite(grad) | (grad < 0))
+            if len(bad):
+                problems.append(f"{_rows(bad)}: column 'grad_norm' must be finite and >= 0")
     widths = {c: m.shape[1] for c, m in {**logits, "fused": fused}.items() if m is not None}
     if len(set(widths.values())) > 1:
         problems.append(f"logits columns differ in width {widths}; every head predicts the same C classes")
     labels = manifest.labels[rows]
-    if widths and labels.size and labels.max() >= min(widths.values()):
+    wrong = {c: w for c, w in widths.items() if w != manifest.n_classes}
+    if wrong:
         problems.append(
-            f"labels go up to class code {int(labels.max())} but logits have {min(widths.values())} values; "
-            "logits need one value per class"
+            f"logits columns {', '.join(f'{c} ({w} values)' for c, w in wrong.items())} do not match the "
+            f"manifest's {manifest.n_classes} classes; logits need one value per class code 0..{manifest.n_classes - 1}"
         )
     if problems:
         raise PredictionsError(f"{path}: " + "\n  - ".join(["problems in the predictions file:"] + problems))

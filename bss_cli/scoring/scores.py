@@ -129,6 +129,12 @@ def read_scores(path: str | Path) -> Scores:
     return Scores(table, meta)
 
 
+def _check_rows(manifest: Manifest, split: str) -> None:
+    if len(manifest.indices(split)) == 0:
+        raise ConfigError(f"--split {split}: {manifest.path} has no rows in that split; nothing to score "
+                          f"(choose a split with rows, e.g. --split train)")
+
+
 def score_manifest(manifest_path: str | Path, *, criterion: str = "prediction-sim+loss",
                    predictions: str | Path | None = None, source=None, weights: LossWeights = LossWeights(),
                    split: str = "train", device: str = "cpu", batch_size: int = 512, workers: int = 0,
@@ -144,6 +150,7 @@ def score_manifest(manifest_path: str | Path, *, criterion: str = "prediction-si
     crit = get_criterion(criterion)
     if predictions is not None:
         manifest = load_manifest(manifest_path, load_features=False)
+        _check_rows(manifest, split)
         return score_from_predictions(manifest, predictions, criterion=criterion, weights=weights, split=split)
 
     from bss_cli.data.datasets import ManifestData
@@ -151,6 +158,7 @@ def score_manifest(manifest_path: str | Path, *, criterion: str = "prediction-si
 
     source = source or ModelSource()
     manifest = load_manifest(manifest_path)
+    _check_rows(manifest, split)
     data = ManifestData(manifest, device=device, workers=workers, cache_dir=cache_dir)
     model, fp = model_for_source(source, manifest, data, weights)
     rows = manifest.indices(split)

@@ -150,6 +150,8 @@ class Planner:
                 raise ConfigError(f"--schedule {cfg.schedule}: made for another manifest (fingerprint {fp})")
             check_schedule_rows(self.file, cfg.epochs, manifest, train_rows)
         self.static: Scores | None = None
+        if cfg.scheduler == "curriculum" and cfg.scores:  # read and checked before the run folder is made
+            self.set_static_scores(read_scores(cfg.scores), f"--scores {cfg.scores}")
 
     @property
     def needs_initial_scores(self) -> bool:
@@ -160,13 +162,9 @@ class Planner:
     def rescoring(self) -> bool:
         return self.file is None and self.cfg.scheduler == "learned"
 
-    def set_static_scores(self, scores: Scores) -> None:
-        check_scores_fit(scores, self.manifest, self.train_rows, "scores")
+    def set_static_scores(self, scores: Scores, where: str = "scores") -> None:
+        check_scores_fit(scores, self.manifest, self.train_rows, where)
         self.static = scores
-
-    def load_curriculum_scores(self) -> None:
-        if self.cfg.scores:
-            self.set_static_scores(read_scores(self.cfg.scores))
 
     def job(self, epoch: int, state: PlanState) -> ScheduleJob:
         """The one-epoch schedule job of ``epoch``."""

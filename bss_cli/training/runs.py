@@ -155,3 +155,18 @@ def write_metrics(run: Path, rows: list[dict], meta: dict) -> None:
                 base_metadata(S.KIND_METRICS, **meta))
     write_table(pa.table({k: [r.get(k) for r in rows] for k in timed}), run / TIMINGS,
                 base_metadata(S.KIND_TIMINGS, **meta))
+
+
+def without_timings(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k not in TIMING_KEYS}
+
+
+def read_timings(run: Path) -> dict[int, dict]:
+    """Per-epoch timings of an earlier part of the run, when its file is readable (else none)."""
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_table(Path(run) / TIMINGS).to_pylist()
+        return {int(r["epoch"]): {k: r[k] for k in TIMING_KEYS if k in r} for r in rows}
+    except (OSError, pa.ArrowException, KeyError, TypeError, ValueError):
+        return {}

@@ -139,7 +139,7 @@ class Trainer:
     def _initial_scores(self) -> None:
         cfg = self.cfg
         if cfg.scheduler == "curriculum" and cfg.scores:
-            self.planner.load_curriculum_scores()
+            pass  # the planner read and checked the --scores file
         elif cfg.scheduler == "curriculum" and cfg.warmup:
             src = ModelSource(kind="warmup", warmup_epochs=cfg.warmup, seed=cfg.seed, hidden=cfg.hidden, lr=cfg.lr,
                               batch_size=cfg.batch_size)
@@ -217,7 +217,7 @@ class Trainer:
             C.RNG_STATE: {"torch": torch.get_rng_state(),
                           "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
             C.TRAINER_STATE: {
-                "json": json.dumps({"history": self.history, "best": self.best,
+                "json": json.dumps({"history": [runs.without_timings(r) for r in self.history], "best": self.best,
                                     "manifest_fingerprint": self.manifest.fingerprint}, sort_keys=True),
                 "plan": _tensors(self.plan.to_state()),
                 "static": _tensors(scores_to_state(self.planner.static)),
@@ -238,7 +238,9 @@ class Trainer:
             raise ConfigError(f"--resume: the manifest {self.cfg.manifest} changed since the run started (fingerprint "
                               f"{self.manifest.fingerprint}, run: {saved['manifest_fingerprint']}); resume with the "
                               "manifest the run was started with")
-        self.history, self.best = saved["history"], saved["best"]
+        timings = runs.read_timings(self.run)  # wall-clock figures are not part of the checkpoint
+        self.history = [{**r, **timings.get(r["epoch"], {})} for r in saved["history"]]
+        self.best = saved["best"]
         self.plan = PlanState.from_state(_arrays(t["plan"]))
         self.planner.static = scores_from_state(_arrays(t["static"]))
         self.start_epoch = state[C.EPOCH] + 1
@@ -257,15 +259,16 @@ class Trainer:
     def _fit(self) -> TrainResult:
         cfg, main = self.cfg, self.info.is_main
         if main:  # re-checked under the lock: another run may have finished in between
-            runs.check_run_folder(self.run, cfg.to_dict(), cfg.resume, RESUME_FREE)
-            if cfg.resume:
-                for stale in runs.remove_stale_temporaries(self.run):
-                    self._say(f"removed {stale}, left by an interrupted write")
-            runs.write_json(self.run / runs.SETTINGS, runs.run_settings(cfg.to_dict()))
+            self.has_checkpoint = runs.check_run_folder(self.run, cfg.to_dict(), cfg.resume, RESUME_FREE)
         if self.has_checkpoint:
-            self._resume()
+            self._resume()  # reads and checks last.pt before anything in the folder changes
             self._say(f"resuming {self.run} at epoch {self.start_epoch}")
-        else:
+        if main and cfg.resume:
+            for stale in runs.remove_stale_temporaries(self.run):
+                self._say(f"removed {stale.name}, left by an interrupted write")
+        if main and not self.has_checkpoint:
+            runs.write_json(self.run / runs.SETTINGS, runs.run_settings(cfg.to_dict()))
+        if not self.has_checkpoint:
             if cfg.resume:
                 self._say(f"{self.run} has no checkpoint yet (killed before its first epoch ended); starting it over")
             self._initial_scores()
