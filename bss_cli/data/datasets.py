@@ -103,7 +103,8 @@ def batch_loader(data: ManifestData, sampler, batch_size: int, device: torch.dev
     With ``data.workers`` > 0 batches are assembled (and files decoded) in worker processes and
     pinned for a fast copy to a GPU.
     """
-    batches = torch.utils.data.BatchSampler(sampler, batch_size, drop_last=False)
+    batches = sampler.batches(batch_size) if hasattr(sampler, "batches") else \
+        torch.utils.data.BatchSampler(sampler, batch_size, drop_last=False)
     pin = data.workers > 0 and torch.device(device).type == "cuda"
     return torch.utils.data.DataLoader(_Batches(data, train), batch_sampler=batches, num_workers=data.workers,
                                        collate_fn=_as_is, pin_memory=pin,

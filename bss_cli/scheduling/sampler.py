@@ -1,17 +1,33 @@
 """``ScheduleSampler``: a torch Sampler that yields a bss schedule's order, epoch by epoch.
 
-Sharding across ranks: an epoch of n indices is padded by wrapping around to
-ceil(n / world_size) * world_size (``pad="wrap"``, the default, as DistributedSampler does) or cut
-to floor(n / world_size) * world_size (``pad="drop"``), and rank r takes positions r, r + W, ...
-So every rank gets the same number of indices in every epoch, even as a curriculum's subset
-grows, and no rank waits in a collective op for another; with ``wrap`` the shards of an epoch
-cover its whole ordering, and each shard keeps the balanced-first order.
+**Which dataset index is each scheduled sample?** Said explicitly, never guessed: ``ids`` (your
+dataset's sample ids in dataset order, e.g. the train rows you built it from), a ``dataset``
+exposing ``sample_ids``, ``index_of`` (sample_id -> index), or ``rows=True`` when the dataset
+holds every manifest row in manifest order. A scheduled id the mapping lacks is an error.
+
+**Sharding across ranks**: an epoch of n indices is padded by wrapping around to
+ceil(n / W) * W (``pad="wrap"``, the default, as DistributedSampler does) or cut to
+floor(n / W) * W (``pad="drop"``), and rank r takes positions r, r + W, ... So every rank gets the
+same number of indices in every epoch, even as a curriculum's subset grows; the shards cover the
+epoch, and each keeps the balanced-first order.
+
+**Resuming, also on another number of processes**: the state is the epoch and the *global*
+position reached in its order (all ranks advance in lockstep, so after k indices per rank the
+first k * W positions are done). Loaded at any world size W', the rest of the epoch is sharded
+over W' ranks: no sample repeated, none skipped (beyond the padding above), as MosaicML
+``streaming`` users expect. With DataLoader workers, wrap the loader in torchdata's
+``StatefulDataLoader``: it snapshots ``state_dict()`` when each batch is dispatched, so the state
+it saves counts the batches you received, not the ones prefetched.
+
+**Epochs past the file**: a schedule file carries its scheduler, parameters and seed, and its
+rows carry their scores; epoch E beyond the last written one is drawn by the same rule (see
+:meth:`~bss_cli.scheduling.schedule_io.ScheduleFile.epoch`), or refused with the reason.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +38,9 @@ from bss_cli import schema as S
 from bss_cli.errors import ConfigError
 
 PADS = ("wrap", "drop")
+HOW_TO_MAP = ("pass ids=<your dataset's sample ids, in dataset order> (or dataset=<a Dataset with .sample_ids>), "
+              "index_of={sample_id: dataset index}, or rows=True when the dataset holds every manifest row in "
+              "manifest order")
 
 
 def shard(order: np.ndarray, rank: int, world_size: int, pad: str = "wrap") -> np.ndarray:
@@ -33,7 +52,7 @@ def shard(order: np.ndarray, rank: int, world_size: int, pad: str = "wrap") -> n
         order = np.resize(order, total) if total > n else order  # np.resize repeats from the start
     elif pad == "drop":
         total = (n // world_size) * world_size
-        if total == 0:
+        if total == 0 and n:
             raise ConfigError(f"an epoch of {n} samples cannot be split over {world_size} ranks with pad='drop'")
         order = order[:total]
     else:
@@ -44,19 +63,16 @@ def shard(order: np.ndarray, rank: int, world_size: int, pad: str = "wrap") -> n
 class ScheduleSampler(Sampler[int]):
     """Yields dataset indices in a schedule's order for the current epoch (``set_epoch``).
 
-    ``schedule``: a schedule file path, a :class:`~bss_cli.scheduling.schedule_io.ScheduleFile`, or a table with
-    the schedule columns. ``index_of``: sample_id -> dataset index (a mapping or a callable); by
-    default the manifest ``row`` column is the index. ``rank``/``world_size`` default to the
-    initialised ``torch.distributed`` process group, else 0/1.
-
-    Resuming mid-epoch: ``state_dict()`` records the epoch and how many of this rank's indices were
-    consumed (by default: how many this sampler has yielded, exact for a DataLoader with
-    ``num_workers=0``; with workers, pass ``state_dict(consumed=batches_done * batch_size)``), and
-    ``load_state_dict`` makes the next ``__iter__`` start right after them.
+    ``schedule``: a schedule file path (Parquet, or the CSV / JSON Lines that ``bss schedule``
+    writes), a :class:`~bss_cli.scheduling.schedule_io.ScheduleFile`, or a table with the schedule
+    columns. The mapping to dataset indices: exactly one of ``ids``, ``dataset``, ``index_of`` or
+    ``rows=True`` (see the module docstring). ``rank``/``world_size`` default to the initialised
+    ``torch.distributed`` process group, else 0/1.
     """
 
-    def __init__(self, schedule, index_of: Mapping | Callable | None = None, *, rank: int | None = None,
-                 world_size: int | None = None, pad: str = "wrap"):
+    def __init__(self, schedule, index_of: Mapping | Callable | None = None, *, ids: Sequence | None = None,
+                 dataset=None, rows: bool = False, rank: int | None = None, world_size: int | None = None,
+                 pad: str = "wrap"):
         if rank is None or world_size is None:
             import torch.distributed as dist
 
@@ -68,61 +84,178 @@ class ScheduleSampler(Sampler[int]):
         if pad not in PADS:
             raise ConfigError(f"pad {pad!r}: expected one of {', '.join(PADS)}")
         self.rank, self.world_size, self.pad = rank, world_size, pad
-        self.index_of = index_of
-        if isinstance(schedule, (str, Path)):
-            from bss_cli.scheduling.schedule_io import ScheduleFile
-
-            schedule = ScheduleFile(schedule)
-        self._source = schedule
-        self.epochs = list(schedule.epochs) if hasattr(schedule, "epochs") else \
-            sorted(set(schedule[S.EPOCH].to_pylist()))
+        if dataset is not None and ids is None and index_of is None and not rows:
+            ids = getattr(dataset, "sample_ids", None)
+            if ids is None:
+                raise ConfigError(f"dataset {type(dataset).__name__} exposes no sample_ids; {HOW_TO_MAP}")
+        given = [name for name, on in (("ids", ids is not None), ("index_of", index_of is not None),
+                                       ("rows=True", rows)) if on]
+        if len(given) != 1:
+            raise ConfigError(f"ScheduleSampler needs exactly one way to map scheduled samples to dataset indices "
+                              f"({'got ' + ' and '.join(given) if given else 'got none'}): {HOW_TO_MAP}")
+        self._dataset_len = len(dataset) if dataset is not None and hasattr(dataset, "__len__") else None
+        self._ids = None
+        if ids is not None:
+            self._ids = ids if isinstance(ids, (pa.Array, pa.ChunkedArray)) else pa.array(list(ids))
+            if isinstance(self._ids, pa.ChunkedArray):
+                self._ids = self._ids.combine_chunks()
+            if len(pc.unique(self._ids)) != len(self._ids):
+                raise ConfigError("ids: the dataset's sample ids must be unique (one dataset index per sample)")
+            if self._dataset_len is not None and self._dataset_len != len(self._ids):
+                raise ConfigError(f"the dataset has {self._dataset_len} items but {len(self._ids)} sample ids; "
+                                  "they must match one to one")
+        self.index_of, self.rows = index_of, rows
+        self._source = _open(schedule)
+        self.epochs = list(self._source.epochs) if hasattr(self._source, "epochs") else \
+            sorted(set(self._source[S.EPOCH].to_pylist()))
+        if not self.epochs:
+            raise ConfigError("the schedule holds no epochs")
         self.epoch = self.epochs[0]
-        self._consumed = 0  # of this rank's indices in self.epoch
         self._cache: tuple[int, np.ndarray] | None = None
+        self._resume: int | None = None  # global position to start the next pass at (load_state_dict)
+        self._start = 0  # global position the current pass started at
+        self._yielded = 0  # indices this rank yielded in the current pass
 
+    # --- the epoch's order -------------------------------------------------------------
     def _epoch_table(self, epoch: int) -> pa.Table:
         if hasattr(self._source, "epoch"):
             return self._source.epoch(epoch, columns=[S.POSITION, S.SAMPLE_ID, S.ROW])
+        if epoch not in self.epochs:
+            raise ConfigError(f"the schedule holds epochs {self.epochs[0]}..{self.epochs[-1]}, not epoch {epoch}")
         t = self._source.filter(pc.equal(self._source[S.EPOCH], epoch))
         return t.sort_by(S.POSITION)
 
-    def _indices(self) -> np.ndarray:
-        if self._cache is None or self._cache[0] != self.epoch:
-            if self.epoch not in self.epochs:
-                raise ConfigError(f"the schedule holds epochs {self.epochs[0]}..{self.epochs[-1]}, not epoch {self.epoch}")
-            t = self._epoch_table(self.epoch)
-            if self.index_of is None:
-                order = t[S.ROW].to_numpy()
-            else:
-                ids = t[S.SAMPLE_ID].to_pylist()
-                look = self.index_of.__getitem__ if isinstance(self.index_of, Mapping) else self.index_of
-                try:
-                    order = np.fromiter((look(i) for i in ids), np.int64, len(ids))
-                except KeyError as exc:
-                    raise ConfigError(f"sample_id {exc.args[0]!r} of the schedule is not in index_of") from None
-            self._cache = (self.epoch, shard(order, self.rank, self.world_size, self.pad))
-        return self._cache[1]
+    def order(self, epoch: int | None = None) -> np.ndarray:
+        """Dataset indices of a whole epoch, in schedule order (all ranks, no padding)."""
+        epoch = self.epoch if epoch is None else epoch
+        if self._cache is not None and self._cache[0] == epoch:
+            return self._cache[1]
+        t = self._epoch_table(epoch)
+        if self.rows:
+            order = t[S.ROW].to_numpy()
+            if self._dataset_len is not None and len(order) and (order.max() >= self._dataset_len or order.min() < 0):
+                raise ConfigError(f"epoch {epoch} schedules manifest row {int(order.max())} but the dataset has "
+                                  f"{self._dataset_len} items; with rows=True the dataset must hold every manifest "
+                                  f"row in manifest order, else {HOW_TO_MAP}")
+        elif self._ids is not None:
+            sched_ids = t[S.SAMPLE_ID].combine_chunks()
+            found = pc.index_in(sched_ids.cast(self._ids.type) if sched_ids.type != self._ids.type else sched_ids,
+                                value_set=self._ids)
+            missing = np.flatnonzero(found.is_null().to_numpy(zero_copy_only=False))
+            if len(missing):
+                shown = ", ".join(repr(sched_ids[int(i)].as_py()) for i in missing[:5])
+                raise ConfigError(f"epoch {epoch} schedules {len(missing)} sample(s) that the dataset's ids lack "
+                                  f"({shown}); build the dataset from the rows the schedule was made from "
+                                  "(bss score --split)")
+            order = found.to_numpy().astype(np.int64)
+        else:
+            look = self.index_of.__getitem__ if isinstance(self.index_of, Mapping) else self.index_of
+            ids = t[S.SAMPLE_ID].to_pylist()
+            try:
+                order = np.fromiter((look(i) for i in ids), np.int64, len(ids))
+            except KeyError as exc:
+                raise ConfigError(f"sample_id {exc.args[0]!r} of the schedule (epoch {epoch}) is not in index_of; "
+                                  "the mapping must cover every scheduled sample") from None
+        self._cache = (epoch, order)
+        return order
 
+    def _mine(self, start: int) -> np.ndarray:
+        """This rank's indices for the rest of the epoch from global position ``start``."""
+        rest = self.order()[start:]
+        if self.pad == "drop" and len(rest) < self.world_size:
+            return rest[:0]
+        return shard(rest, self.rank, self.world_size, self.pad)
+
+    # --- the Sampler protocol ------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
-            self._consumed = 0
-        self.epoch = epoch
+            self._resume, self._start, self._yielded = None, 0, 0
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return len(self._indices()) - self._consumed
+        return len(self._mine(self._resume if self._resume is not None else 0))
+
+    def _begin(self) -> np.ndarray:
+        start = self._resume if self._resume is not None else 0
+        self._resume, self._start, self._yielded = None, start, 0
+        return self._mine(start)
 
     def __iter__(self) -> Iterator[int]:
-        idx = self._indices()
-        start = self._consumed
-        for i in range(start, len(idx)):
-            self._consumed = i + 1
-            yield int(idx[i])
-        # the epoch is done; a later iteration of the same epoch starts over
-        self._consumed = 0
+        mine = self._begin()
+        for i in range(len(mine)):
+            self._yielded = i + 1
+            yield int(mine[i])
 
-    def state_dict(self, consumed: int | None = None) -> dict:
-        return {"epoch": self.epoch, "consumed": self._consumed if consumed is None else int(consumed)}
+    def batches(self, batch_size: int, drop_last: bool = False) -> "ScheduleBatchSampler":
+        """A batch sampler over this order: one numpy slice per batch instead of one int per sample."""
+        return ScheduleBatchSampler(self, batch_size, drop_last)
+
+    # --- state -----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """``epoch`` and ``offset``: the global position reached in the epoch's order (any world size)."""
+        if self._resume is not None:
+            offset = self._resume
+        else:
+            offset = min(len(self.order()), self._start + self._yielded * self.world_size)
+        return {"epoch": self.epoch, "offset": int(offset), "world_size": self.world_size}
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch = int(state["epoch"])
-        self._consumed = int(state["consumed"])
+        """Continue at the saved position; the next pass covers the rest of the epoch on this world size."""
+        try:
+            epoch = int(state["epoch"])
+            if "offset" in state:
+                offset = int(state["offset"])
+            else:  # bss < 0.2: per-rank count at an unrecorded world size (taken as this one)
+                offset = int(state["consumed"]) * int(state.get("world_size", self.world_size))
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(f"not a ScheduleSampler state: {state!r}; expected keys 'epoch' and 'offset'") from None
+        self.set_epoch(epoch)
+        n = len(self.order())
+        if not 0 <= offset <= n:
+            raise ConfigError(f"sampler state offset {offset} is outside epoch {epoch}'s {n} positions; "
+                              "the state belongs to another schedule")
+        self._resume, self._start, self._yielded = offset, offset, 0
+
+
+class ScheduleBatchSampler(Sampler[list[int]]):
+    """Batches of a :class:`ScheduleSampler`'s order, sliced with numpy (for ``batch_sampler=``).
+
+    ``set_epoch``, ``state_dict`` and ``load_state_dict`` are the sampler's, so a DataLoader,
+    torchdata's ``StatefulDataLoader`` or Lightning can drive it like the sampler itself.
+    """
+
+    def __init__(self, sampler: ScheduleSampler, batch_size: int, drop_last: bool = False):
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size {batch_size!r}: expected an integer >= 1")
+        self.sampler, self.batch_size, self.drop_last = sampler, batch_size, drop_last
+
+    def __len__(self) -> int:
+        n = len(self.sampler)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        s = self.sampler
+        mine = s._begin()
+        stop = (len(mine) // self.batch_size) * self.batch_size if self.drop_last else len(mine)
+        for i in range(0, stop, self.batch_size):
+            batch = mine[i:i + self.batch_size]
+            s._yielded = i + len(batch)
+            yield batch.tolist()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def state_dict(self) -> dict:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state)
+
+
+def _open(schedule):
+    if isinstance(schedule, (str, Path)):
+        from bss_cli.scheduling.schedule_io import open_schedule
+
+        return open_schedule(schedule)
+    return schedule
+

@@ -17,6 +17,7 @@ from typing import BinaryIO, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bss_cli import schema as S
@@ -169,21 +170,94 @@ def write_schedule(job: ScheduleJob, out: str | Path | BinaryIO, fmt: str = "par
 
 
 class ScheduleFile:
-    """A schedule artifact on disk; ``epoch(e)`` reads only that epoch's row group."""
+    """A schedule artifact on disk; ``epoch(e)`` reads only that epoch's row group.
+
+    An epoch past the written ones is drawn by the file's own rule when it can be: the metadata
+    holds the scheduler, its parameters and the seed, and the rows hold the scores they were drawn
+    from, so once the epochs cover every scored sample the scores are known again (checked against
+    the file's scores fingerprint) and epoch E is exactly what ``bss schedule --epoch E`` gives.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.metadata = require_kind(self.path, S.KIND_SCHEDULE)
-        self._file = pq.ParquetFile(self.path)
+        try:
+            self._file = pq.ParquetFile(self.path)
+        except (pa.ArrowException, OSError) as exc:
+            raise ArtifactError(f"{self.path}: not a readable Parquet file ({exc})") from None
         self.epochs: list[int] = [int(e) for e in meta_json(self.metadata, S.META_EPOCHS, [])]
         if len(self.epochs) != self._file.num_row_groups:
             raise ArtifactError(f"{self.path}: {self._file.num_row_groups} row groups for {len(self.epochs)} epochs; "
                                 "the file was not written by bss schedule")
+        self._job: ScheduleJob | None = None
 
     def epoch(self, epoch: int, columns: Iterable[str] | None = None) -> pa.Table:
-        if epoch not in self.epochs:
-            raise ConfigError(f"{self.path}: holds epochs {_span(self.epochs)}, not epoch {epoch}")
-        return self._file.read_row_group(self.epochs.index(epoch), columns=list(columns) if columns else None)
+        columns = list(columns) if columns else None
+        if epoch in self.epochs:
+            return self._file.read_row_group(self.epochs.index(epoch), columns=columns)
+        if epoch < 0:
+            raise ConfigError(f"{self.path}: epochs count from 0, not {epoch}")
+        job = self._extension(epoch)
+        table = next(ScheduleJob(job.scores, job.config, [epoch], balance=job.balance).tables())
+        return table.select(columns) if columns else table
+
+    def _extension(self, epoch: int) -> "ScheduleJob":
+        """The job that draws epochs past the file, or a clear refusal."""
+        if self._job is not None:
+            return self._job
+        why = f"{self.path}: holds epochs {_span(self.epochs)}, not epoch {epoch}, and cannot draw it: "
+        meta = self.metadata
+        if meta_json(meta, "bss.history_fingerprints", []):
+            raise ConfigError(why + "it was made with --history (accumulated scores); write more epochs with "
+                                    "bss schedule --epochs")
+        n = int(meta.get(S.META_N_SAMPLES, "0") or 0)
+        parts = [self._file.read_row_group(i, columns=[S.SAMPLE_ID, S.ROW, S.BALANCE])
+                 for i in range(self._file.num_row_groups)]
+        if not parts:
+            raise ConfigError(why + "it holds no epochs")
+        rows = pa.concat_tables(parts)
+        unique = pc.unique(rows[S.ROW]).to_numpy()
+        if len(unique) != n:
+            raise ConfigError(why + f"its epochs cover {len(unique)} of its {n} scored samples, so the scores of the "
+                                    f"rest are unknown; write the epochs you need with bss schedule --epochs {epoch + 1}")
+        first = pc.index_in(pa.array(np.sort(unique)), value_set=rows[S.ROW])
+        table = rows.take(first).replace_schema_metadata(None)
+        scores = Scores(table, {S.META_MANIFEST_FINGERPRINT: meta.get(S.META_MANIFEST_FINGERPRINT, ""),
+                                S.META_CRITERION: meta.get(S.META_CRITERION, "")})
+        if scores_fingerprint(scores) != meta.get(S.META_SCORES_FINGERPRINT):
+            raise ConfigError(why + "the scores in its rows do not match its scores fingerprint (the file was "
+                                    "edited); write the epochs you need with bss schedule")
+        params = meta_json(meta, S.META_SCHEDULER_PARAMS, {}) or {}
+        config = ScheduleConfig(scheduler=meta.get(S.META_SCHEDULER, ""), seed=int(meta.get(S.META_SEED, "0")),
+                                **params).validate()
+        self._job = ScheduleJob(scores, config, [])
+        return self._job
+
+
+def read_schedule_table(path: str | Path) -> pa.Table:
+    """A schedule written by ``bss schedule`` as CSV or JSON Lines, as one table (all epochs)."""
+    import pyarrow.csv as pcsv
+    import pyarrow.json as pjson
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        table = pcsv.read_csv(path) if suffix == ".csv" else pjson.read_json(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise ArtifactError(f"{path}: not a readable schedule ({str(exc)[:200]})") from None
+    missing = [c for c in (S.EPOCH, S.POSITION, S.SAMPLE_ID, S.ROW) if c not in table.column_names]
+    if missing:
+        raise ArtifactError(f"{path}: lacks schedule column(s) {', '.join(missing)}; expected what bss schedule "
+                            "writes (epoch, position, sample_id, row, probability, balance)")
+    return table
+
+
+def open_schedule(path: str | Path):
+    """A schedule file in any format bss schedule writes: a ScheduleFile, or a table for CSV/JSONL."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".csv", ".jsonl", ".json"):
+        return read_schedule_table(path)
+    return ScheduleFile(path)
 
 
 def _span(epochs: list[int]) -> str:

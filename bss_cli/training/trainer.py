@@ -155,7 +155,7 @@ class Trainer:
 
     # --- one epoch -----------------------------------------------------------------------
     def _train_epoch(self, epoch: int, model, table, online: dict | None) -> tuple[float, int]:
-        sampler = ScheduleSampler(table, rank=self.info.rank, world_size=self.info.world_size)
+        sampler = ScheduleSampler(table, rows=True, rank=self.info.rank, world_size=self.info.world_size)
         loader = batch_loader(self.data, sampler, self.cfg.batch_size, self.device)
         if self.cb.on_epoch_start:
             self.cb.on_epoch_start(epoch, len(sampler))
