@@ -67,18 +67,16 @@ class ScheduleSampler(Sampler[int]):
     writes), a :class:`~bss_cli.scheduling.schedule_io.ScheduleFile`, or a table with the schedule
     columns. The mapping to dataset indices: exactly one of ``ids``, ``dataset``, ``index_of`` or
     ``rows=True`` (see the module docstring). ``rank``/``world_size`` default to the initialised
-    ``torch.distributed`` process group, else 0/1.
+    ``torch.distributed`` process group, else torchrun's ``RANK``/``WORLD_SIZE``, else 0/1.
     """
 
     def __init__(self, schedule, index_of: Mapping | Callable | None = None, *, ids: Sequence | None = None,
                  dataset=None, rows: bool = False, rank: int | None = None, world_size: int | None = None,
                  pad: str = "wrap"):
         if rank is None or world_size is None:
-            import torch.distributed as dist
-
-            ready = dist.is_available() and dist.is_initialized()
-            rank = rank if rank is not None else (dist.get_rank() if ready else 0)
-            world_size = world_size if world_size is not None else (dist.get_world_size() if ready else 1)
+            auto_rank, auto_world = _process_group()
+            rank = auto_rank if rank is None else rank
+            world_size = auto_world if world_size is None else world_size
         if not 0 <= rank < world_size:
             raise ConfigError(f"rank {rank} is outside 0..{world_size - 1}")
         if pad not in PADS:
@@ -250,6 +248,19 @@ class ScheduleBatchSampler(Sampler[list[int]]):
 
     def load_state_dict(self, state: dict) -> None:
         self.sampler.load_state_dict(state)
+
+
+def _process_group() -> tuple[int, int]:
+    """(rank, world size): the initialised process group's, else torchrun's environment, else (0, 1)."""
+    import os
+
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # under torchrun, before init_process_group
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    return 0, 1
 
 
 def _open(schedule):

@@ -1,0 +1,81 @@
+"""Hugging Face: a ``Trainer`` mixin that makes every epoch train on exactly that epoch's schedule rows.
+
+``transformers.Trainer`` sizes every epoch (and the total step count that ends training and
+drives the LR schedule) from ``len(train_dataloader)`` at epoch 0, so a growing curriculum is cut
+to its first epoch's size. The mixin builds the train loader from the schedule, sums the steps of
+every epoch, gives each epoch its own length, and maps a checkpoint's step back to (epoch, step)
+on resume. Under DDP the sampler shards by rank itself (accelerate does not re-shard it).
+
+    class BSSTrainer(ScheduleTrainerMixin, Trainer):
+        pass
+
+    sampler = ScheduleSampler("schedule.parquet", dataset=train_set)
+    trainer = BSSTrainer(model=model, args=args, train_dataset=train_set, bss_sampler=sampler)
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch.utils.data import DataLoader
+
+from bss_cli.errors import ConfigError
+from bss_cli.scheduling.sampler import ScheduleSampler
+
+
+class ScheduleTrainerMixin:
+    """Put before ``transformers.Trainer`` in the bases; pass ``bss_sampler=`` to the constructor."""
+
+    def __init__(self, *args, bss_sampler: ScheduleSampler, **kwargs):
+        super().__init__(*args, **kwargs)
+        parent = super()
+        missing = [m for m in ("_run_epoch", "set_initial_training_values", "_init_training_state")
+                   if not hasattr(parent, m)]
+        if missing:
+            import transformers
+
+            raise ConfigError(f"transformers {transformers.__version__} lacks Trainer.{', '.join(missing)}, which "
+                              "ScheduleTrainerMixin adapts; use transformers >= 4.57")
+        if self.args.max_steps > 0:
+            raise ConfigError("ScheduleTrainerMixin: set num_train_epochs, not max_steps (the schedule decides each "
+                              "epoch's length)")
+        self.bss_sampler = bss_sampler
+
+    def get_train_dataloader(self) -> DataLoader:
+        self.bss_sampler.set_epoch(0)
+        return DataLoader(self.train_dataset, batch_sampler=self.bss_sampler.batches(
+                              self._train_batch_size, self.args.dataloader_drop_last),
+                          collate_fn=self.data_collator, num_workers=self.args.dataloader_num_workers,
+                          pin_memory=self.args.dataloader_pin_memory)
+
+    def _update_steps(self, epoch: int) -> int:
+        """Optimiser steps of ``epoch`` on this process."""
+        self.bss_sampler.set_epoch(epoch)
+        batches = len(self.bss_sampler.batches(self._train_batch_size, self.args.dataloader_drop_last))
+        return max(math.ceil(batches / self.args.gradient_accumulation_steps), 1)
+
+    def set_initial_training_values(self, args, dataloader):
+        values = list(super().set_initial_training_values(args, dataloader))
+        epochs = values[0]
+        values[-1] = sum(self._update_steps(e) for e in range(epochs))  # max_steps over every epoch's own length
+        self.bss_sampler.set_epoch(0)
+        return tuple(values)
+
+    def _init_training_state(self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint,
+                             trial):
+        epochs_trained, steps = super()._init_training_state(max_steps, num_update_steps_per_epoch, num_train_epochs,
+                                                             resume_from_checkpoint, trial)
+        if resume_from_checkpoint is None or self.state.global_step == 0:
+            return epochs_trained, steps
+        left, epoch = self.state.global_step, 0  # walk the epochs' own lengths up to the checkpoint's step
+        while epoch < num_train_epochs and left >= self._update_steps(epoch):
+            left -= self._update_steps(epoch)
+            epoch += 1
+        skip = 0 if self.args.ignore_data_skip else left * self.args.gradient_accumulation_steps
+        return epoch, skip
+
+    def _run_epoch(self, *, epoch, train_dataloader, steps_in_epoch, num_update_steps_per_epoch, **kwargs):
+        updates = self._update_steps(epoch)  # also sets the sampler's epoch before the loader is iterated
+        batches = len(train_dataloader)
+        return super()._run_epoch(epoch=epoch, train_dataloader=train_dataloader, steps_in_epoch=batches,
+                                  num_update_steps_per_epoch=updates, **kwargs)
