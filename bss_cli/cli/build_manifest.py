@@ -10,9 +10,9 @@ import typer
 from bss_cli.artifacts import check_output
 from bss_cli.bounds import bound_problems
 from bss_cli.cli.common import choices, handle_errors, out, wrote
-from bss_cli.errors import ConfigError
 from bss_cli.data.layouts import LAYOUTS
 from bss_cli.data.media import MediaConfig
+from bss_cli.errors import ConfigError
 
 Layout = choices("Layout", LAYOUTS)
 _M = MediaConfig()

@@ -61,18 +61,24 @@ def score(
         problems.append("--model builds a bss model; scores from --predictions need none: drop --model")
     if problems:
         raise ConfigError("bad score settings:\n  - " + "\n  - ".join(problems))
-    source = None
+    source, info = None, None
     if predictions is None:
-        from bss_cli.models.devices import resolve_device
+        from bss_cli.models.distributed import setup
         from bss_cli.scoring.predict import ModelSource
 
-        device = resolve_device(device)
+        info, device = setup(device)  # under torchrun: join the group, shard the scoring pass
         kind = "checkpoint" if checkpoint else ("warmup" if warmup else "init")
         source = ModelSource(kind=kind, checkpoint=str(checkpoint) if checkpoint else None,
                              warmup_epochs=warmup, seed=seed, hidden=hidden, model=model)
     scores = score_manifest(manifest, criterion=Criterion(criterion).value, predictions=predictions, source=source,
                             weights=LossWeights(fused_weight, unimodal_weight), split=Split(split).value,
-                            device=device, workers=workers, cache_dir=cache_dir)
+                            device=device, workers=workers, cache_dir=cache_dir, info=info)
+    if info is not None and info.enabled:
+        from bss_cli.models.distributed import teardown
+
+        teardown(info)
+        if not info.is_main:  # rank 0 writes the one file
+            return
     write_scores(scores, out_path)
     if not quiet:
         b = scores.balance

@@ -83,6 +83,35 @@ def predict(model, data: ManifestData, rows: np.ndarray, *, weights: LossWeights
     return Predictions(labels=labels, logits=logits, fused_logits=fused, embeddings=emb, grad_norm=gn)
 
 
+def predict_sharded(model, data: ManifestData, rows: np.ndarray, info, **kwargs) -> Predictions:
+    """:func:`predict` with ``rows`` split across the ranks of ``info`` and gathered back in order.
+
+    Rank r scores rows r, r + W, ...; every rank gets the whole result, identical to one process's.
+    """
+    from bss_cli.models.distributed import gather_objects
+
+    mine = rows[info.rank::info.world_size]
+    parts = gather_objects(predict(model, data, mine, **kwargs), info)
+    if len(parts) == 1:
+        return parts[0]
+    order = np.concatenate([np.arange(len(rows))[r::info.world_size] for r in range(len(parts))])
+
+    def merge(get):
+        arrays = [get(q) for q in parts]
+        if arrays[0] is None:
+            return None
+        merged = np.concatenate(arrays)
+        res = np.empty_like(merged)
+        res[order] = merged
+        return res
+
+    return Predictions(labels=merge(lambda q: q.labels),
+                       logits={k: merge(lambda q, k=k: q.logits[k]) for k in parts[0].logits},
+                       fused_logits=merge(lambda q: q.fused_logits),
+                       embeddings={k: merge(lambda q, k=k: q.embeddings[k]) for k in parts[0].embeddings},
+                       grad_norm=merge(lambda q: q.grad_norm))
+
+
 @dataclass
 class ModelSource:
     """Which model produces the predictions: a fresh seeded model, a checkpoint, or a warm-up."""
@@ -124,8 +153,13 @@ def check_model(model, data: ManifestData, manifest: Manifest, where: str) -> No
     check_outputs(model, {m: v.to(device) for m, v in xb.items()}, manifest.n_classes, where)
 
 
-def model_for_source(source: ModelSource, manifest: Manifest, data: ManifestData, weights: LossWeights):
-    """Build (and for a warm-up, train) the model a source names; return it and its fingerprint."""
+def model_for_source(source: ModelSource, manifest: Manifest, data: ManifestData, weights: LossWeights,
+                     info=None):
+    """Build (and for a warm-up, train) the model a source names; return it and its fingerprint.
+
+    Under torchrun (``info``), rank 0's warm-up weights are broadcast, so every rank scores with
+    the same model even where a GPU's kernels are not deterministic.
+    """
     if source.kind == "checkpoint":
         from bss_cli.models.checkpoints import model_from_checkpoint
 
@@ -152,5 +186,10 @@ def model_for_source(source: ModelSource, manifest: Manifest, data: ManifestData
         train_rows = manifest.indices("train")
         for _ in range(source.warmup_epochs):
             train_epoch(model, opt, data, gen.permutation(train_rows), batch_size=source.batch_size, weights=weights)
+        if info is not None and info.enabled:
+            import torch.distributed as dist
+
+            for tensor in model.state_dict().values():
+                dist.broadcast(tensor, src=0)
     fp = fingerprint_text(f"{source.describe()}|seed={source.seed}|{cfg.to_dict()}|{manifest.fingerprint}")
     return model, fp

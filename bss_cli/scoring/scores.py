@@ -138,10 +138,12 @@ def _check_rows(manifest: Manifest, split: str) -> None:
 def score_manifest(manifest_path: str | Path, *, criterion: str = "prediction-sim+loss",
                    predictions: str | Path | None = None, source=None, weights: LossWeights = LossWeights(),
                    split: str = "train", device: str = "cpu", batch_size: int = 512, workers: int = 0,
-                   cache_dir: str | Path | None = None, progress=None) -> Scores:
+                   cache_dir: str | Path | None = None, progress=None, info=None) -> Scores:
     """Balance scores for a manifest, from a predictions file or a bss model (``source``).
 
     ``source`` is a :class:`bss_cli.scoring.predict.ModelSource`; torch is imported only on that path.
+    ``info`` (a :class:`~bss_cli.models.distributed.DistInfo` under torchrun) shards the model's
+    scoring pass across ranks; every rank gets the same scores.
     """
     from bss_cli.data.manifest import load_manifest
     from bss_cli.scoring.criteria import get_criterion
@@ -154,15 +156,17 @@ def score_manifest(manifest_path: str | Path, *, criterion: str = "prediction-si
         return score_from_predictions(manifest, predictions, criterion=criterion, weights=weights, split=split)
 
     from bss_cli.data.datasets import ManifestData
-    from bss_cli.scoring.predict import ModelSource, model_for_source, predict
+    from bss_cli.models.distributed import DistInfo
+    from bss_cli.scoring.predict import ModelSource, model_for_source, predict_sharded
 
     source = source or ModelSource()
     manifest = load_manifest(manifest_path)
     _check_rows(manifest, split)
     data = ManifestData(manifest, device=device, workers=workers, cache_dir=cache_dir)
-    model, fp = model_for_source(source, manifest, data, weights)
+    info = info or DistInfo()
+    model, fp = model_for_source(source, manifest, data, weights, info)
     rows = manifest.indices(split)
-    preds = predict(model, data, rows, weights=weights, batch_size=batch_size,
-                    grad_norm="grad_norm" in crit.parts, progress=progress)
+    preds = predict_sharded(model, data, rows, info, weights=weights, batch_size=batch_size,
+                            grad_norm="grad_norm" in crit.parts, progress=progress)
     return build_scores(manifest, rows, preds, criterion=criterion, weights=weights, source=source.describe(),
                         source_fingerprint=fp, seed=source.seed, split=split)

@@ -24,15 +24,15 @@ from bss_cli.data.datasets import ManifestData, batch_loader
 from bss_cli.data.manifest import load_manifest
 from bss_cli.errors import BSSError, ConfigError
 from bss_cli.models import checkpoints as C
+from bss_cli.models.distributed import DistInfo, barrier, gather_objects, setup, teardown
 from bss_cli.models.step import OptimConfig, make_optimizer, train_step
 from bss_cli.scheduling.sampler import ScheduleSampler
 from bss_cli.scheduling.schedule_io import write_schedule
 from bss_cli.scoring.criteria import LossWeights, Predictions
-from bss_cli.scoring.predict import ModelSource, fresh_model, model_for_source, predict
+from bss_cli.scoring.predict import ModelSource, fresh_model, model_for_source, predict, predict_sharded
 from bss_cli.scoring.scores import Scores, build_scores, write_scores
 from bss_cli.training import runs
 from bss_cli.training.config import RESUME_FREE, TrainConfig
-from bss_cli.training.distributed import DistInfo, barrier, gather_objects, setup, teardown
 from bss_cli.training.metrics import evaluate
 from bss_cli.training.planner import Planner, PlanState, scores_from_state, scores_to_state
 
@@ -102,28 +102,8 @@ class Trainer:
     # --- scoring -------------------------------------------------------------------------
     def _predict_split(self, rows: np.ndarray, model=None) -> Predictions:
         """Predictions for ``rows``, the rows split across ranks and gathered back in order."""
-        model = model or self.model
-        mine = rows[self.info.rank::self.info.world_size]
-        p = predict(model, self.data, mine, weights=self.weights, grad_norm=self._needs_grad, amp=self.amp)
-        parts = gather_objects(p, self.info)
-        if len(parts) == 1:
-            return parts[0]
-        order = np.concatenate([np.arange(len(rows))[r::self.info.world_size] for r in range(len(parts))])
-
-        def merge(get):
-            arrays = [get(q) for q in parts]
-            if arrays[0] is None:
-                return None
-            merged = np.concatenate(arrays)
-            res = np.empty_like(merged)
-            res[order] = merged
-            return res
-
-        return Predictions(labels=merge(lambda q: q.labels),
-                           logits={k: merge(lambda q, k=k: q.logits[k]) for k in parts[0].logits},
-                           fused_logits=merge(lambda q: q.fused_logits),
-                           embeddings={k: merge(lambda q, k=k: q.embeddings[k]) for k in parts[0].embeddings},
-                           grad_norm=merge(lambda q: q.grad_norm))
+        return predict_sharded(model or self.model, self.data, rows, self.info, weights=self.weights,
+                               grad_norm=self._needs_grad, amp=self.amp)
 
     @property
     def _needs_grad(self) -> bool:
@@ -143,7 +123,7 @@ class Trainer:
         elif cfg.scheduler == "curriculum" and cfg.warmup:
             src = ModelSource(kind="warmup", warmup_epochs=cfg.warmup, seed=cfg.seed, hidden=cfg.hidden, lr=cfg.lr,
                               batch_size=cfg.batch_size)
-            warm, _ = model_for_source(src, self.manifest, self.data, self.weights)
+            warm, _ = model_for_source(src, self.manifest, self.data, self.weights, self.info)
             torch.manual_seed(cfg.seed)  # the main model's dropout stream does not depend on the warm-up
             self.planner.set_static_scores(self._scores(self._predict_split(self.train_rows, warm), src.describe()))
         elif self.planner.needs_initial_scores:
