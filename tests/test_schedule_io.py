@@ -40,7 +40,8 @@ def test_schedule_file_layout_metadata_and_byte_identity(scores_file, tmp_path):
     sizes = [meta.row_group(i).num_rows for i in range(5)]
     assert sizes == sorted(sizes) and sizes[-1] == 36
     assert f.metadata["bss.scheduler"] == "curriculum"
-    assert json.loads(f.metadata["bss.scheduler_params"]) == {"pacing": "root", "lambda0": 0.1, "t_grow": 4, "shuffle": True}
+    assert json.loads(f.metadata["bss.scheduler_params"]) == {"pacing": "root", "lambda0": 0.1, "t_grow": 4, "shuffle": True,
+                                                                "stratify": False}
     assert f.metadata["bss.manifest_fingerprint"] == read_scores(scores_file).metadata["bss.manifest_fingerprint"]
     e2 = f.epoch(2)
     assert e2["position"].to_pylist() == list(range(sizes[2]))
@@ -69,7 +70,7 @@ def test_pipe_formats_read_back(scores_file, tmp_path, fmt):
     elif fmt == "jsonl":
         rows = [json.loads(line) for line in data.decode().splitlines()]
         assert [r["row"] for r in rows] == ref["row"].to_pylist()
-        assert rows[0].keys() == {"epoch", "position", "sample_id", "row", "probability", "balance"}
+        assert rows[0].keys() == {"epoch", "position", "sample_id", "row", "probability", "balance", "label"}
     elif fmt == "npy":
         arr = np.load(io.BytesIO(data))
         assert arr.shape == (ref.num_rows, 3)
@@ -110,3 +111,18 @@ def test_schedule_errors(scores_file, tiny_manifest, tmp_path):
     r = run("schedule", scores_file, "-o", tmp_path / "s.parquet", "--epochs", "0")
     assert r.exit_code == 1 and "--epochs 0: expected an integer >= 1" in r.stderr
     assert not (tmp_path / "s.parquet").exists()
+
+
+def test_inspect_schedule_counts_classes_and_warns_on_a_missing_class(scores_file, tmp_path):
+    run("schedule", scores_file, "-o", tmp_path / "plain.parquet", "--epochs", "3", "--lambda0", "0.05")
+    r = run("inspect", tmp_path / "plain.parquet", "--json")
+    s = json.loads(r.stdout)
+    first = s["epochs"][0]["per_class"]
+    assert sum(first.values()) == s["epochs"][0]["size"] and set(first) == {"0", "1", "2"}
+    missing = [c for c, k in first.items() if k == 0]
+    assert bool(missing) == any(w.startswith("epoch 0 leaves out") for w in s["warnings"])
+    r = run("inspect", tmp_path / "plain.parquet")
+    assert ("warning: epoch 0 leaves out class(es)" in r.stderr) == bool(missing) and "samples per class" in r.stdout
+    run("schedule", scores_file, "-o", tmp_path / "strat.parquet", "--epochs", "3", "--lambda0", "0.05", "--stratify")
+    s = json.loads(run("inspect", tmp_path / "strat.parquet", "--json").stdout)
+    assert all(k >= 1 for e in s["epochs"] for k in e["per_class"].values()) and s["warnings"] == []

@@ -110,3 +110,28 @@ def test_subset_size_bounds():
 def test_unknown_scheduler():
     with pytest.raises(ConfigError, match="--scheduler 'best': expected one of " + ", ".join(SCHEDULERS)):
         make_scheduler(scores(), ScheduleConfig(scheduler="best"))
+
+
+def test_stratified_curriculum_keeps_every_class_in_every_epoch():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2, 3], [40, 30, 20, 10])
+    balance = np.where(labels == 0, 1.0, -1.0) + rng.normal(0, 0.01, len(labels))  # class 0 is most balanced
+    plain = make_scheduler(balance, ScheduleConfig(scheduler="curriculum", t_grow=10, shuffle=False), labels)
+    strat = make_scheduler(balance, ScheduleConfig(scheduler="curriculum", t_grow=10, shuffle=False, stratify=True),
+                           labels)
+    first, _ = plain.epoch(0)
+    assert set(labels[first]) == {0}  # the authors' rule: early epochs can leave whole classes out
+    for e in range(12):
+        idx, prob = strat.epoch(e)
+        counts = np.bincount(labels[idx], minlength=4)
+        assert (counts >= 1).all() and len(idx) == strat.size(e) and np.isclose(prob.sum(), 1)
+        assert np.all(np.diff(balance[idx]) <= 0)  # still balanced-first across classes
+        for c in range(4):  # each class contributes its most balanced samples
+            mine = np.flatnonzero(labels == c)
+            top = mine[np.argsort(-balance[mine], kind="stable")][:counts[c]]
+            assert set(idx[labels[idx] == c]) == set(top)
+    assert len(strat.epoch(11)[0]) == 100
+    with pytest.raises(ConfigError, match="--stratify needs each sample's class"):
+        make_scheduler(balance, ScheduleConfig(scheduler="curriculum", stratify=True))
+    with pytest.raises(ConfigError, match="--stratify shapes a curriculum"):
+        make_scheduler(balance, ScheduleConfig(scheduler="learned", stratify=True), labels)

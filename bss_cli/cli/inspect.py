@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from bss_cli.cli.common import handle_errors, out
+from bss_cli.cli.common import err, handle_errors, out
 
 BARS = " ▏▎▍▌▋▊▉█"
 
@@ -78,14 +78,14 @@ MAX_EPOCH_ROWS = 30
 
 def spark(values: list[float], lo: float, hi: float) -> str:
     span = hi - lo if hi > lo else 1.0
-    return "".join(SPARK[min(7, max(0, int((v - lo) / span * 7.999)))] for v in values)
+    return "".join(" " if v is None else SPARK[min(7, max(0, int((v - lo) / span * 7.999)))] for v in values)
 
 
 def render_schedule(s: dict) -> None:
     out.print(f"[bold]schedule[/] {s['path']}  ({len(s['epochs'])} epochs, {s['rows']:,} rows)")
     out.print(_kv_table("provenance", s["metadata"]))
     epochs = s["epochs"]
-    tenths = [v for e in epochs for v in e["tenths"]]
+    tenths = [v for e in epochs for v in e["tenths"] if v is not None]
     lo, hi = (min(tenths), max(tenths)) if tenths else (0.0, 1.0)
     t = Table(title="per epoch: mean balance overall and by tenth of the epoch in training order; overlap "
                     "(Jaccard) and position rank correlation with the previous epoch",
@@ -100,6 +100,21 @@ def render_schedule(s: dict) -> None:
         t.add_row(str(e["epoch"]), f"{e['size']:,}", fmt(e["mean_balance"]), fmt(e["tenths"][0]),
                   fmt(e["tenths"][-1]), spark(e["tenths"], lo, hi), fmt(e["overlap"]), fmt(e["position_corr"]))
     out.print(t)
+    if epochs and "per_class" in epochs[0]:
+        names = list(epochs[0]["per_class"])
+        c = Table(title="samples per class per epoch", title_justify="left")
+        c.add_column("epoch", justify="right")
+        for name in names:
+            c.add_column(name, justify="right")
+        for i, e in enumerate(shown):
+            if len(shown) < len(epochs) and i == MAX_EPOCH_ROWS // 2:
+                c.add_row("...", *[""] * len(names))
+            c.add_row(str(e["epoch"]), *[f"{e['per_class'][n]:,}" for n in names])
+        out.print(c)
+    for w in s.get("warnings", [])[:10]:
+        err.print(f"warning: {w}", markup=False)
+    if len(s.get("warnings", [])) > 10:
+        err.print(f"warning: ... and {len(s['warnings']) - 10} more epochs leave out a class", markup=False)
 
 
 def render_run(s: dict) -> None:

@@ -45,6 +45,8 @@ def schedule(
     lambda0: Annotated[float, typer.Option(help="curriculum: fraction of data at the start.")] = _D.lambda0,
     t_grow: Annotated[int, typer.Option(help="curriculum: epoch from which all data is used.")] = _D.t_grow,
     ordered: Annotated[bool, typer.Option(help="curriculum: keep balanced-first order within an epoch.")] = False,
+    stratify: Annotated[bool, typer.Option(
+        help="curriculum: take the balanced-first prefix within each class, so early epochs keep every class.")] = False,
     temperature: Annotated[float, typer.Option(help="learned: p ~ w^(1/T); <1 sharpens, >1 flattens.")] = 1.0,
     eps: Annotated[float, typer.Option(help="learned: w = 1 + s + eps.")] = _D.eps,
     accumulate: Annotated[bool, typer.Option(help="learned: the paper's accumulated scores.")] = False,
@@ -69,8 +71,8 @@ def schedule(
         raise ConfigError("bad schedule settings:\n  - " + "\n  - ".join(problems))
     epochs = DEFAULT_EPOCHS if epochs is None else epochs
     cfg = ScheduleConfig(scheduler=SchedulerName(scheduler).value, seed=seed, pacing=Pacing(pacing).value,
-                         lambda0=lambda0, t_grow=t_grow, shuffle=not ordered, temperature=temperature, eps=eps,
-                         accumulate=accumulate, decay=decay).validate()
+                         lambda0=lambda0, t_grow=t_grow, shuffle=not ordered, stratify=stratify,
+                         temperature=temperature, eps=eps, accumulate=accumulate, decay=decay).validate()
     job = ScheduleJob(read_scores(scores), cfg, [epoch] if epoch is not None else list(range(epochs)),
                       tuple(read_scores(h) for h in history or ()))
     job.effective_balance()  # validate before anything is written

@@ -116,6 +116,8 @@ def train(
     pacing: Annotated[Optional[Pace], typer.Option(help="curriculum pacing [default: root].")] = None,
     lambda0: Annotated[Optional[float], typer.Option(help="curriculum: starting fraction [0.1].")] = None,
     t_grow: Annotated[Optional[int], typer.Option(help="curriculum: epoch of full data [epochs/3].")] = None,
+    stratify: Annotated[Optional[bool], typer.Option("--stratify/--no-stratify",
+                                                     help="curriculum: balanced-first prefix within each class.")] = None,
     temperature: Annotated[Optional[float], typer.Option(help="learned: sampling temperature [1].")] = None,
     accumulate: Annotated[Optional[bool], typer.Option("--accumulate/--no-accumulate",
                                                        help="learned: the paper's accumulated scores.")] = None,

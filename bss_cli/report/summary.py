@@ -92,7 +92,7 @@ def summarise_scores(path: Path) -> dict:
 
 def _tenths(balance: np.ndarray) -> list[float]:
     """Mean balance score of each tenth of an epoch, in training order."""
-    return [float(part.mean()) if len(part) else float("nan") for part in np.array_split(balance, 10)]
+    return [float(part.mean()) if len(part) else None for part in np.array_split(balance, 10)]  # None: no sample
 
 
 def _consecutive(prev_rows: np.ndarray, rows: np.ndarray) -> dict:
@@ -111,16 +111,28 @@ def summarise_schedule(path: Path) -> dict:
     from bss_cli.scheduling.schedule_io import ScheduleFile
 
     f = ScheduleFile(path)
-    epochs, prev = [], None
+    has_labels = S.LABEL in f._file.schema_arrow.names
+    classes = [str(c) for c in meta_json(f.metadata, S.META_CLASSES, []) or []]
+    epochs, prev, warnings = [], None, []
     for e in f.epochs:
-        t = f.epoch(e, columns=[S.ROW, S.BALANCE])
+        t = f.epoch(e, columns=[S.ROW, S.BALANCE] + ([S.LABEL] if has_labels else []))
         rows, balance = t[S.ROW].to_numpy(), t[S.BALANCE].to_numpy()
         info = {"epoch": e, "size": len(rows), "mean_balance": float(balance.mean()), "tenths": _tenths(balance)}
         info.update(_consecutive(prev, rows) if prev is not None else {"overlap": None, "position_corr": None})
+        if has_labels:
+            labels = t[S.LABEL].to_numpy()
+            n_classes = max(len(classes), int(labels.max()) + 1 if len(labels) else 0)
+            counts = np.bincount(labels, minlength=n_classes)
+            names = classes if len(classes) == n_classes else [str(c) for c in range(n_classes)]
+            info["per_class"] = {names[c]: int(k) for c, k in enumerate(counts)}
+            missing = [names[c] for c in np.flatnonzero(counts == 0)]
+            if missing:
+                warnings.append(f"epoch {e} leaves out class(es) {', '.join(missing)}; a curriculum with --stratify "
+                                "keeps every class in every epoch")
         epochs.append(info)
         prev = rows
     return {"kind": S.KIND_SCHEDULE, "path": str(path), "metadata": _metadata(path), "epochs": epochs,
-            "rows": sum(e["size"] for e in epochs)}
+            "rows": sum(e["size"] for e in epochs), "warnings": warnings}
 
 
 def summarise_run(path: Path) -> dict:

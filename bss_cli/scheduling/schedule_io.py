@@ -29,11 +29,10 @@ from bss_cli.scoring.scores import Scores
 FORMATS = ("parquet", "csv", "jsonl", "npy")
 
 
-def schedule_schema(id_type: pa.DataType, metadata: dict[str, str]) -> pa.Schema:
-    return pa.schema([
-        (S.EPOCH, pa.int32()), (S.POSITION, pa.int64()), (S.SAMPLE_ID, id_type), (S.ROW, pa.int64()),
-        (S.PROBABILITY, pa.float64()), (S.BALANCE, pa.float64()),
-    ], metadata=metadata)
+def schedule_schema(id_type: pa.DataType, metadata: dict[str, str], labels: bool = False) -> pa.Schema:
+    fields = [(S.EPOCH, pa.int32()), (S.POSITION, pa.int64()), (S.SAMPLE_ID, id_type), (S.ROW, pa.int64()),
+              (S.PROBABILITY, pa.float64()), (S.BALANCE, pa.float64())]
+    return pa.schema(fields + ([(S.LABEL, pa.int64())] if labels else []), metadata=metadata)
 
 
 def scores_fingerprint(scores: Scores) -> str:
@@ -79,32 +78,43 @@ class ScheduleJob:
             S.META_SCORES_FINGERPRINT: scores_fingerprint(self.scores),
             S.META_MANIFEST_FINGERPRINT: m.get(S.META_MANIFEST_FINGERPRINT, ""),
             S.META_CRITERION: m.get(S.META_CRITERION, ""),
+            S.META_CLASSES: meta_json(m, S.META_CLASSES, []),
             "bss.history_fingerprints": [scores_fingerprint(h) for h in self.history],
         })
+
+    def labels(self) -> np.ndarray | None:
+        """Each scored sample's class code, when the scores carry them (bss score writes them)."""
+        t = self.scores.table
+        return t[S.LABEL].to_numpy() if S.LABEL in t.column_names else None
 
     def tables(self) -> Iterator[pa.Table]:
         """One table per epoch, in order; only one epoch is in memory at a time."""
         balance = self.effective_balance()
-        scheduler = make_scheduler(balance, self.config)
+        labels = self.labels()
+        scheduler = make_scheduler(balance, self.config, labels)
         ids, rows = self.scores.table[S.SAMPLE_ID].combine_chunks(), self.scores.rows
         for e in self.epochs:
             idx, prob = scheduler.epoch(e)
-            yield pa.table({
+            cols = {
                 S.EPOCH: pa.array(np.full(len(idx), e, np.int32)),
                 S.POSITION: pa.array(np.arange(len(idx), dtype=np.int64)),
                 S.SAMPLE_ID: ids.take(pa.array(idx)),
                 S.ROW: pa.array(rows[idx]),
                 S.PROBABILITY: pa.array(prob),
                 S.BALANCE: pa.array(balance[idx]),
-            })
+            }
+            if labels is not None:
+                cols[S.LABEL] = pa.array(labels[idx], pa.int64())
+            yield pa.table(cols)
 
     def total_rows(self) -> int:
-        scheduler = make_scheduler(self.scores.balance, self.config)
+        scheduler = make_scheduler(self.scores.balance, self.config, self.labels())
         return sum(scheduler.size(e) for e in self.epochs)
 
 
 def _write_parquet(sink, job: ScheduleJob, tables: Iterable[pa.Table]) -> int:
-    schema = schedule_schema(job.scores.table.schema.field(S.SAMPLE_ID).type, job.metadata())
+    schema = schedule_schema(job.scores.table.schema.field(S.SAMPLE_ID).type, job.metadata(),
+                             labels=job.labels() is not None)
     n = 0
     with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
         for t in tables:
@@ -211,8 +221,8 @@ class ScheduleFile:
             raise ConfigError(why + "it was made with --history (accumulated scores); write more epochs with "
                                     "bss schedule --epochs")
         n = int(meta.get(S.META_N_SAMPLES, "0") or 0)
-        parts = [self._file.read_row_group(i, columns=[S.SAMPLE_ID, S.ROW, S.BALANCE])
-                 for i in range(self._file.num_row_groups)]
+        cols = [S.SAMPLE_ID, S.ROW, S.BALANCE] + ([S.LABEL] if S.LABEL in self._file.schema_arrow.names else [])
+        parts = [self._file.read_row_group(i, columns=cols) for i in range(self._file.num_row_groups)]
         if not parts:
             raise ConfigError(why + "it holds no epochs")
         rows = pa.concat_tables(parts)

@@ -29,6 +29,7 @@ class ScheduleConfig:
     lambda0: float = 0.1
     t_grow: int = 40
     shuffle: bool = True  # shuffle within the epoch's subset (the scripts do)
+    stratify: bool = False  # take the balanced-first prefix within each class (not the authors' default)
     # learned
     temperature: float = 1.0  # p ~ (1 + s + eps)^(1/T): T < 1 sharpens, T > 1 flattens
     eps: float = 0.01
@@ -47,8 +48,8 @@ class ScheduleConfig:
 
     def params(self) -> dict:
         """The parameters that matter for this scheduler (saved in the artifact's metadata)."""
-        keys = {"curriculum": ("pacing", "lambda0", "t_grow", "shuffle"),
-                "anti-curriculum": ("pacing", "lambda0", "t_grow", "shuffle"),
+        keys = {"curriculum": ("pacing", "lambda0", "t_grow", "shuffle", "stratify"),
+                "anti-curriculum": ("pacing", "lambda0", "t_grow", "shuffle", "stratify"),
                 "learned": ("temperature", "eps", "accumulate", "decay"),
                 "random": ()}[self.scheduler]
         return {k: v for k, v in asdict(self).items() if k in keys}
@@ -65,20 +66,47 @@ class Scheduler(Protocol):
 
 
 class Curriculum:
-    """Balanced first (descending score; ties in manifest order), a growing prefix per epoch."""
+    """Balanced first (descending score; ties in manifest order), a growing prefix per epoch.
 
-    def __init__(self, balance: np.ndarray, cfg: ScheduleConfig, reverse: bool = False):
+    ``stratify``: the prefix is taken within each class (each class contributes the same pacing
+    fraction of its own samples, its most balanced first), so no class is left out of an early
+    epoch; the epoch is then ordered balanced-first across classes as without it.
+    """
+
+    def __init__(self, balance: np.ndarray, cfg: ScheduleConfig, reverse: bool = False,
+                 labels: np.ndarray | None = None):
         self.pace = check_pacing(cfg.pacing, cfg.lambda0, cfg.t_grow)
         self.cfg = cfg
         key = balance if reverse else -balance
         self.order = np.argsort(key, kind="stable")
+        self.rank = np.empty(len(self.order), np.int64)
+        self.rank[self.order] = np.arange(len(self.order))
+        self.classes: list[np.ndarray] | None = None
+        if cfg.stratify:
+            if labels is None:
+                raise ConfigError("--stratify needs each sample's class: scores with a 'label' column (bss score "
+                                  "writes one)")
+            ordered_labels = np.asarray(labels)[self.order]
+            self.classes = [self.order[ordered_labels == c] for c in np.unique(ordered_labels)]
+
+    def _fraction(self, epoch: int) -> float:
+        return self.pace(epoch + 1, lambda0=self.cfg.lambda0, t_grow=self.cfg.t_grow)
 
     def size(self, epoch: int) -> int:
-        return subset_size(len(self.order), self.pace(epoch + 1, lambda0=self.cfg.lambda0, t_grow=self.cfg.t_grow))
+        if self.classes is not None:
+            return sum(subset_size(len(c), self._fraction(epoch)) for c in self.classes)
+        return subset_size(len(self.order), self._fraction(epoch))
+
+    def _subset(self, epoch: int) -> np.ndarray:
+        if self.classes is None:
+            return self.order[:self.size(epoch)]
+        f = self._fraction(epoch)
+        picked = np.concatenate([c[:subset_size(len(c), f)] for c in self.classes])
+        return picked[np.argsort(self.rank[picked], kind="stable")]  # balanced-first across classes
 
     def epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        n = self.size(epoch)
-        idx = self.order[:n]
+        idx = self._subset(epoch)
+        n = len(idx)
         if self.cfg.shuffle:
             idx = epoch_rng(self.cfg.seed, epoch).permutation(idx)
         return idx, np.full(n, 1.0 / n)
@@ -130,18 +158,21 @@ class Random:
 
 
 SCHEDULERS = {
-    "curriculum": lambda b, c: Curriculum(b, c),
-    "anti-curriculum": lambda b, c: Curriculum(b, c, reverse=True),
-    "learned": Learned,
-    "random": Random,
+    "curriculum": lambda b, c, labels=None: Curriculum(b, c, labels=labels),
+    "anti-curriculum": lambda b, c, labels=None: Curriculum(b, c, reverse=True, labels=labels),
+    "learned": lambda b, c, labels=None: Learned(b, c),
+    "random": lambda b, c, labels=None: Random(b, c),
 }
 
 
-def make_scheduler(balance: np.ndarray, cfg: ScheduleConfig) -> Scheduler:
+def make_scheduler(balance: np.ndarray, cfg: ScheduleConfig, labels: np.ndarray | None = None) -> Scheduler:
+    """The scheduler ``cfg`` names over ``balance`` (``labels``: each sample's class, for ``stratify``)."""
     cfg.validate()
     if len(balance) == 0:
         raise ConfigError("no scores to schedule")
-    return SCHEDULERS[cfg.scheduler](np.asarray(balance, np.float64), cfg)
+    if cfg.stratify and cfg.scheduler not in ("curriculum", "anti-curriculum"):
+        raise ConfigError(f"--stratify shapes a curriculum's growing prefix; {cfg.scheduler} has none")
+    return SCHEDULERS[cfg.scheduler](np.asarray(balance, np.float64), cfg, labels=labels)
 
 
 class Accumulator:

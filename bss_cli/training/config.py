@@ -37,6 +37,7 @@ class TrainConfig:
     lambda0: float = 0.1
     t_grow: int | None = None  # None: a third of the epochs, as the scripts' 40 of 120
     ordered: bool = False
+    stratify: bool = False  # curriculum: the balanced-first prefix within each class
     temperature: float = 1.0
     eps: float = 0.01
     accumulate: bool = False

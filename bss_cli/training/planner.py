@@ -65,7 +65,7 @@ def scores_from_state(state: dict | None) -> Scores | None:
 def schedule_config(cfg: TrainConfig) -> ScheduleConfig:
     name = {"none": "random", "curriculum": "curriculum", "learned": "learned"}[cfg.scheduler]
     return ScheduleConfig(scheduler=name, seed=cfg.seed, pacing=cfg.pacing, lambda0=cfg.lambda0, t_grow=cfg.grow,
-                          shuffle=not cfg.ordered, temperature=cfg.temperature, eps=cfg.eps,
+                          shuffle=not cfg.ordered, stratify=cfg.stratify, temperature=cfg.temperature, eps=cfg.eps,
                           accumulate=cfg.accumulate, decay=cfg.decay)
 
 
