@@ -38,8 +38,9 @@ demo: setup
 	$(BIN)/bss inspect $(OUT)/htad-learned
 	$(BIN)/bss train sample_data/mfeat.parquet --out $(OUT)/mfeat-learned --scheduler learned --quiet
 
+# -n 2: the suite's subprocess-heavy tests run on both cores (pytest-xdist)
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 test-all: setup
 	$(BIN)/python -m pytest -m ""
@@ -48,7 +49,7 @@ test-all: setup
 # the slow tests (more processes, longer runs).
 test-integration: setup
 	$(BIN)/pip install -q -e '.[test,integrations]'
-	$(BIN)/python -m pytest -m "integration or slow"
+	$(BIN)/python -m pytest -n 2 -m "integration or slow"
 
 bench: setup
 	$(BIN)/python benchmarks/run.py $(BENCH)

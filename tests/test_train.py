@@ -134,6 +134,7 @@ def test_plugin_model(tiny_manifest, tmp_path, monkeypatch):
     assert state["model"]["heads.a.weight"].shape[1] == 8
 
 
+@pytest.mark.slow
 def test_two_process_torchrun_gloo(tiny_manifest, tmp_path):
     import socket
 
