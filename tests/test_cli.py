@@ -69,3 +69,48 @@ def test_help_and_inspect_do_not_import_torch(tmp_path, htad):
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
     r = subprocess.run([sys.executable, "-m", "bss_cli", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "score" in r.stdout
+
+
+def _options():
+    import typer.main
+
+    group = typer.main.get_command(app)
+    for name, cmd in group.commands.items():
+        ctx = cmd.make_context(name, [], resilient_parsing=True)
+        for param in cmd.params:
+            yield name, param, param.get_help_record(ctx)
+
+
+def test_every_option_has_help_with_its_default():
+    seen = 0
+    for name, param, record in _options():
+        assert record is not None and record[1].strip(), f"bss {name} {param.name}: no help"
+        if param.param_type_name == "option" and not param.required:
+            assert "default" in record[1] or "required" in record[1], f"bss {name} {record[0]}: no default shown"
+        seen += 1
+    assert seen > 60
+
+
+def test_help_keeps_defaults_and_lists_choices():
+    r = runner.invoke(app, ["train", "--help"], terminal_width=200)
+    assert r.exit_code == 0
+    assert "Data order (default: learned)." in r.stdout and "<none|curriculum|learned>" in r.stdout
+    assert "<bool>" not in r.stdout and "list[" not in runner.invoke(app, ["schedule", "--help"]).stdout
+
+
+def test_version_and_shell_completion():
+    import os
+    import subprocess
+    import sys
+
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.stdout.startswith("bss ")
+    r = runner.invoke(app, ["--help"])
+    assert "--install-completion" in r.stdout and "--show-completion" in r.stdout
+    base = {**os.environ, "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+    done = subprocess.run([sys.executable, "-m", "bss_cli"], capture_output=True, text=True, env={
+        **base, "_BSS_COMPLETE": "complete_bash", "COMP_WORDS": "bss sc", "COMP_CWORD": "1"})
+    assert done.stdout.split() == ["score", "schedule"], done.stderr
+    done = subprocess.run([sys.executable, "-m", "bss_cli"], capture_output=True, text=True, env={
+        **base, "_BSS_COMPLETE": "complete_zsh", "_TYPER_COMPLETE_ARGS": "bss train --sched"})
+    assert '"--scheduler":"Data order (default' in done.stdout and "learned)." in done.stdout, done.stdout

@@ -11,7 +11,8 @@ app = typer.Typer(
     help="Balance-aware sequence sampling for multi-modal training: score, schedule, train, inspect.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
+    rich_markup_mode=None,
 )
 
 

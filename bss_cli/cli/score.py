@@ -21,10 +21,10 @@ Split = choices("Split", ("train", "val", "test", "all"))
 def score(
     manifest: Annotated[Path, typer.Argument(help="Dataset manifest (.parquet, .csv or .jsonl).")],
     out_path: Annotated[Path, typer.Option("--out", "-o", help="Scores file to write (Parquet).")],
-    criterion: Annotated[Criterion, typer.Option(help="Balance criterion (method.md section 3).")] = DEFAULT_CRITERION,
+    criterion: Annotated[Criterion, typer.Option(help="Balance criterion: what 'balanced' measures (README, Scoring).")] = DEFAULT_CRITERION,
     predictions: Annotated[Optional[Path], typer.Option(
-        help="Predictions file from any trainer (see README); scores without torch.")] = None,
-    checkpoint: Annotated[Optional[Path], typer.Option(help="Score with this bss checkpoint.")] = None,
+        help="Predictions file from any trainer (see README); scores without torch (default: none, score with a bss model).")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="Score with this bss checkpoint (read safely: tensors only) (default: none, a fresh seeded model).")] = None,
     warmup: Annotated[int, typer.Option(help="Train a fresh model this many epochs first, then score.")] = 0,
     split: Annotated[Split, typer.Option(help="Which samples to score (min-max over them).")] = "train",
     seed: Annotated[int, typer.Option(help="Seed of the fresh model and of the warm-up.")] = 0,
@@ -32,12 +32,12 @@ def score(
     unimodal_weight: Annotated[float, typer.Option(help="w_uni: weight of each modality head's loss.")] = 1.0,
     hidden: Annotated[int, typer.Option(help="Encoder width of the fresh model.")] = 64,
     model: Annotated[Optional[str], typer.Option(
-        help="Your model plug-in 'module:function' (code you trust; needed to rebuild a plug-in's checkpoint).")] = None,
+        help="Your model plug-in 'module:function' (code you trust; needed to rebuild a plug-in's checkpoint) (default: none, the built-in model).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto (model sources only).")] = "cpu",
     workers: Annotated[int, typer.Option(help="Processes decoding audio/image files (model sources).")] = 0,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Cache decoded spectrograms in this folder.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing output file (atomically).")] = False,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Cache decoded spectrograms in this folder (default: no cache).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors (default: off).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output file (atomically) (default: off, an existing file is refused).")] = False,
 ) -> None:
     """Score every sample of a split for how well its modalities agree (higher = more balanced).
 
