@@ -40,4 +40,4 @@ for module in (_score, _schedule, _train, _inspect, _build_manifest, _sample_dat
 
 
 def main() -> None:
-    app()
+    app(prog_name="bss")
