@@ -52,6 +52,8 @@ def test_crema_d_build_score_train_inspect(crema, tmp_path):
     r = run("build-manifest", "crema-d", crema, "-o", manifest, *MEDIA)
     assert r.exit_code == 0, r.output
     assert "wrote 36 rows" in r.stdout
+    r = run("build-manifest", "crema-d", crema, "-o", tmp_path / "again.parquet", "--json", *MEDIA)
+    assert r.exit_code == 0 and json.loads(r.stdout)["splits"] == {"train": 24, "val": 6, "test": 6}
     r = run("inspect", manifest, "--json")
     assert r.exit_code == 0, r.output
     s = json.loads(r.stdout)

@@ -114,3 +114,22 @@ def test_version_and_shell_completion():
     done = subprocess.run([sys.executable, "-m", "bss_cli"], capture_output=True, text=True, env={
         **base, "_BSS_COMPLETE": "complete_zsh", "_TYPER_COMPLETE_ARGS": "bss train --sched"})
     assert '"--scheduler":"Data order (default' in done.stdout and "learned)." in done.stdout, done.stdout
+
+
+def test_every_command_that_writes_has_json(tiny_manifest, tmp_path):
+    import json
+
+    def js(*args):
+        r = runner.invoke(app, [str(a) for a in args])
+        assert r.exit_code == 0, r.output
+        return json.loads(r.stdout)
+
+    s = js("score", tiny_manifest, "-o", tmp_path / "s.parquet", "--json")
+    assert s["kind"] == "scores" and s["rows"] == 36 and len(s["fingerprint"]) == 16 and s["wrote"].endswith("s.parquet")
+    s = js("schedule", tmp_path / "s.parquet", "-o", tmp_path / "e.parquet", "--epochs", "2", "--json")
+    assert s["kind"] == "schedule" and s["epochs"] == [0, 1] and s["rows"] > 0
+    s = js("sample-data", "mfeat", "--out-dir", tmp_path, "--json")
+    assert s["written"][0]["rows"] == 2000
+    assert js("inspect", tmp_path / "e.parquet", "--json")["kind"] == "schedule"
+    r = runner.invoke(app, ["schedule", str(tmp_path / "s.parquet"), "-o", "-", "--json"])
+    assert r.exit_code == 1 and "--json describes a written file" in r.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -9,7 +10,7 @@ import typer
 
 from bss_cli.artifacts import check_output
 from bss_cli.bounds import bound_problems
-from bss_cli.cli.common import choices, handle_errors, out, wrote
+from bss_cli.cli.common import choices, handle_errors, out, print_json, written, wrote
 from bss_cli.data.layouts import LAYOUTS
 from bss_cli.data.media import MediaConfig
 from bss_cli.errors import ConfigError
@@ -32,6 +33,7 @@ def build_manifest(
     hop: Annotated[int, typer.Option(help="STFT hop.")] = _M.hop,
     image_size: Annotated[int, typer.Option(help="Frames are resized (eval) or crop-resized (train) to this.")] = _M.image_size,
     frames: Annotated[int, typer.Option(help="Frames per clip: the first k in sorted name order.")] = _M.frames,
+    as_json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON on stdout (default: off).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output file (atomically) (default: off, an existing file is refused).")] = False,
 ) -> None:
     """Build a manifest (audio WAV paths + frame folders) that bss score and bss train read.
@@ -40,6 +42,7 @@ def build_manifest(
     """
     from bss_cli.data.layouts import build_manifest as build
 
+    started = time.perf_counter()
     check_output(out_path, force)
     problems = bound_problems({"seed": seed})
     if problems:
@@ -47,9 +50,13 @@ def build_manifest(
     media = MediaConfig(sample_rate=sample_rate, seconds=seconds, n_fft=n_fft, hop=hop, image_size=image_size,
                         frames=frames).validate()
     table = build(Layout(layout).value, root, out_path, media, frames_dir=frames_dir, split=split, seed=seed)
-    wrote(table.num_rows, out_path)
     counts = {s: table["split"].to_pylist().count(s) for s in ("train", "val", "test")}
-    out.print(f"splits: {counts}; classes: {', '.join(sorted(set(table['label'].to_pylist())))}")
+    classes = sorted(set(table["label"].to_pylist()))
+    if as_json:
+        print_json(written(out_path, table.num_rows, started, kind="manifest", splits=counts, classes=classes))
+        return
+    wrote(table.num_rows, out_path)
+    out.print(f"splits: {counts}; classes: {', '.join(classes)}")
 
 
 def register(app: typer.Typer) -> None:

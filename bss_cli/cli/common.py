@@ -61,3 +61,20 @@ def handle_errors(fn=None, *, interrupted: Callable[[dict], str] | None = None):
 
 def wrote(rows: int, path) -> None:
     out.print(f"wrote {rows:,} rows -> {path}")
+
+
+def print_json(record: dict) -> None:
+    """One JSON object on stdout (``--json``): what was written, rows, fingerprints, timings."""
+    import json
+
+    typer.echo(json.dumps(record, indent=2, sort_keys=True, default=str))
+
+
+def written(path, rows: int, started: float, **extra) -> dict:
+    """The ``--json`` record of one written file."""
+    import time
+
+    from bss_cli.artifacts import fingerprint_file
+
+    return {"wrote": str(path), "rows": int(rows), "fingerprint": fingerprint_file(path),
+            "seconds": round(time.perf_counter() - started, 3), **extra}

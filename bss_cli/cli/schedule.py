@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,7 +12,7 @@ import typer
 
 from bss_cli.artifacts import check_output
 from bss_cli.bounds import bound_problems
-from bss_cli.cli.common import choices, handle_errors, wrote
+from bss_cli.cli.common import choices, handle_errors, print_json, written, wrote
 from bss_cli.errors import ConfigError
 from bss_cli.scheduling.pacing import PACING
 from bss_cli.scheduling.schedule_io import FORMATS
@@ -55,14 +56,18 @@ def schedule(
         metavar="SCORES", help="learned --accumulate: earlier epochs' scores files, oldest first (repeatable) (default: none).")] = None,
     fmt: Annotated[Optional[Format], typer.Option("--format", help="Output format (default: from -o, csv for '-').")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors (default: off).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON on stdout (default: off).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output file (atomically) (default: off, an existing file is refused).")] = False,
 ) -> None:
     """Turn balance scores into per-epoch training orderings that any trainer can consume."""
     from bss_cli.scheduling.schedule_io import ScheduleJob, write_schedule
     from bss_cli.scoring.scores import read_scores
 
+    started = time.perf_counter()
     if out != "-":
         check_output(out, force)
+    elif as_json:
+        raise ConfigError("--json describes a written file; with -o - the schedule itself is on stdout")
     problems = bound_problems({"epochs": DEFAULT_EPOCHS if epochs is None else epochs, "epoch": epoch or 0})
     if epoch is not None and epochs is not None and epoch >= epochs and not problems:
         problems.append(f"--epoch {epoch} with --epochs {epochs}: epochs count 0..{epochs - 1}; "
@@ -79,7 +84,10 @@ def schedule(
     fmt_name = _format_for(out, Format(fmt).value if fmt else None)
     if out != "-":
         n = write_schedule(job, out, fmt_name)
-        if not quiet:
+        if as_json:
+            print_json(written(out, n, started, kind="schedule", format=fmt_name, scheduler=cfg.scheduler,
+                               epochs=job.epochs if len(job.epochs) <= 20 else [job.epochs[0], job.epochs[-1]]))
+        elif not quiet:
             wrote(n, out)
         return
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -9,7 +10,7 @@ import typer
 
 from bss_cli.artifacts import check_output
 from bss_cli.bounds import bound_problems
-from bss_cli.cli.common import choices, handle_errors, out, wrote
+from bss_cli.cli.common import choices, handle_errors, out, print_json, written, wrote
 from bss_cli.errors import ConfigError
 from bss_cli.scoring.criteria import CRITERIA, DEFAULT_CRITERION
 
@@ -37,6 +38,7 @@ def score(
     workers: Annotated[int, typer.Option(help="Processes decoding audio/image files (model sources).")] = 0,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Cache decoded spectrograms in this folder (default: no cache).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors (default: off).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON on stdout (default: off).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output file (atomically) (default: off, an existing file is refused).")] = False,
 ) -> None:
     """Score every sample of a split for how well its modalities agree (higher = more balanced).
@@ -48,6 +50,7 @@ def score(
     from bss_cli.scoring.criteria import LossWeights
     from bss_cli.scoring.scores import score_manifest, write_scores
 
+    started = time.perf_counter()
     check_output(out_path, force)
     chosen = [name for name, on in (("--predictions", predictions), ("--checkpoint", checkpoint),
                                     ("--warmup", warmup)) if on]
@@ -80,7 +83,11 @@ def score(
         if not info.is_main:  # rank 0 writes the one file
             return
     write_scores(scores, out_path)
-    if not quiet:
+    if as_json:
+        b = scores.balance
+        print_json(written(out_path, len(b), started, kind="scores", criterion=scores.metadata["bss.criterion"],
+                           balance={"mean": float(b.mean()), "min": float(b.min()), "max": float(b.max())}))
+    elif not quiet:
         b = scores.balance
         wrote(len(b), out_path)
         out.print(f"balance ({scores.metadata['bss.criterion']}): mean {b.mean():.3f}, "

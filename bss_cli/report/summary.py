@@ -137,7 +137,6 @@ def summarise_schedule(path: Path) -> dict:
 
 def summarise_run(path: Path) -> dict:
     """A run folder: settings, per-epoch metrics, best epoch and test, balance scores over epochs."""
-    import json
 
     from bss_cli.training import runs
 
