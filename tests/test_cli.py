@@ -133,3 +133,35 @@ def test_every_command_that_writes_has_json(tiny_manifest, tmp_path):
     assert js("inspect", tmp_path / "e.parquet", "--json")["kind"] == "schedule"
     r = runner.invoke(app, ["schedule", str(tmp_path / "s.parquet"), "-o", "-", "--json"])
     assert r.exit_code == 1 and "--json describes a written file" in r.stderr
+
+
+def test_inspect_understands_every_file_bss_writes(tiny_manifest, tmp_path):
+    import json
+
+    from bss_cli.training.config import TrainConfig
+    from bss_cli.training.trainer import train
+
+    train(TrainConfig(manifest=str(tiny_manifest), out=str(tmp_path / "run"), epochs=2, hidden=8, quiet=True))
+    assert runner.invoke(app, ["score", str(tiny_manifest), "-o", str(tmp_path / "s.parquet")]).exit_code == 0
+    for fmt in ("csv", "jsonl"):
+        r = runner.invoke(app, ["schedule", str(tmp_path / "s.parquet"), "-o", str(tmp_path / f"e.{fmt}"),
+                                "--epochs", "2"])
+        assert r.exit_code == 0, r.output
+    kinds = {}
+    for name in ("run", "run/summary.json", "run/settings.json", "run/best.pt", "run/metrics.parquet", "s.parquet",
+                 "e.csv", "e.jsonl", "run/epochs/epoch-0001/schedule.parquet"):
+        r = runner.invoke(app, ["inspect", str(tmp_path / name), "--json"])
+        assert r.exit_code == 0, (name, r.output)
+        kinds[name] = json.loads(r.stdout)["kind"]
+        assert runner.invoke(app, ["inspect", str(tmp_path / name)], terminal_width=80).exit_code == 0
+    assert kinds == {"run": "run", "run/summary.json": "summary", "run/settings.json": "settings",
+                     "run/best.pt": "checkpoint", "run/metrics.parquet": "metrics", "s.parquet": "scores",
+                     "e.csv": "schedule", "e.jsonl": "schedule", "run/epochs/epoch-0001/schedule.parquet": "schedule"}
+    s = json.loads(runner.invoke(app, ["inspect", str(tmp_path / "s.parquet"), "--json"]).stdout)
+    assert s["most_balanced"][0]["label"] in ("0", "1", "2")  # class names (here the codes' names)
+    # a run's settings.json re-runs it
+    r = runner.invoke(app, ["train", "--config", str(tmp_path / "run" / "settings.json"), "--out",
+                            str(tmp_path / "again"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    a = (tmp_path / "run" / "metrics.parquet").read_bytes()
+    assert a == (tmp_path / "again" / "metrics.parquet").read_bytes()

@@ -159,7 +159,7 @@ def test_inspect_plot(tiny_manifest, tmp_path):
     train(TrainConfig(manifest=str(tiny_manifest), out=str(tmp_path / "run"), epochs=2))
     r = run("inspect", tmp_path / "run", "--plot", tmp_path / "curves.png")
     if importlib.util.find_spec("matplotlib") is None:
-        assert r.exit_code == 1 and "--plot needs matplotlib, an optional extra: pip install 'bss[plot]'" in r.stderr
+        assert r.exit_code == 1 and "--plot needs matplotlib, an optional extra of this checkout: .venv/bin/pip install -e '.[plot]'" in r.stderr
         assert not (tmp_path / "curves.png").exists()
     else:
         assert r.exit_code == 0, r.output

@@ -120,12 +120,17 @@ def render_schedule(s: dict) -> None:
 def render_run(s: dict) -> None:
     st = s["settings"]
     out.print(f"[bold]run[/] {s['path']}  (scheduler {st.get('scheduler')}, {len(s['epochs'])}/{st.get('epochs')} epochs)")
+    best = (s["summary"] or {}).get("best_epoch")
     if s["epochs"]:
-        keys = ["epoch", "train_loss", "val_acc", "val_macro_f1", "val_map", "val_imbalance", "subset_size",
-                "mean_balance", "samples_per_s"]
+        cols = {"epoch": "epoch", "train_loss": "loss", "val_acc": "val acc", "val_macro_f1": "F1", "val_map": "mAP",
+                "val_imbalance": "imbal.", "subset_size": "size", "mean_balance": "balance", "samples_per_s": "samp/s"}
+        out.print(_compact_table("per epoch (validation; * = the epoch selected on val accuracy)",
+                                 [{cols[k]: r.get(k) for k in cols if k in r} for r in s["epochs"]], best))
         heads = [k for k in s["epochs"][0] if k.startswith("val_acc_")]
-        rows = [{k: r[k] for k in keys[:5] + heads + keys[5:] if k in r} for r in s["epochs"]]
-        out.print(_records_table("per epoch (validation)", rows))
+        if heads:  # one column per modality head: its own table, so both fit 80 columns
+            out.print(_compact_table("validation accuracy of each modality's head",
+                                     [{"epoch": r["epoch"], **{h[len("val_acc_"):]: r.get(h) for h in heads}}
+                                      for r in s["epochs"]], best))
     if s["balance"]:
         out.print(_records_table("balance scores over epochs (train split)",
                                  [{k: b[k] for k in ("epoch", "mean", "std", "min", "q25", "median", "q75", "max")}
@@ -134,6 +139,30 @@ def render_run(s: dict) -> None:
         sm = s["summary"]
         out.print(_kv_table(f"best epoch {sm['best_epoch']} by val accuracy; test once with that checkpoint",
                             {k: f"{v:.4f}" for k, v in sm["test"].items()}))
+
+
+def _compact_table(title: str, rows: list[dict], best: int | None) -> Table:
+    from rich import box
+
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+    if not rows:
+        return t
+    for col in rows[0]:
+        t.add_column(col, justify="right", no_wrap=True)
+    shown = rows if len(rows) <= MAX_EPOCH_ROWS else rows[:MAX_EPOCH_ROWS // 2] + rows[-MAX_EPOCH_ROWS // 2:]
+    for i, r in enumerate(shown):
+        if len(shown) < len(rows) and i == MAX_EPOCH_ROWS // 2:
+            t.add_row("...", *[""] * (len(r) - 1))
+        cells = []
+        for k, v in r.items():
+            if k == "epoch":
+                cells.append(f"{v}*" if v == best else str(v))
+            elif isinstance(v, float):
+                cells.append(f"{v:,.0f}" if k == "samp/s" else f"{v:.3f}")
+            else:
+                cells.append("-" if v is None else f"{v:,}" if isinstance(v, int) else str(v))
+        t.add_row(*cells)
+    return t
 
 
 def render_metrics(s: dict) -> None:
@@ -156,8 +185,20 @@ def render_checkpoint(s: dict) -> None:
     out.print(t)
 
 
+def render_summary(s: dict) -> None:
+    out.print(f"[bold]summary[/] {s['path']}: {s.get('scheduler')}, best epoch {s['best_epoch']} of "
+              f"{s.get('epochs')} by val accuracy ({s['best_val_acc']:.4f})")
+    out.print(_kv_table("test, once, with the best checkpoint", {k: f"{v:.4f}" for k, v in s["test"].items()}))
+
+
+def render_settings(s: dict) -> None:
+    out.print(f"[bold]settings[/] {s['path']}  (bss train --config accepts this file)")
+    out.print(_kv_table("settings", s["settings"]))
+
+
 RENDERERS = {"manifest": render_manifest, "scores": render_scores, "schedule": render_schedule, "run": render_run,
-             "metrics": render_metrics, "checkpoint": render_checkpoint}
+             "metrics": render_metrics, "checkpoint": render_checkpoint, "summary": render_summary,
+             "settings": render_settings}
 
 
 @handle_errors
@@ -180,6 +221,8 @@ def inspect(
 
         check_output(plot, force=True)
         out.print(f"wrote {plot_run(summary, plot)}")
+        if not as_json:
+            return  # the plot is what was asked for: one line, not the tables too
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return

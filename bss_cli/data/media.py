@@ -177,7 +177,8 @@ def _pil():
     try:
         from PIL import Image
     except ImportError:
-        raise ConfigError("image modalities need Pillow, an optional extra: pip install 'bss[image]'") from None
+        raise ConfigError("image modalities need Pillow, an optional extra of this checkout: .venv/bin/pip install "
+                          "-e '.[image]' (or pip install pillow)") from None
     return Image
 
 

@@ -17,8 +17,8 @@ def plot_run(summary: dict, out: str | Path) -> Path:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ConfigError("--plot needs matplotlib, an optional extra: pip install 'bss[plot]' "
-                          "(or pip install matplotlib)") from None
+        raise ConfigError("--plot needs matplotlib, an optional extra of this checkout: .venv/bin/pip install "
+                          "-e '.[plot]' (or pip install matplotlib into the environment that runs bss)") from None
     rows = summary["epochs"]
     if not rows:
         raise ConfigError(f"{summary['path']}: no epochs recorded yet; nothing to plot")
@@ -29,6 +29,12 @@ def plot_run(summary: dict, out: str | Path) -> Path:
     ax.plot(epochs, [r["val_acc"] for r in rows], label="model", lw=2, color="black")
     for h in heads:
         ax.plot(epochs, [r[h] for r in rows], label=h.removeprefix("val_acc_"))
+    best = (summary.get("summary") or {}).get("best_epoch")
+    if best is not None and best in epochs:
+        for a in axes[:2]:
+            a.axvline(best, color="grey", ls="--", lw=1)
+        ax.plot([best], [rows[epochs.index(best)]["val_acc"]], "o", color="black",
+                label=f"selected (epoch {best})")
     ax.set(title="validation accuracy", xlabel="epoch", ylabel="accuracy")
     ax.legend(fontsize=8)
     ax = axes[1]

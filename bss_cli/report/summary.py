@@ -75,9 +75,12 @@ def summarise_scores(path: Path) -> dict:
         for i, m in enumerate(heads):
             per_modality[m]["dominates"] = int((best == i).sum())
 
+    classes = [str(c) for c in meta.get("classes") or []]
+
     def sample(i: int) -> dict:
+        code = int(table[S.LABEL][int(i)].as_py())
         row = {"sample_id": table[S.SAMPLE_ID][int(i)].as_py(), "balance": float(balance[i]),
-               "label": int(table[S.LABEL][int(i)].as_py())}
+               "label": classes[code] if code < len(classes) else code}
         row.update({f"p_true_{m}": float(ptrue[m][i]) for m in heads})
         return row
 
@@ -108,10 +111,12 @@ def _consecutive(prev_rows: np.ndarray, rows: np.ndarray) -> dict:
 
 
 def summarise_schedule(path: Path) -> dict:
-    from bss_cli.scheduling.schedule_io import ScheduleFile
+    from bss_cli.scheduling.schedule_io import ScheduleFile, TableSchedule, open_schedule
 
-    f = ScheduleFile(path)
-    has_labels = S.LABEL in f._file.schema_arrow.names
+    f = open_schedule(path)
+    if not isinstance(f, ScheduleFile):
+        f = TableSchedule(f)
+    has_labels = S.LABEL in f.columns
     classes = [str(c) for c in meta_json(f.metadata, S.META_CLASSES, []) or []]
     epochs, prev, warnings = [], None, []
     for e in f.epochs:
@@ -132,7 +137,7 @@ def summarise_schedule(path: Path) -> dict:
         epochs.append(info)
         prev = rows
     return {"kind": S.KIND_SCHEDULE, "path": str(path), "metadata": _metadata(path), "epochs": epochs,
-            "rows": sum(e["size"] for e in epochs), "warnings": warnings}
+            "rows": sum(e["size"] for e in epochs), "warnings": warnings, "format": path.suffix.lstrip(".").lower()}
 
 
 def summarise_run(path: Path) -> dict:
@@ -193,6 +198,28 @@ def summarise_checkpoint(path: Path) -> dict:
             "best": saved.get("best"), "epochs_recorded": len(saved.get("history", []))}
 
 
+def _is_schedule_text(path: Path) -> bool:
+    """A CSV / JSON Lines file whose header (first line) names the schedule columns."""
+    with open(path, "rb") as f:
+        head = f.readline(65536).decode(errors="replace")
+    return all(c in head for c in (S.EPOCH, S.POSITION, S.ROW)) and S.SPLIT not in head
+
+
+def summarise_json(path: Path) -> dict:
+    """A run's ``summary.json`` or ``settings.json``."""
+    from dataclasses import fields
+
+    from bss_cli.training.config import TrainConfig
+
+    data = _read_json(path)
+    if isinstance(data, dict) and {"best_epoch", "test"} <= set(data):
+        return {"kind": "summary", "path": str(path), **data}
+    known = {f.name for f in fields(TrainConfig)}
+    if isinstance(data, dict) and data and set(data) <= known:
+        return {"kind": "settings", "path": str(path), "settings": data}
+    raise ArtifactError(f"{path}: a JSON file, but not a bss run's summary.json or settings.json")
+
+
 def summarise_metrics(path: Path) -> dict:
     return {"kind": S.KIND_METRICS, "path": str(path), "metadata": _metadata(path),
             "epochs": pq.read_table(path).to_pylist()}
@@ -215,6 +242,10 @@ def summarise(path: str | Path) -> dict:
         return summarise_run(path)
     if path.suffix.lower() in (".pt", ".pth"):
         return summarise_checkpoint(path)
+    if path.suffix.lower() == ".json":
+        return summarise_json(path)
+    if path.suffix.lower() in (".csv", ".jsonl") and _is_schedule_text(path):
+        return summarise_schedule(path)
     kind = None
     if path.suffix.lower() in (".parquet", ".pq"):
         kind = read_metadata(path).get(S.META_KIND)

@@ -200,6 +200,7 @@ class ScheduleFile:
             raise ArtifactError(f"{self.path}: {self._file.num_row_groups} row groups for {len(self.epochs)} epochs; "
                                 "the file was not written by bss schedule")
         self._job: ScheduleJob | None = None
+        self.columns = self._file.schema_arrow.names
 
     def epoch(self, epoch: int, columns: Iterable[str] | None = None) -> pa.Table:
         columns = list(columns) if columns else None
@@ -260,6 +261,21 @@ def read_schedule_table(path: str | Path) -> pa.Table:
         raise ArtifactError(f"{path}: lacks schedule column(s) {', '.join(missing)}; expected what bss schedule "
                             "writes (epoch, position, sample_id, row, probability, balance)")
     return table
+
+
+class TableSchedule:
+    """A whole schedule in memory (from CSV / JSON Lines), read like a :class:`ScheduleFile`."""
+
+    def __init__(self, table: pa.Table, metadata: dict | None = None):
+        self.table, self.metadata = table, metadata or {}
+        self.columns = table.column_names
+        self.epochs = sorted(set(table[S.EPOCH].to_pylist()))
+
+    def epoch(self, epoch: int, columns: Iterable[str] | None = None) -> pa.Table:
+        if epoch not in self.epochs:
+            raise ConfigError(f"the schedule holds epochs {_span(self.epochs)}, not epoch {epoch}")
+        t = self.table.filter(pc.equal(self.table[S.EPOCH], epoch)).sort_by(S.POSITION)
+        return t.select(list(columns)) if columns else t
 
 
 def open_schedule(path: str | Path):

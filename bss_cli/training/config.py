@@ -140,14 +140,22 @@ class TrainConfig:
 
 
 def load_toml(path: str | Path) -> dict:
-    """Read a run file; its keys are the flags' names with '_' or '-' (e.g. ``batch_size = 64``)."""
+    """Read a settings file: TOML whose keys are the flags' names with '_' or '-' (``batch_size = 64``),
+    or a run's own ``settings.json`` (to re-run it: give a new --out)."""
+    import json
+
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
+        text = path.read_text()
+        raw = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+    except (FileNotFoundError, IsADirectoryError):
         raise ConfigError(f"--config {path}: no such file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--config {path}: not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"--config {path}: expected a table of settings, found {type(raw).__name__}")
     known = {f.name for f in fields(TrainConfig)}
     out, unknown = {}, []
     for key, value in raw.items():
