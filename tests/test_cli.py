@@ -149,14 +149,14 @@ def test_inspect_understands_every_file_bss_writes(tiny_manifest, tmp_path):
         assert r.exit_code == 0, r.output
     kinds = {}
     for name in ("run", "run/summary.json", "run/settings.json", "run/best.pt", "run/metrics.parquet", "s.parquet",
-                 "e.csv", "e.jsonl", "run/epochs/epoch-0001/schedule.parquet"):
+                 "e.csv", "e.jsonl", "run/epochs/epoch=1/schedule.parquet"):
         r = runner.invoke(app, ["inspect", str(tmp_path / name), "--json"])
         assert r.exit_code == 0, (name, r.output)
         kinds[name] = json.loads(r.stdout)["kind"]
         assert runner.invoke(app, ["inspect", str(tmp_path / name)], terminal_width=80).exit_code == 0
     assert kinds == {"run": "run", "run/summary.json": "summary", "run/settings.json": "settings",
                      "run/best.pt": "checkpoint", "run/metrics.parquet": "metrics", "s.parquet": "scores",
-                     "e.csv": "schedule", "e.jsonl": "schedule", "run/epochs/epoch-0001/schedule.parquet": "schedule"}
+                     "e.csv": "schedule", "e.jsonl": "schedule", "run/epochs/epoch=1/schedule.parquet": "schedule"}
     s = json.loads(runner.invoke(app, ["inspect", str(tmp_path / "s.parquet"), "--json"]).stdout)
     assert s["most_balanced"][0]["label"] in ("0", "1", "2")  # class names (here the codes' names)
     # a run's settings.json re-runs it

@@ -547,7 +547,7 @@ def test_same_seed_runs_are_byte_identical(ws, tmp_path):
     assert sorted(a) == sorted(b)
     differ = [k for k in a if a[k] != b[k]]
     assert differ == ["timings.parquet"]
-    assert "last.pt" in a and "epochs/epoch-0001/scores.parquet" in a
+    assert "last.pt" in a and "epochs/epoch=1/scores.parquet" in a
     assert json.loads(a["summary.json"])["best_epoch"] in (0, 1)
 
 

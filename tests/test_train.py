@@ -49,7 +49,7 @@ def test_end_to_end_score_schedule_train_resume_inspect(tiny_manifest, tmp_path)
     assert summary["scheduler"] == "learned" and set(summary["test"]) >= {"acc", "macro_f1", "map", "acc_a", "acc_b",
                                                                           "imbalance"}
     epochs = sorted(p.name for p in (tmp_path / "run2" / "epochs").iterdir())
-    assert epochs == ["epoch-0000", "epoch-0001", "epoch-0002"]
+    assert epochs == ["epoch=0", "epoch=1", "epoch=2"]
     for e in epochs:
         assert {p.name for p in (tmp_path / "run2" / "epochs" / e).iterdir()} == {"scores.parquet", "schedule.parquet"}
     r = run("inspect", tmp_path / "run2", "--json")
@@ -97,7 +97,7 @@ def test_killed_and_resumed_run_equals_uninterrupted(tiny_manifest, tmp_path, se
 def test_same_seed_same_run_bytes(tiny_manifest, tmp_path):
     for name in ("a", "b"):
         train(TrainConfig(manifest=str(tiny_manifest), out=str(tmp_path / name), epochs=2))
-    for rel in ("epochs/epoch-0001/scores.parquet", "epochs/epoch-0001/schedule.parquet"):
+    for rel in ("epochs/epoch=1/scores.parquet", "epochs/epoch=1/schedule.parquet"):
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
     assert metrics(tmp_path / "a") == metrics(tmp_path / "b")
 
@@ -174,3 +174,15 @@ def test_inspect_metrics_file(tiny_manifest, tmp_path):
     assert r.exit_code == 0, r.output
     s = json.loads(r.stdout)
     assert s["kind"] == "metrics" and [e["epoch"] for e in s["epochs"]] == [0, 1]
+
+
+def test_epoch_folders_read_back_with_their_epoch_by_one_glob(tiny_manifest, tmp_path):
+    import glob
+
+    import pyarrow.dataset as ds
+
+    train(TrainConfig(manifest=str(tiny_manifest), out=str(tmp_path / "run"), epochs=3, hidden=8, quiet=True))
+    base = str(tmp_path / "run" / "epochs")
+    table = ds.dataset(sorted(glob.glob(base + "/*/scores.parquet")), format="parquet", partitioning="hive",
+                       partition_base_dir=base).to_table()
+    assert sorted(set(table["epoch"].to_pylist())) == [0, 1, 2] and table.num_rows == 3 * 36

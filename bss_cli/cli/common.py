@@ -28,6 +28,37 @@ def fail(message: str) -> None:
     raise typer.Exit(1)
 
 
+class StageProgress:
+    """Rich progress bars per stage on a terminal (stderr); nothing when piped or with --quiet.
+
+    Used as ``with StageProgress(quiet) as progress: work(progress=progress)``; the library calls
+    ``progress(stage, done, total)``.
+    """
+
+    def __init__(self, quiet: bool):
+        self.bars = None
+        if not quiet and err.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeRemainingColumn(), console=err, transient=True)
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self):
+        if self.bars:
+            self.bars.start()
+        return self if self.bars else None
+
+    def __exit__(self, *exc):
+        if self.bars:
+            self.bars.stop()
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.bars.add_task(stage, total=total)
+        self.bars.update(self.tasks[stage], completed=done, total=total)
+
+
 INTERRUPTED = "interrupted: nothing was written; existing outputs are unchanged"
 
 

@@ -68,6 +68,9 @@ def schedule(
         check_output(out, force)
     elif as_json:
         raise ConfigError("--json describes a written file; with -o - the schedule itself is on stdout")
+    elif (fmt and Format(fmt).value in ("npy", "parquet")) and sys.stdout.isatty():
+        raise ConfigError(f"--format {Format(fmt).value} is binary and stdout is a terminal; pipe it into a program "
+                          "or write a file with -o FILE")
     problems = bound_problems({"epochs": DEFAULT_EPOCHS if epochs is None else epochs, "epoch": epoch or 0})
     if epoch is not None and epochs is not None and epoch >= epochs and not problems:
         problems.append(f"--epoch {epoch} with --epochs {epochs}: epochs count 0..{epochs - 1}; "

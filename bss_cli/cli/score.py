@@ -10,7 +10,7 @@ import typer
 
 from bss_cli.artifacts import check_output
 from bss_cli.bounds import bound_problems
-from bss_cli.cli.common import choices, handle_errors, out, print_json, written, wrote
+from bss_cli.cli.common import StageProgress, choices, handle_errors, out, print_json, written, wrote
 from bss_cli.errors import ConfigError
 from bss_cli.scoring.criteria import CRITERIA, DEFAULT_CRITERION
 
@@ -73,9 +73,11 @@ def score(
         kind = "checkpoint" if checkpoint else ("warmup" if warmup else "init")
         source = ModelSource(kind=kind, checkpoint=str(checkpoint) if checkpoint else None,
                              warmup_epochs=warmup, seed=seed, hidden=hidden, model=model)
-    scores = score_manifest(manifest, criterion=Criterion(criterion).value, predictions=predictions, source=source,
-                            weights=LossWeights(fused_weight, unimodal_weight), split=Split(split).value,
-                            device=device, workers=workers, cache_dir=cache_dir, info=info)
+    with StageProgress(quiet or as_json or (info is not None and not info.is_main)) as progress:
+        scores = score_manifest(manifest, criterion=Criterion(criterion).value, predictions=predictions,
+                                source=source, weights=LossWeights(fused_weight, unimodal_weight),
+                                split=Split(split).value, device=device, workers=workers, cache_dir=cache_dir,
+                                info=info, progress=progress)
     if info is not None and info.enabled:
         from bss_cli.models.distributed import teardown
 

@@ -153,11 +153,13 @@ def summarise_run(path: Path) -> dict:
     metrics = [{**r, **timings.get(r.get("epoch"), {})} for r in metrics]
     summary = _read_json(path / runs.SUMMARY) if (path / runs.SUMMARY).exists() else None
     balance = []
-    for folder in sorted((path / runs.EPOCHS_DIR).glob("epoch-*")) if (path / runs.EPOCHS_DIR).exists() else []:
+    folders = sorted((path / runs.EPOCHS_DIR).glob("epoch=*"), key=runs.epoch_of) \
+        if (path / runs.EPOCHS_DIR).exists() else []
+    for folder in folders:
         scores = folder / runs.SCORES_FILE
         if scores.exists():
             b = _read_rows(scores, [S.BALANCE], table=True)[S.BALANCE].to_numpy()
-            balance.append({"epoch": int(folder.name.split("-")[1]), **describe(b), "histogram": histogram(b)})
+            balance.append({"epoch": runs.epoch_of(folder), **describe(b), "histogram": histogram(b)})
     return {"kind": "run", "path": str(path), "settings": settings, "epochs": metrics, "summary": summary,
             "balance": balance}
 

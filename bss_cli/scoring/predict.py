@@ -154,7 +154,7 @@ def check_model(model, data: ManifestData, manifest: Manifest, where: str) -> No
 
 
 def model_for_source(source: ModelSource, manifest: Manifest, data: ManifestData, weights: LossWeights,
-                     info=None):
+                     info=None, progress: Progress | None = None):
     """Build (and for a warm-up, train) the model a source names; return it and its fingerprint.
 
     Under torchrun (``info``), rank 0's warm-up weights are broadcast, so every rank scores with
@@ -184,8 +184,10 @@ def model_for_source(source: ModelSource, manifest: Manifest, data: ManifestData
         opt = make_optimizer(model, OptimConfig(lr=source.lr))
         gen = np.random.default_rng([source.seed, 1])
         train_rows = manifest.indices("train")
-        for _ in range(source.warmup_epochs):
+        for epoch in range(source.warmup_epochs):
             train_epoch(model, opt, data, gen.permutation(train_rows), batch_size=source.batch_size, weights=weights)
+            if progress:
+                progress(epoch + 1, source.warmup_epochs)
         if info is not None and info.enabled:
             import torch.distributed as dist
 

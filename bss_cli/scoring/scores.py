@@ -143,7 +143,8 @@ def score_manifest(manifest_path: str | Path, *, criterion: str = "prediction-si
 
     ``source`` is a :class:`bss_cli.scoring.predict.ModelSource`; torch is imported only on that path.
     ``info`` (a :class:`~bss_cli.models.distributed.DistInfo` under torchrun) shards the model's
-    scoring pass across ranks; every rank gets the same scores.
+    scoring pass across ranks; every rank gets the same scores. ``progress(stage, done, total)``
+    hears of the warm-up epochs (stage "warm-up") and the scoring pass (stage "scoring").
     """
     from bss_cli.data.manifest import load_manifest
     from bss_cli.scoring.criteria import get_criterion
@@ -164,9 +165,10 @@ def score_manifest(manifest_path: str | Path, *, criterion: str = "prediction-si
     _check_rows(manifest, split)
     data = ManifestData(manifest, device=device, workers=workers, cache_dir=cache_dir)
     info = info or DistInfo()
-    model, fp = model_for_source(source, manifest, data, weights, info)
+    stage = (lambda name: (lambda done, total: progress(name, done, total))) if progress else (lambda name: None)
+    model, fp = model_for_source(source, manifest, data, weights, info, progress=stage("warm-up"))
     rows = manifest.indices(split)
     preds = predict_sharded(model, data, rows, info, weights=weights, batch_size=batch_size,
-                            grad_norm="grad_norm" in crit.parts, progress=progress)
+                            grad_norm="grad_norm" in crit.parts, progress=stage("scoring"))
     return build_scores(manifest, rows, preds, criterion=criterion, weights=weights, source=source.describe(),
                         source_fingerprint=fp, seed=source.seed, split=split)

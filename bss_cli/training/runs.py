@@ -5,7 +5,8 @@
     RUN/timings.parquet        one row per epoch (kind 'timings'): seconds per phase, samples/s
     RUN/summary.json           best epoch by validation, test metrics of that checkpoint
     RUN/last.pt, RUN/best.pt   checkpoints
-    RUN/epochs/epoch-0003/     scores.parquet (when scored for that epoch), schedule.parquet
+    RUN/epochs/epoch=3/        scores.parquet (when scored for that epoch), schedule.parquet (Hive-style:
+                               a glob read with DuckDB, polars or pyarrow recovers the epoch)
     RUN/.bss-lock              held (flock) by the one bss train writing the folder
 
 Everything but ``timings.parquet`` is the same, byte for byte, for the same settings and seed
@@ -43,7 +44,11 @@ LAUNCH_KEYS = ("out", "resume", "quiet")
 
 
 def epoch_dir(run: Path, epoch: int) -> Path:
-    return Path(run) / EPOCHS_DIR / f"epoch-{epoch:04d}"
+    return Path(run) / EPOCHS_DIR / f"epoch={epoch}"
+
+
+def epoch_of(folder: Path) -> int:
+    return int(folder.name.partition("=")[2])
 
 
 def write_json(path: Path, obj) -> None:
