@@ -12,7 +12,7 @@ import typer
 
 from bss_cli.artifacts import check_output
 from bss_cli.bounds import bound_problems
-from bss_cli.cli.common import choices, handle_errors, print_json, written, wrote
+from bss_cli.cli.common import StageProgress, choices, handle_errors, print_json, written, wrote
 from bss_cli.errors import ConfigError
 from bss_cli.scheduling.pacing import PACING
 from bss_cli.scheduling.schedule_io import FORMATS
@@ -86,7 +86,8 @@ def schedule(
     job.effective_balance()  # validate before anything is written
     fmt_name = _format_for(out, Format(fmt).value if fmt else None)
     if out != "-":
-        n = write_schedule(job, out, fmt_name)
+        with StageProgress(quiet or as_json) as progress:
+            n = write_schedule(job, out, fmt_name, progress=progress)
         if as_json:
             print_json(written(out, n, started, kind="schedule", format=fmt_name, scheduler=cfg.scheduler,
                                epochs=job.epochs if len(job.epochs) <= 20 else [job.epochs[0], job.epochs[-1]]))

@@ -164,7 +164,7 @@ WRITERS = {"parquet": _write_parquet, "csv": _write_csv, "jsonl": _write_jsonl, 
 
 
 def write_schedule(job: ScheduleJob, out: str | Path | BinaryIO, fmt: str = "parquet",
-                   tables: Iterable[pa.Table] | None = None) -> int:
+                   tables: Iterable[pa.Table] | None = None, progress=None) -> int:
     """Write ``job`` to a path (atomically) or to an open binary stream; return the row count.
 
     ``tables``: the job's epoch tables when the caller already drew them (the trainer trains on
@@ -173,10 +173,18 @@ def write_schedule(job: ScheduleJob, out: str | Path | BinaryIO, fmt: str = "par
     if fmt not in WRITERS:
         raise ConfigError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     tables = job.tables() if tables is None else tables
+    if progress is not None:  # progress(stage, epochs written, epochs)
+        tables = _counted(tables, len(job.epochs), progress)
     if isinstance(out, (str, Path)):
         with atomic_path(out) as tmp, open(tmp, "wb") as f:
             return WRITERS[fmt](f, job, tables)
     return WRITERS[fmt](out, job, tables)
+
+
+def _counted(tables: Iterable[pa.Table], total: int, progress) -> Iterator[pa.Table]:
+    for i, t in enumerate(tables):
+        yield t
+        progress("epochs", i + 1, total)
 
 
 class ScheduleFile:

@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from bss_cli import __version__
 from bss_cli.artifacts import fingerprint_text
 from bss_cli.data.datasets import ManifestData, batch_loader
 from bss_cli.data.manifest import load_manifest
@@ -308,7 +309,10 @@ class Trainer:
         model.load_state_dict(best[C.MODEL_STATE])
         model.to(self.device)
         test = self._evaluate(self.test_rows, model) if len(self.test_rows) else {}
-        summary = {"scheduler": self.cfg.scheduler, "epochs": self.cfg.epochs,
+        settings = runs.run_settings(self.cfg.to_dict())
+        summary = {"bss_version": __version__, "manifest_fingerprint": self.manifest.fingerprint,
+                   "settings_fingerprint": fingerprint_text(json.dumps(settings, sort_keys=True)),
+                   "scheduler": self.cfg.scheduler, "epochs": self.cfg.epochs,
                    "best_epoch": self.best["epoch"], "best_val_acc": self.best["val_acc"],
                    "test": test, "final_val": {k: v for k, v in self.history[-1].items() if k.startswith("val_")}}
         if self.info.is_main:
