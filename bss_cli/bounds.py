@@ -67,6 +67,7 @@ BOUNDS: dict[str, Bound] = {
     "epoch": _COUNT,
     "batch_size": _POSITIVE_INT,
     "workers": _COUNT,
+    "threads": Bound(int, 1, optional=True),
     "warmup": _COUNT,
     "hidden": _POSITIVE_INT,
     "fused_weight": _WEIGHT,

@@ -68,14 +68,19 @@ def test_help_and_inspect_do_not_import_torch(tmp_path, htad):
             "assert 'torch' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
     r = subprocess.run([sys.executable, "-m", "bss_cli", "--help"], capture_output=True, text=True)
-    assert r.returncode == 0 and "score" in r.stdout
+    assert r.returncode == 0 and "score" in r.stdout and "build-manifest" in r.stdout
+    code = ("import sys\nfrom bss_cli.cli.app import app\ntry:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('numpy', 'pyarrow', 'torch') if m in sys.modules]\nassert not heavy, heavy\n")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
 def _options():
     import typer.main
 
     group = typer.main.get_command(app)
-    for name, cmd in group.commands.items():
+    root = group.make_context("bss", [], resilient_parsing=True)
+    for name in group.list_commands(root):
+        cmd = group.get_command(root, name)
         ctx = cmd.make_context(name, [], resilient_parsing=True)
         for param in cmd.params:
             yield name, param, param.get_help_record(ctx)

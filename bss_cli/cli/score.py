@@ -35,6 +35,8 @@ def score(
     model: Annotated[Optional[str], typer.Option(
         help="Your model plug-in 'module:function' (code you trust; needed to rebuild a plug-in's checkpoint) (default: none, the built-in model).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto (model sources only).")] = "cpu",
+    threads: Annotated[Optional[int], typer.Option(
+        help="torch CPU threads (default: torch's, which honours OMP_NUM_THREADS).")] = None,
     workers: Annotated[int, typer.Option(help="Processes decoding audio/image files (model sources).")] = 0,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Cache decoded spectrograms in this folder (default: no cache).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors (default: off).")] = False,
@@ -56,7 +58,7 @@ def score(
                                     ("--warmup", warmup)) if on]
     if len(chosen) > 1:
         raise ConfigError(f"{' and '.join(chosen)} name two prediction sources; give one")
-    problems = bound_problems({"workers": workers, "warmup": warmup, "fused_weight": fused_weight,
+    problems = bound_problems({"threads": threads, "workers": workers, "warmup": warmup, "fused_weight": fused_weight,
                                "unimodal_weight": unimodal_weight, "hidden": hidden, "seed": seed})
     if fused_weight == 0 and unimodal_weight == 0:
         problems.append("--fused-weight 0 and --unimodal-weight 0 leave no loss to score; make one > 0")
@@ -69,7 +71,7 @@ def score(
         from bss_cli.models.distributed import setup
         from bss_cli.scoring.predict import ModelSource
 
-        info, device = setup(device)  # under torchrun: join the group, shard the scoring pass
+        info, device = setup(device, threads)  # under torchrun: join the group, shard the scoring pass
         kind = "checkpoint" if checkpoint else ("warmup" if warmup else "init")
         source = ModelSource(kind=kind, checkpoint=str(checkpoint) if checkpoint else None,
                              warmup_epochs=warmup, seed=seed, hidden=hidden, model=model)

@@ -134,6 +134,8 @@ def train(
     seed: Annotated[Optional[int], typer.Option(help="Seed of the model, the data order and every draw, >= 0 (default: 0).")] = None,
     device: Annotated[Optional[Device], typer.Option(help="Device: cuda when available (auto), cpu or cuda (default: auto).")] = None,
     amp: Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA (default: on).")] = None,
+    threads: Annotated[Optional[int], typer.Option(
+        help="torch CPU threads per process (default: torch's, which honours OMP_NUM_THREADS).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="DataLoader worker processes, >= 0 (default: 0).")] = None,
     epoch_artifacts: Annotated[Optional[bool], typer.Option("--epoch-artifacts/--no-epoch-artifacts",
                                                             help="Save each epoch's scores and schedule in the run folder (default: on).")] = None,

@@ -20,7 +20,7 @@ PREDICT_WITH = ("sum", "unimodal", "fused")
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("auto", "cpu", "cuda")
 # Settings that may differ when a run is resumed (they do not change what is computed).
-RESUME_FREE = ("resume", "quiet", "workers", "device")
+RESUME_FREE = ("resume", "quiet", "workers", "device", "threads")
 
 
 @dataclass
@@ -66,6 +66,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     workers: int = 0
+    threads: int | None = None  # torch CPU threads (None: torch's default, or OMP_NUM_THREADS)
     epoch_artifacts: bool = True  # save each epoch's scores and schedule in the run folder
     cache_dir: str | None = None  # cache decoded spectrograms here
     encoder_weights: list[str] | None = None  # 'modality=path' state_dict files for encoders

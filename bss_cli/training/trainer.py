@@ -345,7 +345,7 @@ def _arrays(state):
 def train(cfg: TrainConfig, callbacks: Callbacks | None = None) -> TrainResult:
     """Train as ``cfg`` says; under torchrun, every rank calls this."""
     cfg.validate()
-    info, device = setup(cfg.device)
+    info, device = setup(cfg.device, cfg.threads)
     try:
         return Trainer(cfg, info, device, callbacks or Callbacks()).fit()
     finally:
