@@ -61,7 +61,7 @@ def schedule(
 ) -> None:
     """Turn balance scores into per-epoch training orderings that any trainer can consume."""
     from bss_cli.scheduling.schedule_io import ScheduleJob, write_schedule
-    from bss_cli.scoring.scores import read_scores
+    from bss_cli.scoring.scores import SCHEDULE_COLUMNS, read_scores
 
     started = time.perf_counter()
     if out != "-":
@@ -81,8 +81,9 @@ def schedule(
     cfg = ScheduleConfig(scheduler=SchedulerName(scheduler).value, seed=seed, pacing=Pacing(pacing).value,
                          lambda0=lambda0, t_grow=t_grow, shuffle=not ordered, stratify=stratify,
                          temperature=temperature, eps=eps, accumulate=accumulate, decay=decay).validate()
-    job = ScheduleJob(read_scores(scores), cfg, [epoch] if epoch is not None else list(range(epochs)),
-                      tuple(read_scores(h) for h in history or ()))
+    job = ScheduleJob(read_scores(scores, SCHEDULE_COLUMNS), cfg,
+                      [epoch] if epoch is not None else list(range(epochs)),
+                      tuple(read_scores(h, SCHEDULE_COLUMNS) for h in history or ()))
     job.effective_balance()  # validate before anything is written
     fmt_name = _format_for(out, Format(fmt).value if fmt else None)
     if out != "-":

@@ -114,12 +114,22 @@ def write_scores(scores: Scores, path: str | Path) -> None:
     write_table(scores.table, path, scores.metadata)
 
 
-def read_scores(path: str | Path) -> Scores:
-    """Read a scores artifact, checking its kind, version and the columns schedulers need."""
+SCHEDULE_COLUMNS = (S.SAMPLE_ID, S.ROW, S.BALANCE, S.LABEL)
+
+
+def read_scores(path: str | Path, columns: tuple[str, ...] | None = None) -> Scores:
+    """Read a scores artifact, checking its kind, version and the columns schedulers need.
+
+    ``columns``: read only these (those present), e.g. :data:`SCHEDULE_COLUMNS` for scheduling,
+    so memory is proportional to what is used; default every column.
+    """
     import pyarrow.parquet as pq
 
     meta = require_kind(path, S.KIND_SCORES)
-    table = pq.read_table(path)
+    if columns is not None:
+        present = pq.read_schema(path).names
+        columns = [c for c in columns if c in present]
+    table = pq.read_table(path, columns=columns)
     missing = [c for c in (S.SAMPLE_ID, S.ROW, S.BALANCE) if c not in table.column_names]
     if missing:
         raise ArtifactError(f"{path}: scores file lacks column(s) {', '.join(missing)}; re-create it with bss score")

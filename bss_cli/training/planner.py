@@ -13,7 +13,7 @@ from bss_cli import schema as S
 from bss_cli.errors import ConfigError, rows_text
 from bss_cli.scheduling.schedule_io import ScheduleFile, ScheduleJob
 from bss_cli.scheduling.schedulers import Accumulator, ScheduleConfig
-from bss_cli.scoring.scores import Scores, read_scores
+from bss_cli.scoring.scores import SCHEDULE_COLUMNS, Scores, read_scores
 from bss_cli.training.config import TrainConfig
 
 
@@ -151,7 +151,7 @@ class Planner:
             check_schedule_rows(self.file, cfg.epochs, manifest, train_rows)
         self.static: Scores | None = None
         if cfg.scheduler == "curriculum" and cfg.scores:  # read and checked before the run folder is made
-            self.set_static_scores(read_scores(cfg.scores), f"--scores {cfg.scores}")
+            self.set_static_scores(read_scores(cfg.scores, SCHEDULE_COLUMNS), f"--scores {cfg.scores}")
 
     @property
     def needs_initial_scores(self) -> bool:
