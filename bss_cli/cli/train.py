@@ -170,7 +170,8 @@ def train(
     cfg.validate(lambda name: f"{config}: {name} =" if name in from_file else flag_label(name))
     progress = Progress(cfg.quiet or int(os.environ.get("RANK", "0")) != 0, cfg.epochs)  # one rank reports
     with progress:
-        result = run_training(cfg, Callbacks(on_epoch_start=progress.epoch_start, on_batch=progress.batch,
+        result = run_training(cfg, Callbacks(on_epoch_start=progress.epoch_start,
+                                             on_batch=progress.batch if progress.live else None,
                                              on_epoch_end=progress.epoch_end, on_message=progress.message))
     if result.summary and int(os.environ.get("RANK", "0")) == 0:
         if as_json:

@@ -105,7 +105,10 @@ def batch_loader(data: ManifestData, sampler, batch_size: int, device: torch.dev
     """
     batches = sampler.batches(batch_size) if hasattr(sampler, "batches") else \
         torch.utils.data.BatchSampler(sampler, batch_size, drop_last=False)
-    pin = data.workers > 0 and torch.device(device).type == "cuda"
+    if data.workers == 0:  # in this process: the batches themselves, without a DataLoader's per-batch cost
+        source = _Batches(data, train)
+        return (source.__getitems__(rows) for rows in batches)
+    pin = torch.device(device).type == "cuda"
     return torch.utils.data.DataLoader(_Batches(data, train), batch_sampler=batches, num_workers=data.workers,
                                        collate_fn=_as_is, pin_memory=pin,
                                        prefetch_factor=4 if data.workers > 0 else None)

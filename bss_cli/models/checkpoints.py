@@ -40,6 +40,14 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
         torch.save({FORMAT: VERSION, **state}, f)
 
 
+def copy_checkpoint(src: str | Path, dst: str | Path) -> None:
+    """``dst`` becomes a byte copy of ``src``, atomically."""
+    import shutil
+
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """Read a bss checkpoint without running code from it (tensors and plain values only)."""
     path = Path(path)

@@ -92,8 +92,9 @@ class Trainer:
         self.best = {"epoch": -1, "val_acc": -math.inf}
         self.start_epoch = 0
         self.amp = cfg.amp and self.device.type == "cuda"
-        self.pos_of_row = np.full(m.n, -1, np.int64)
-        self.pos_of_row[self.train_rows] = np.arange(len(self.train_rows))
+        self.pos_of_row = torch.full((m.n,), -1, dtype=torch.long, device=self.device)  # manifest row -> train position
+        self.pos_of_row[torch.as_tensor(self.train_rows, device=self.device)] = torch.arange(
+            len(self.train_rows), device=self.device)
 
     def _fresh_model(self):
         cfg = self.cfg
@@ -141,25 +142,31 @@ class Trainer:
         if self.cb.on_epoch_start:
             self.cb.on_epoch_start(epoch, len(sampler))
         model.train()
-        total, count = 0.0, 0
+        sums, count = [], 0  # per-batch loss sums stay on the device: no host sync per batch
         for batch, (rows, xb, yb) in enumerate(loader):
             xb = {k: v.to(self.device, non_blocking=True) for k, v in xb.items()}
             yb = yb.to(self.device, non_blocking=True)
             out, loss = train_step(model, self.opt, xb, yb, self.weights, self.amp)
             if online is not None:  # statistics of the training pass itself, no extra forward
-                pos = torch.as_tensor(self.pos_of_row[rows.numpy()], device=self.device)
+                pos = self.pos_of_row[rows.to(self.device, non_blocking=True)]
                 for head, z in {**out.logits, "fused": out.fused}.items():
                     if z is not None:
                         online[head][pos] = z.detach().float()
                 online["seen"][pos] = True
-            batch_loss = float(loss.sum())
-            if not math.isfinite(batch_loss):
-                raise TrainingDiverged(self._divergence(epoch, batch, batch_loss))
-            total += batch_loss
+            sums.append(loss.sum())
             count += len(yb)
-            if self.cb.on_batch:
-                self.cb.on_batch(epoch, len(yb), batch_loss / len(yb))
-        return total / max(count, 1), count
+            if self.cb.on_batch:  # progress bars want the loss now (a sync, only when someone watches)
+                value = float(sums[-1])
+                if not math.isfinite(value):
+                    raise TrainingDiverged(self._divergence(epoch, batch, value))
+                self.cb.on_batch(epoch, len(yb), value / len(yb))
+        if not sums:
+            return 0.0, 0
+        sums = torch.stack(sums).float().cpu()
+        bad = torch.nonzero(~torch.isfinite(sums)).flatten()
+        if len(bad):  # the epoch's weights are not saved: last.pt keeps the previous epoch
+            raise TrainingDiverged(self._divergence(epoch, int(bad[0]), float(sums[bad[0]])))
+        return float(sums.sum()) / max(count, 1), count
 
     def _divergence(self, epoch: int, batch: int, value: float) -> str:
         kept = (f"{self.run / runs.LAST} keeps epoch {self.history[-1]['epoch']}" if self.history
@@ -294,10 +301,9 @@ class Trainer:
         if improved:
             self.best = {"epoch": epoch, "val_acc": val["acc"]}
         if main:
-            state = self._state(epoch)
-            if improved:
-                C.save_checkpoint(self.run / runs.BEST, state)
-            C.save_checkpoint(self.run / runs.LAST, state)
+            C.save_checkpoint(self.run / runs.LAST, self._state(epoch))
+            if improved:  # the same bytes: copied, not serialised twice
+                C.copy_checkpoint(self.run / runs.LAST, self.run / runs.BEST)
             runs.write_metrics(self.run, self.history, {"bss.scheduler": cfg.scheduler})
         barrier(self.info)
         if self.cb.on_epoch_end and main:
