@@ -135,3 +135,30 @@ def test_resnet_encoders_and_local_weights(tmp_path):
     cfg.encoder_weights = {"audio": str(tmp_path / "bad.pt")}
     with pytest.raises(ConfigError, match="no key matches the audio encoder"):
         LateFusion(cfg)
+
+
+def test_resnet_training_survives_a_final_batch_of_one(crema, tmp_path):
+    """24 train clips in batches of 23 leave one sample: BatchNorm cannot train on it, so it is skipped."""
+    manifest = tmp_path / "crema.parquet"
+    one_frame = [v if i == 0 or MEDIA[i - 1] != "--frames" else "1" for i, v in enumerate(MEDIA)]
+    assert run("build-manifest", "crema-d", crema, "-o", manifest, *one_frame).exit_code == 0  # 1x1 maps late on
+    r = run("train", manifest, "--out", tmp_path / "run", "--hidden", "4", "--epochs", "2", "--batch-size", "23",
+            "--scheduler", "none", "--quiet", "--json")
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+    r = run("score", manifest, "-o", tmp_path / "s.parquet", "--hidden", "4", "--warmup", "1")
+    assert r.exit_code == 0, r.output
+
+
+def test_batch_sampler_skips_a_short_final_batch_only_when_asked(tiny_manifest, tmp_path):
+    from bss_cli import ScheduleSampler
+    from bss_cli.scheduling.schedule_io import ScheduleJob, write_schedule
+    from bss_cli.scheduling.schedulers import ScheduleConfig
+    from bss_cli.scoring.scores import score_manifest
+
+    write_schedule(ScheduleJob(score_manifest(tiny_manifest), ScheduleConfig(scheduler="random"), [0]),
+                   tmp_path / "s.parquet")
+    s = ScheduleSampler(tmp_path / "s.parquet", rows=True)  # 36 samples
+    assert [len(b) for b in s.batches(35)] == [35, 1]
+    b = s.batches(35, min_size=2)
+    assert [len(x) for x in b] == [35] and len(b) == 1
+    assert [len(x) for x in s.batches(12, min_size=2)] == [12, 12, 12]

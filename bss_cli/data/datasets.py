@@ -97,13 +97,14 @@ def _as_is(batch):
     return batch
 
 
-def batch_loader(data: ManifestData, sampler, batch_size: int, device: torch.device, train: bool = True):
+def batch_loader(data: ManifestData, sampler, batch_size: int, device: torch.device, train: bool = True,
+                 min_size: int = 1):
     """A DataLoader over ``sampler``'s order yielding (rows, inputs, labels) training batches.
 
     With ``data.workers`` > 0 batches are assembled (and files decoded) in worker processes and
     pinned for a fast copy to a GPU.
     """
-    batches = sampler.batches(batch_size) if hasattr(sampler, "batches") else \
+    batches = sampler.batches(batch_size, min_size=min_size) if hasattr(sampler, "batches") else \
         torch.utils.data.BatchSampler(sampler, batch_size, drop_last=False)
     if data.workers == 0:  # in this process: the batches themselves, without a DataLoader's per-batch cost
         source = _Batches(data, train)

@@ -49,13 +49,27 @@ def train_step(model, optimizer, xb: dict, yb: torch.Tensor, weights: LossWeight
     return out, loss.detach()
 
 
+def has_batchnorm(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def min_batch(model: torch.nn.Module) -> int:
+    """The smallest training batch ``model`` can take: 2 with BatchNorm (a batch of one has no
+    variance to normalise by, and train-mode BatchNorm refuses it), else 1. A shorter final batch
+    of an epoch is skipped: at most one sample of the epoch, and only for BatchNorm models."""
+    return 2 if has_batchnorm(model) else 1
+
+
 def train_epoch(model, optimizer, data: ManifestData, order: np.ndarray, *, batch_size: int,
                 weights: LossWeights) -> float:
     """One plain pass over ``order`` (manifest rows) in that order, e.g. a warm-up; mean loss."""
     model.train()
     dev = next(model.parameters()).device
     total, count = 0.0, 0
+    smallest = min_batch(model)
     for start in range(0, len(order), batch_size):
+        if len(order) - start < smallest:
+            break
         xb, yb = data.batch(order[start:start + batch_size], train=True)
         _, loss = train_step(model, optimizer, {m: v.to(dev) for m, v in xb.items()}, yb.to(dev), weights)
         total += float(loss.sum())

@@ -184,9 +184,11 @@ class ScheduleSampler(Sampler[int]):
             self._yielded = i + 1
             yield int(mine[i])
 
-    def batches(self, batch_size: int, drop_last: bool = False) -> "ScheduleBatchSampler":
-        """A batch sampler over this order: one numpy slice per batch instead of one int per sample."""
-        return ScheduleBatchSampler(self, batch_size, drop_last)
+    def batches(self, batch_size: int, drop_last: bool = False, min_size: int = 1) -> "ScheduleBatchSampler":
+        """A batch sampler over this order: one numpy slice per batch instead of one int per sample.
+
+        ``min_size``: a final batch shorter than this is skipped (2 for BatchNorm models)."""
+        return ScheduleBatchSampler(self, batch_size, drop_last, min_size)
 
     # --- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -222,19 +224,23 @@ class ScheduleBatchSampler(Sampler[list[int]]):
     torchdata's ``StatefulDataLoader`` or Lightning can drive it like the sampler itself.
     """
 
-    def __init__(self, sampler: ScheduleSampler, batch_size: int, drop_last: bool = False):
+    def __init__(self, sampler: ScheduleSampler, batch_size: int, drop_last: bool = False, min_size: int = 1):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size {batch_size!r}: expected an integer >= 1")
-        self.sampler, self.batch_size, self.drop_last = sampler, batch_size, drop_last
+        self.sampler, self.batch_size, self.drop_last, self.min_size = sampler, batch_size, drop_last, min_size
+
+    def _stop(self, n: int) -> int:
+        """How many of ``n`` indices are handed out in batches."""
+        full = (n // self.batch_size) * self.batch_size
+        return full if self.drop_last or n - full < self.min_size else n
 
     def __len__(self) -> int:
-        n = len(self.sampler)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return -(-self._stop(len(self.sampler)) // self.batch_size)
 
     def __iter__(self) -> Iterator[list[int]]:
         s = self.sampler
         mine = s._begin()
-        stop = (len(mine) // self.batch_size) * self.batch_size if self.drop_last else len(mine)
+        stop = self._stop(len(mine))
         for i in range(0, stop, self.batch_size):
             batch = mine[i:i + self.batch_size]
             s._yielded = i + len(batch)

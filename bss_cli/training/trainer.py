@@ -26,7 +26,7 @@ from bss_cli.data.manifest import load_manifest
 from bss_cli.errors import BSSError, ConfigError
 from bss_cli.models import checkpoints as C
 from bss_cli.models.distributed import DistInfo, barrier, gather_objects, setup, teardown
-from bss_cli.models.step import OptimConfig, make_optimizer, train_step
+from bss_cli.models.step import OptimConfig, make_optimizer, min_batch, train_step
 from bss_cli.scheduling.sampler import ScheduleSampler
 from bss_cli.scheduling.schedule_io import write_schedule
 from bss_cli.scoring.criteria import LossWeights, Predictions
@@ -84,6 +84,7 @@ class Trainer:
         self.data = ManifestData(m, device=self.device, workers=cfg.workers, cache_dir=cfg.cache_dir)
         self.model, self.model_cfg = self._fresh_model()
         self.model.to(self.device)
+        self.min_batch = min_batch(self.model)  # BatchNorm cannot train on a final batch of one
         self.opt = make_optimizer(self.model, OptimConfig(cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay))
         self.lr_sched = _lr_schedule(self.opt, cfg)
         self.planner = Planner(cfg, m, self.train_rows)  # checks a --schedule file before anything is written
@@ -138,7 +139,7 @@ class Trainer:
     # --- one epoch -----------------------------------------------------------------------
     def _train_epoch(self, epoch: int, model, table, online: dict | None) -> tuple[float, int]:
         sampler = ScheduleSampler(table, rows=True, rank=self.info.rank, world_size=self.info.world_size)
-        loader = batch_loader(self.data, sampler, self.cfg.batch_size, self.device)
+        loader = batch_loader(self.data, sampler, self.cfg.batch_size, self.device, min_size=self.min_batch)
         if self.cb.on_epoch_start:
             self.cb.on_epoch_start(epoch, len(sampler))
         model.train()
