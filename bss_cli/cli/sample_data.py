@@ -15,9 +15,11 @@ from bss_cli.errors import ConfigError
 
 @handle_errors
 def sample_data(
-    names: Annotated[list[str], typer.Argument(help="Data sets to build: mfeat, htad.")],
+    names: Annotated[list[str], typer.Argument(help="Data sets to build: mfeat, htad, digits-av.")],
     out_dir: Annotated[Path, typer.Option("--out-dir", "-d", help="Folder for <name>.parquet.")] = Path("sample_data"),
-    seed: Annotated[int, typer.Option(help="Seed of the stratified 70/15/15 split.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the stratified 70/15/15 split (and of the digits pairing).")] = 0,
+    energy: Annotated[float, typer.Option(
+        help="digits-av: fraction of the images' pixel variance kept (1 = clean images).")] = 0.25,
     as_json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON on stdout (default: off).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output file (atomically) (default: off, an existing file is refused).")] = False,
 ) -> None:
@@ -32,7 +34,8 @@ def sample_data(
     records = []
     for name in names:
         started = time.perf_counter()
-        path = build(name, out_dir / f"{name}.parquet", seed=seed)
+        options = {"energy": energy} if name == "digits-av" else {}
+        path = build(name, out_dir / f"{name}.parquet", seed=seed, **options)
         if as_json:
             import pyarrow.parquet as pq
 

