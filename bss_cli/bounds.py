@@ -78,6 +78,9 @@ BOUNDS: dict[str, Bound] = {
     "temperature": _POSITIVE,
     "eps": _POSITIVE,
     "decay": Bound(float, 0, 1),
+    "beta": Bound(float, 0, 1, low_open=True),
+    "alpha": Bound(float, 0, 1),
+    "rescore_every": _POSITIVE_INT,
     # model and optimisation
     "layers": _POSITIVE_INT,
     "dropout": Bound(float, 0, 1, high_open=True),

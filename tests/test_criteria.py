@@ -104,3 +104,19 @@ def test_missing_inputs_and_unknown_name_say_what_to_do():
         compute_balance(p, "feature-sim+loss")
     with pytest.raises(ConfigError, match="unknown criterion 'nope'; choose one of: feature-sim"):
         get_criterion("nope")
+
+
+def test_alpha_weighs_similarity_against_loss_and_half_is_exactly_the_default():
+    from bss_cli.scoring.criteria import Predictions, compute_balance
+
+    rng = np.random.default_rng(0)
+    p = Predictions(labels=rng.integers(0, 3, 50), logits={"a": rng.normal(size=(50, 3)), "b": rng.normal(size=(50, 3))},
+                    fused_logits=rng.normal(size=(50, 3)))
+    base = compute_balance(p, "prediction-sim+loss")
+    half = compute_balance(p, "prediction-sim+loss", alpha=0.5)
+    assert np.array_equal(base.balance, half.balance)  # bit for bit
+    sim, loss = base.normalised["pred_sim"], base.normalised["loss"]
+    np.testing.assert_allclose(compute_balance(p, "prediction-sim+loss", alpha=0.8).balance, 1.6 * sim - 0.4 * loss)
+    np.testing.assert_allclose(compute_balance(p, "prediction-sim+loss", alpha=1.0).balance, 2 * sim)
+    with pytest.raises(ConfigError, match="--alpha 1.5"):
+        compute_balance(p, "prediction-sim+loss", alpha=1.5)

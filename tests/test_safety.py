@@ -263,7 +263,7 @@ CASES = [
     ("sched-decay-nan", [SC, "{w}/scores.parquet", "-o", "{w}/new.parquet", "--decay", "nan"], 1, ["--decay nan"]),
     ("sched-seed-negative", [SC, "{w}/scores.parquet", "-o", "{w}/new.parquet", "--seed", "-5"], 1, ["--seed -5"]),
     ("sched-history-no-accumulate", [SC, "{w}/scores.parquet", "-o", "{w}/new.parquet", "--scheduler", "learned",
-                                     "--history", "{w}/scores.parquet"], 1, ["--history needs --accumulate"]),
+                                     "--history", "{w}/scores.parquet"], 1, ["--history needs an accumulating rule"]),
     ("sched-history-other-rows", [SC, "{w}/scores.parquet", "-o", "{w}/new.parquet", "--scheduler", "learned",
                                   "--accumulate", "--history", "{w}/scores_val.parquet"], 1, ["--history"]),
     ("sched-history-missing", [SC, "{w}/scores.parquet", "-o", "{w}/new.parquet", "--scheduler", "learned",

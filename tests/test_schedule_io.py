@@ -99,7 +99,7 @@ def test_accumulate_with_history(tiny_manifest, scores_file, tmp_path):
     mean = (read_scores(scores_file).balance + read_scores(later).balance) / 2
     np.testing.assert_allclose(t["balance"].to_numpy(), mean)
     r = run("schedule", later, "-o", tmp_path / "x.parquet", "--scheduler", "learned", "--history", scores_file)
-    assert r.exit_code == 1 and "--history needs --accumulate" in r.stderr
+    assert r.exit_code == 1 and "--history needs an accumulating rule" in r.stderr
     assert not (tmp_path / "x.parquet").exists()
 
 

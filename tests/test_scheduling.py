@@ -135,3 +135,37 @@ def test_stratified_curriculum_keeps_every_class_in_every_epoch():
         make_scheduler(balance, ScheduleConfig(scheduler="curriculum", stratify=True))
     with pytest.raises(ConfigError, match="--stratify shapes a curriculum"):
         make_scheduler(balance, ScheduleConfig(scheduler="learned", stratify=True), labels)
+
+
+def test_paper_rule_is_softmax_of_the_scores_and_draws_follow_it():
+    b = np.array([1.0, 0.0, -1.0])
+    for t in (1.0, 0.5):
+        s = make_scheduler(b, ScheduleConfig(scheduler="learned", rule="paper", temperature=t))
+        e = np.exp(b / t)
+        np.testing.assert_allclose(s.p, e / e.sum())
+    s = make_scheduler(b, ScheduleConfig(scheduler="learned", rule="paper"))
+    firsts = np.bincount([s.epoch(e)[0][0] for e in range(6000)], minlength=3) / 6000
+    np.testing.assert_allclose(firsts, s.p, atol=0.02)
+    with pytest.raises(ConfigError, match="--accumulate is the scripts rule's memory"):
+        ScheduleConfig(scheduler="learned", rule="paper", accumulate=True).validate()
+    with pytest.raises(ConfigError, match="--rule 'magic'"):
+        ScheduleConfig(scheduler="learned", rule="magic").validate()
+
+
+def test_one_accumulation_mechanism_for_both_rules():
+    rng = np.random.default_rng(0)
+    scores_k = [rng.uniform(-1, 1, 5) for _ in range(6)]
+    for decay in (1.0, 0.7, 0.0):  # the scripts' decayed running mean, exactly
+        acc = Accumulator(decay=decay)
+        for k, s in enumerate(scores_k):
+            got = acc.add(s)
+            w = decay ** np.arange(k, -1, -1)
+            np.testing.assert_allclose(got, (w[:, None] * np.array(scores_k[:k + 1])).sum(0) / w.sum())
+    acc = Accumulator(beta=0.3)  # the paper's EMA: s_hat(k+1) = 0.7 s_hat(k) + 0.3 s(k+1)
+    expected = scores_k[0]
+    np.testing.assert_allclose(acc.add(scores_k[0]), expected)
+    for s in scores_k[1:]:
+        expected = 0.7 * expected + 0.3 * s
+        np.testing.assert_allclose(acc.add(s), expected)
+    assert Accumulator.for_config(ScheduleConfig(scheduler="learned")) is None  # the memory-less default
+    assert Accumulator.for_config(ScheduleConfig(scheduler="learned", rule="paper", beta=1.0)).beta == 1.0

@@ -186,3 +186,15 @@ def test_epoch_folders_read_back_with_their_epoch_by_one_glob(tiny_manifest, tmp
     table = ds.dataset(sorted(glob.glob(base + "/*/scores.parquet")), format="parquet", partitioning="hive",
                        partition_base_dir=base).to_table()
     assert sorted(set(table["epoch"].to_pylist())) == [0, 1, 2] and table.num_rows == 3 * 36
+
+
+def test_rescore_every_and_the_paper_rule_in_training(tiny_manifest, tmp_path):
+    r = train(TrainConfig(manifest=str(tiny_manifest), out=str(tmp_path / "r"), epochs=5, hidden=8, quiet=True,
+                          scheduler="learned", rule="paper", beta=0.4, rescore_every=2))
+    rescored = [h["epoch"] for h in r.history if h["rescored"]]
+    assert rescored == [1, 3]  # after epochs 2 and 4 (t = 2, 4); none after the last
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(tmp_path / "r" / "epochs" / "epoch=2" / "schedule.parquet").metadata
+    params = json.loads(meta[b"bss.scheduler_params"])
+    assert params == {"rule": "paper", "temperature": 1.0, "beta": 0.4}

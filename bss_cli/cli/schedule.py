@@ -16,11 +16,12 @@ from bss_cli.cli.common import StageProgress, choices, handle_errors, print_json
 from bss_cli.errors import ConfigError
 from bss_cli.scheduling.pacing import PACING
 from bss_cli.scheduling.schedule_io import FORMATS
-from bss_cli.scheduling.schedulers import SCHEDULERS, ScheduleConfig
+from bss_cli.scheduling.schedulers import RULES, SCHEDULERS, ScheduleConfig
 
 SchedulerName = choices("SchedulerName", SCHEDULERS)
 Pacing = choices("Pacing", PACING)
 Format = choices("Format", FORMATS)
+Rule = choices("Rule", RULES)
 _D = ScheduleConfig()
 DEFAULT_EPOCHS = 120
 
@@ -49,6 +50,10 @@ def schedule(
     stratify: Annotated[bool, typer.Option(
         help="curriculum: take the balanced-first prefix within each class, so early epochs keep every class.")] = False,
     temperature: Annotated[float, typer.Option(help="learned: p ~ w^(1/T); <1 sharpens, >1 flattens.")] = 1.0,
+    rule: Annotated[Rule, typer.Option(
+        help="learned: scripts (p ~ 1 + s + eps) or paper (p = softmax of the scores, EMA over --history).")
+    ] = "scripts",
+    beta: Annotated[float, typer.Option(help="learned --rule paper: EMA step over --history, in (0, 1].")] = 0.5,
     eps: Annotated[float, typer.Option(help="learned: w = 1 + s + eps.")] = _D.eps,
     accumulate: Annotated[bool, typer.Option(help="learned: the paper's accumulated scores.")] = False,
     decay: Annotated[float, typer.Option(help="learned --accumulate: weight of older scores.")] = 1.0,
@@ -80,7 +85,8 @@ def schedule(
     epochs = DEFAULT_EPOCHS if epochs is None else epochs
     cfg = ScheduleConfig(scheduler=SchedulerName(scheduler).value, seed=seed, pacing=Pacing(pacing).value,
                          lambda0=lambda0, t_grow=t_grow, shuffle=not ordered, stratify=stratify,
-                         temperature=temperature, eps=eps, accumulate=accumulate, decay=decay).validate()
+                         temperature=temperature, eps=eps, accumulate=accumulate, decay=decay,
+                         rule=Rule(rule).value, beta=beta).validate()
     job = ScheduleJob(read_scores(scores, SCHEDULE_COLUMNS), cfg,
                       [epoch] if epoch is not None else list(range(epochs)),
                       tuple(read_scores(h, SCHEDULE_COLUMNS) for h in history or ()))

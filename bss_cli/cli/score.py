@@ -29,6 +29,8 @@ def score(
     warmup: Annotated[int, typer.Option(help="Train a fresh model this many epochs first, then score.")] = 0,
     split: Annotated[Split, typer.Option(help="Which samples to score (min-max over them).")] = "train",
     seed: Annotated[int, typer.Option(help="Seed of the fresh model and of the warm-up.")] = 0,
+    alpha: Annotated[float, typer.Option(
+        help="Weight of the similarity criterion against loss/gradient, in [0, 1]; 0.5 = equal.")] = 0.5,
     fused_weight: Annotated[float, typer.Option(help="w_mm: weight of the fused head's loss.")] = 1.0,
     unimodal_weight: Annotated[float, typer.Option(help="w_uni: weight of each modality head's loss.")] = 1.0,
     hidden: Annotated[int, typer.Option(help="Encoder width of the fresh model.")] = 64,
@@ -58,7 +60,7 @@ def score(
                                     ("--warmup", warmup)) if on]
     if len(chosen) > 1:
         raise ConfigError(f"{' and '.join(chosen)} name two prediction sources; give one")
-    problems = bound_problems({"threads": threads, "workers": workers, "warmup": warmup, "fused_weight": fused_weight,
+    problems = bound_problems({"alpha": alpha, "threads": threads, "workers": workers, "warmup": warmup, "fused_weight": fused_weight,
                                "unimodal_weight": unimodal_weight, "hidden": hidden, "seed": seed})
     if fused_weight == 0 and unimodal_weight == 0:
         problems.append("--fused-weight 0 and --unimodal-weight 0 leave no loss to score; make one > 0")
@@ -79,7 +81,7 @@ def score(
         scores = score_manifest(manifest, criterion=Criterion(criterion).value, predictions=predictions,
                                 source=source, weights=LossWeights(fused_weight, unimodal_weight),
                                 split=Split(split).value, device=device, workers=workers, cache_dir=cache_dir,
-                                info=info, progress=progress)
+                                info=info, progress=progress, alpha=alpha)
     if info is not None and info.enabled:
         from bss_cli.models.distributed import teardown
 

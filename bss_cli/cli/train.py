@@ -28,6 +28,7 @@ from bss_cli.training.config import (
 _D = TrainConfig()
 Sched = choices("Sched", TRAIN_SCHEDULERS)
 Rescore = choices("Rescore", RESCORE_MODES)
+Rule = choices("Rule", ("scripts", "paper"))
 LrSchedule = choices("LrSchedule", LR_SCHEDULES)
 PredictWith = choices("PredictWith", PREDICT_WITH)
 Crit = choices("Crit", CRITERIA)
@@ -118,6 +119,15 @@ def train(
     t_grow: Annotated[Optional[int], typer.Option(help="curriculum: epoch from which all data is used (default: epochs/3).")] = None,
     stratify: Annotated[Optional[bool], typer.Option("--stratify/--no-stratify",
                                                      help="curriculum: balanced-first prefix within each class (default: off).")] = None,
+    rule: Annotated[Optional[Rule], typer.Option(
+        help="learned: scripts (p ~ 1 + s + eps, the authors' code) or paper (p = softmax of an EMA of the "
+             "scores) (default: scripts).")] = None,
+    beta: Annotated[Optional[float], typer.Option(
+        help="learned --rule paper: EMA step, s_hat = (1 - beta) s_hat + beta s, in (0, 1] (default: 0.5).")] = None,
+    rescore_every: Annotated[Optional[int], typer.Option(
+        help="learned: re-score every E epochs, >= 1 (default: 1).")] = None,
+    alpha: Annotated[Optional[float], typer.Option(
+        help="Weight of the similarity criterion against loss/gradient, in [0, 1] (default: 0.5, equal).")] = None,
     temperature: Annotated[Optional[float], typer.Option(help="learned: p ~ w^(1/T); < 1 sharpens, > 1 flattens (default: 1).")] = None,
     accumulate: Annotated[Optional[bool], typer.Option("--accumulate/--no-accumulate",
                                                        help="learned: the paper's accumulated scores (default: off).")] = None,

@@ -57,9 +57,9 @@ class ScheduleJob:
             return self.balance
         if not self.history:
             return self.scores.balance
-        if not self.config.accumulate:
-            raise ConfigError("--history needs --accumulate (the paper's accumulated-score rule)")
-        acc = Accumulator(self.config.decay)
+        acc = Accumulator.for_config(self.config)
+        if acc is None:
+            raise ConfigError("--history needs an accumulating rule: --accumulate (scripts rule) or --rule paper")
         for old in self.history:  # oldest first
             if not np.array_equal(old.rows, self.scores.rows):
                 raise ConfigError("a --history scores file covers other samples than SCORES; score the same split "

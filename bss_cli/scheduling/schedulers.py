@@ -31,15 +31,21 @@ class ScheduleConfig:
     shuffle: bool = True  # shuffle within the epoch's subset (the scripts do)
     stratify: bool = False  # take the balanced-first prefix within each class (not the authors' default)
     # learned
-    temperature: float = 1.0  # p ~ (1 + s + eps)^(1/T): T < 1 sharpens, T > 1 flattens
-    eps: float = 0.01
-    accumulate: bool = False  # the paper's accumulated scores instead of the scripts' memory-less rule
-    decay: float = 1.0  # weight of older scores in the accumulation (1 = plain running mean)
+    rule: str = "scripts"  # scripts: p ~ (1 + s + eps)^(1/T); paper: p = softmax(s_hat / T), s_hat an EMA
+    temperature: float = 1.0  # T < 1 sharpens, T > 1 flattens
+    eps: float = 0.01  # scripts rule
+    beta: float = 0.5  # paper rule: s_hat(k+1) = (1 - beta) s_hat(k) + beta s(k+1)
+    accumulate: bool = False  # scripts rule: a decayed running mean of the epochs' scores
+    decay: float = 1.0  # weight of older scores in that mean (1 = plain running mean)
 
     def validate(self) -> "ScheduleConfig":
         """Check every number (type, finiteness, range) and the names; all problems at once."""
         problems = bound_problems({k: getattr(self, k) for k in ("seed", "lambda0", "t_grow", "temperature", "eps",
-                                                                 "decay")})
+                                                                 "decay", "beta")})
+        if self.rule not in RULES:
+            problems.append(f"--rule {self.rule!r}: expected one of {', '.join(RULES)}")
+        if self.rule == "paper" and self.accumulate:
+            problems.append("--accumulate is the scripts rule's memory; the paper rule accumulates with --beta")
         if self.scheduler not in SCHEDULERS:
             problems.append(f"--scheduler {self.scheduler!r}: expected one of {', '.join(SCHEDULERS)}")
         if problems:
@@ -50,7 +56,8 @@ class ScheduleConfig:
         """The parameters that matter for this scheduler (saved in the artifact's metadata)."""
         keys = {"curriculum": ("pacing", "lambda0", "t_grow", "shuffle", "stratify"),
                 "anti-curriculum": ("pacing", "lambda0", "t_grow", "shuffle", "stratify"),
-                "learned": ("temperature", "eps", "accumulate", "decay"),
+                "learned": ("rule", "temperature", "eps", "accumulate", "decay") if self.rule == "scripts"
+                else ("rule", "temperature", "beta"),
                 "random": ()}[self.scheduler]
         return {k: v for k, v in asdict(self).items() if k in keys}
 
@@ -112,14 +119,25 @@ class Curriculum:
         return idx, np.full(n, 1.0 / n)
 
 
+RULES = ("scripts", "paper")
+
+
 class Learned:
-    """Weighted sampling without replacement: w = (1 + s + eps)^(1/T), p = w / sum(w).
+    """Weighted sampling without replacement, p = w / sum(w), with
+
+    * the scripts' rule: w = (1 + s + eps)^(1/T) (the authors' code at T = 1, eps = 0.01);
+    * the paper's rule: w = exp(s / T), i.e. p = softmax(s / T), s being the accumulated s_hat.
 
     Drawn as argsort(E_i / w_i) with E_i ~ Exp(1) (Efraimidis-Spirakis), which has the law of
     ``torch.multinomial(p, N, replacement=False)`` and costs one sort.
     """
 
     def __init__(self, balance: np.ndarray, cfg: ScheduleConfig):
+        if cfg.rule == "paper":
+            z = np.asarray(balance, np.float64) / cfg.temperature
+            w = np.exp(z - z.max())
+            self.p, self.cfg = w / w.sum(), cfg
+            return
         if cfg.temperature <= 0:
             raise ConfigError(f"--temperature {cfg.temperature}: expected a value > 0")
         if cfg.eps <= 0:
@@ -176,23 +194,35 @@ def make_scheduler(balance: np.ndarray, cfg: ScheduleConfig, labels: np.ndarray 
 
 
 class Accumulator:
-    """The paper's accumulated score: a decayed running mean of each epoch's scores.
+    """Scores accumulated over re-scorings, one mechanism for both rules: an exponential moving
+    average s_hat(k) = (1 - b_k) s_hat(k-1) + b_k s(k), s_hat(0) = s(0), whose step b_k is
 
-    s_eff(k) = sum_j decay^(k-j) s(j) / sum_j decay^(k-j); with decay 1 the plain mean, which has
-    the element-wise sum's ordering while staying in the scores' range (so w = 1 + s + eps > 0).
+    * ``beta`` (the paper's rule: a constant step; beta = 1 forgets everything but the last scores);
+    * 1 / W_k with W_k = 1 + decay W_(k-1) (the scripts' ``--accumulate --decay``): exactly the
+      decayed running mean sum_j decay^(k-j) s(j) / sum_j decay^(k-j); decay 1 is the plain mean,
+      which orders like the element-wise sum while staying in the scores' range (w = 1 + s + eps > 0).
     """
 
-    def __init__(self, decay: float = 1.0):
+    def __init__(self, decay: float = 1.0, beta: float | None = None):
         if not 0 <= decay <= 1:
             raise ConfigError(f"--decay {decay}: expected a value in [0, 1]")
-        self.decay = decay
-        self.total: np.ndarray | None = None
-        self.weight = 0.0
+        if beta is not None and not 0 < beta <= 1:
+            raise ConfigError(f"--beta {beta}: expected a value in (0, 1]")
+        self.decay, self.beta = decay, beta
+        self.total: np.ndarray | None = None  # s_hat
+        self.weight = 0.0  # W_k (the running mean's normaliser)
+
+    @classmethod
+    def for_config(cls, cfg: "ScheduleConfig") -> "Accumulator | None":
+        if cfg.rule == "paper":
+            return cls(beta=cfg.beta)
+        return cls(decay=cfg.decay) if cfg.accumulate else None
 
     def add(self, scores: np.ndarray) -> np.ndarray:
         scores = np.asarray(scores, np.float64)
         if self.total is not None and self.total.shape != scores.shape:
             raise ConfigError(f"scores of {len(scores)} samples cannot accumulate onto {len(self.total)}")
-        self.total = scores.copy() if self.total is None else self.decay * self.total + scores
         self.weight = self.decay * self.weight + 1.0
-        return self.total / self.weight
+        step = 1.0 if self.total is None else (self.beta if self.beta is not None else 1.0 / self.weight)
+        self.total = scores.copy() if self.total is None else (1.0 - step) * self.total + step * scores
+        return self.total.copy()

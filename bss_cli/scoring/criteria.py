@@ -172,16 +172,26 @@ class CriterionResult:
     balance: np.ndarray
 
 
-def compute_balance(p: Predictions, criterion: str, weights: LossWeights = LossWeights()) -> CriterionResult:
-    """Raw parts, their min-max normalisation over the given samples, and the balance score."""
+def compute_balance(p: Predictions, criterion: str, weights: LossWeights = LossWeights(),
+                    alpha: float = 0.5) -> CriterionResult:
+    """Raw parts, their min-max normalisation over the given samples, and the balance score
+
+        s = 2 alpha sum(similarities~) - 2 (1 - alpha) sum(losses or gradients~)
+
+    ``alpha`` weighs the similarity criterion against the loss/gradient one; 0.5 is the paper's
+    equal weighting, exactly (both factors are 1). Higher = more balanced.
+    """
+    if not 0 <= alpha <= 1:
+        raise ConfigError(f"--alpha {alpha}: expected a value in [0, 1]")
     crit = get_criterion(criterion)
     raw = {name: RAW[name](p, weights) for name in crit.parts}
     norm = {name: minmax(v) for name, v in raw.items()}
+    toward, against = 2.0 * alpha, 2.0 * (1.0 - alpha)
     balance = np.zeros(len(p.labels), dtype=np.float64)
     for name in crit.toward:
-        balance += norm[name]
+        balance += toward * norm[name]
     for name in crit.against:
-        balance -= norm[name]
+        balance -= against * norm[name]
     return CriterionResult(raw, norm, balance)
 
 

@@ -60,9 +60,10 @@ def build_scores(
     source_fingerprint: str,
     seed: int | None,
     split: str,
+    alpha: float = 0.5,
 ) -> Scores:
     """Balance scores for manifest ``rows`` (row i of ``preds`` = manifest row ``rows[i]``)."""
-    result = compute_balance(preds, criterion, weights)
+    result = compute_balance(preds, criterion, weights, alpha)
     cols: dict[str, object] = {
         S.SAMPLE_ID: manifest.sample_ids.take(pa.array(rows)),
         S.ROW: pa.array(rows, pa.int64()),
@@ -91,13 +92,14 @@ def build_scores(
             S.META_CLASSES: [str(c) for c in manifest.classes],
             S.META_LOSS_WEIGHTS: {"fused": weights.fused, "unimodal": weights.unimodal},
             S.META_SCORED_SPLIT: split,
+            "bss.alpha": alpha,
         },
     )
     return Scores(pa.table(cols), meta)
 
 
 def score_from_predictions(manifest: Manifest, predictions_path: str | Path, *, criterion: str,
-                           weights: LossWeights, split: str = "train") -> Scores:
+                           weights: LossWeights, split: str = "train", alpha: float = 0.5) -> Scores:
     """Scores from a predictions file written by any trainer; numpy and pyarrow only."""
     from bss_cli.scoring.predictions import read_predictions
 
@@ -107,7 +109,7 @@ def score_from_predictions(manifest: Manifest, predictions_path: str | Path, *, 
     loaded = read_predictions(predictions_path, manifest, split)
     return build_scores(manifest, loaded.rows, loaded.predictions, criterion=criterion, weights=weights,
                         source=f"predictions:{Path(predictions_path).name}",
-                        source_fingerprint=loaded.fingerprint, seed=None, split=split)
+                        source_fingerprint=loaded.fingerprint, seed=None, split=split, alpha=alpha)
 
 
 def write_scores(scores: Scores, path: str | Path) -> None:
@@ -148,7 +150,7 @@ def _check_rows(manifest: Manifest, split: str) -> None:
 def score_manifest(manifest_path: str | Path, *, criterion: str = "prediction-sim+loss",
                    predictions: str | Path | None = None, source=None, weights: LossWeights = LossWeights(),
                    split: str = "train", device: str = "cpu", batch_size: int = 512, workers: int = 0,
-                   cache_dir: str | Path | None = None, progress=None, info=None) -> Scores:
+                   cache_dir: str | Path | None = None, progress=None, info=None, alpha: float = 0.5) -> Scores:
     """Balance scores for a manifest, from a predictions file or a bss model (``source``).
 
     ``source`` is a :class:`bss_cli.scoring.predict.ModelSource`; torch is imported only on that path.
@@ -164,7 +166,8 @@ def score_manifest(manifest_path: str | Path, *, criterion: str = "prediction-si
     if predictions is not None:
         manifest = load_manifest(manifest_path, load_features=False)
         _check_rows(manifest, split)
-        return score_from_predictions(manifest, predictions, criterion=criterion, weights=weights, split=split)
+        return score_from_predictions(manifest, predictions, criterion=criterion, weights=weights, split=split,
+                                      alpha=alpha)
 
     from bss_cli.data.datasets import ManifestData
     from bss_cli.models.distributed import DistInfo
@@ -181,4 +184,4 @@ def score_manifest(manifest_path: str | Path, *, criterion: str = "prediction-si
     preds = predict_sharded(model, data, rows, info, weights=weights, batch_size=batch_size,
                             grad_norm="grad_norm" in crit.parts, progress=stage("scoring"))
     return build_scores(manifest, rows, preds, criterion=criterion, weights=weights, source=source.describe(),
-                        source_fingerprint=fp, seed=source.seed, split=split)
+                        source_fingerprint=fp, seed=source.seed, split=split, alpha=alpha)

@@ -38,11 +38,15 @@ class TrainConfig:
     t_grow: int | None = None  # None: a third of the epochs, as the scripts' 40 of 120
     ordered: bool = False
     stratify: bool = False  # curriculum: the balanced-first prefix within each class
+    rule: str = "scripts"  # learned: scripts (p ~ 1 + s + eps) | paper (p = softmax of an EMA of the scores)
     temperature: float = 1.0
     eps: float = 0.01
+    beta: float = 0.5  # paper rule: EMA step of the accumulated scores
     accumulate: bool = False
     decay: float = 1.0
+    alpha: float = 0.5  # weight of the similarity criterion against loss/gradient (0.5 = equal, the default)
     rescore: str = "pass"  # pass | online
+    rescore_every: int = 1  # learned: re-score every E epochs (k = floor(t / E))
     # model
     encoder: str = "mlp"
     hidden: int = 64
@@ -116,6 +120,7 @@ class TrainConfig:
 
         choice("scheduler", TRAIN_SCHEDULERS)
         choice("rescore", RESCORE_MODES)
+        choice("rule", ("scripts", "paper"))
         choice("lr_schedule", LR_SCHEDULES)
         choice("predict_with", PREDICT_WITH)
         choice("criterion", tuple(CRITERIA))
@@ -124,6 +129,8 @@ class TrainConfig:
         choice("device", DEVICES)
         if self.fused_weight == 0 and self.unimodal_weight == 0:
             problems.append("--fused-weight 0 and --unimodal-weight 0 leave no loss to train; make one > 0")
+        if self.rule == "paper" and self.accumulate:
+            problems.append("--accumulate is the scripts rule's memory; the paper rule accumulates with --beta")
         if self.scores and self.warmup:
             problems.append("--scores and --warmup name two sources of the curriculum order; give one")
         if (self.scores or self.warmup) and self.scheduler != "curriculum":

@@ -31,13 +31,14 @@ class PlanState:
         acc = self.accumulator
         return {"scores": scores_to_state(self.scores), "balance": self.balance,
                 "acc_total": None if acc is None else acc.total, "acc_weight": None if acc is None else acc.weight,
-                "acc_decay": None if acc is None else acc.decay}
+                "acc_decay": None if acc is None else acc.decay, "acc_beta": None if acc is None else acc.beta}
 
     @classmethod
     def from_state(cls, state: dict) -> "PlanState":
         acc = None
         if state.get("acc_decay") is not None:
-            acc = Accumulator(float(state["acc_decay"]))
+            beta = state.get("acc_beta")
+            acc = Accumulator(float(state["acc_decay"]), None if beta is None else float(beta))
             acc.total, acc.weight = state["acc_total"], float(state["acc_weight"])
         return cls(scores=scores_from_state(state.get("scores")), accumulator=acc, balance=state.get("balance"))
 
@@ -66,7 +67,7 @@ def schedule_config(cfg: TrainConfig) -> ScheduleConfig:
     name = {"none": "random", "curriculum": "curriculum", "learned": "learned"}[cfg.scheduler]
     return ScheduleConfig(scheduler=name, seed=cfg.seed, pacing=cfg.pacing, lambda0=cfg.lambda0, t_grow=cfg.grow,
                           shuffle=not cfg.ordered, stratify=cfg.stratify, temperature=cfg.temperature, eps=cfg.eps,
-                          accumulate=cfg.accumulate, decay=cfg.decay)
+                          accumulate=cfg.accumulate, decay=cfg.decay, rule=cfg.rule, beta=cfg.beta)
 
 
 def uniform_scores(manifest, train_rows: np.ndarray) -> Scores:
@@ -182,8 +183,5 @@ class Planner:
     def update(self, state: PlanState, scores: Scores) -> None:
         """New scores for the next epoch (learned); the accumulated rule folds them in."""
         state.scores = scores
-        if self.cfg.accumulate:
-            state.accumulator = state.accumulator or Accumulator(self.cfg.decay)
-            state.balance = state.accumulator.add(scores.balance)
-        else:
-            state.balance = None
+        state.accumulator = state.accumulator or Accumulator.for_config(self.sched_cfg)
+        state.balance = state.accumulator.add(scores.balance) if state.accumulator is not None else None

@@ -117,7 +117,8 @@ class Trainer:
     def _scores(self, preds: Predictions, source: str) -> Scores:
         fp = fingerprint_text(f"{source}|seed={self.cfg.seed}|{self.model_cfg.to_dict()}|{self.manifest.fingerprint}")
         return build_scores(self.manifest, self.train_rows, preds, criterion=self.cfg.criterion, weights=self.weights,
-                            source=source, source_fingerprint=fp, seed=self.cfg.seed, split="train")
+                            source=source, source_fingerprint=fp, seed=self.cfg.seed, split="train",
+                            alpha=self.cfg.alpha)
 
     def _initial_scores(self) -> None:
         cfg = self.cfg
@@ -280,12 +281,13 @@ class Trainer:
             fresh = self.plan.scores if cfg.scheduler == "learned" else (self.planner.static if epoch == 0 else None)
             if fresh is not None and fresh.metadata.get("bss.kind") == "scores":
                 write_scores(fresh, folder / runs.SCORES_FILE)
-        online = self._online_buffers() if self.planner.rescoring and cfg.rescore == "online" else None
+        rescore_now = self.planner.rescoring and epoch + 1 < cfg.epochs and (epoch + 1) % cfg.rescore_every == 0
+        online = self._online_buffers() if rescore_now and cfg.rescore == "online" else None
         t1 = time.perf_counter()
         loss, seen = self._train_epoch(epoch, model, table, online)
         self.lr_sched.step()
         t2 = time.perf_counter()
-        if self.planner.rescoring and epoch + 1 < cfg.epochs:
+        if rescore_now:  # k = floor(t / E): new scores after every E-th epoch
             preds = self._online_predictions(online) if online is not None else self._predict_split(self.train_rows)
             self.planner.update(self.plan, self._scores(preds, f"{cfg.rescore}:epoch-{epoch}"))
         t3 = time.perf_counter()
@@ -293,7 +295,7 @@ class Trainer:
         t4 = time.perf_counter()
         balance = table.column("balance").to_numpy()
         row = {"epoch": epoch, "train_loss": loss, "lr": self.opt.param_groups[0]["lr"],
-               "subset_size": table.num_rows, "mean_balance": float(balance.mean()),
+               "subset_size": table.num_rows, "mean_balance": float(balance.mean()), "rescored": rescore_now,
                **{f"val_{k}": v for k, v in val.items()},
                "plan_seconds": t1 - t0, "train_seconds": t2 - t1, "score_seconds": t3 - t2, "eval_seconds": t4 - t3,
                "samples_per_s": seen * self.info.world_size / max(t2 - t1, 1e-9)}
