@@ -21,6 +21,7 @@ KIND_PREDICTIONS = "predictions"
 KIND_SCHEDULE = "schedule"
 KIND_METRICS = "metrics"
 KIND_TIMINGS = "timings"
+KIND_STUDY = "study"
 
 FORMAT_VERSION = "1"
 

@@ -196,9 +196,46 @@ def render_settings(s: dict) -> None:
     out.print(_kv_table("settings", s["settings"]))
 
 
+def _interval(d: dict | None) -> str:
+    if not d or d.get("n", 0) < 2:
+        return "-"
+    return f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+
+
+def render_study_summary(summary: dict, path: str) -> None:
+    from rich import box
+
+    if not summary:
+        out.print(f"[bold]study[/] {path}: no finished runs yet")
+        return
+    weak = summary.get("weak_head")
+    t = Table(title=f"study {path}: test accuracy over paired seeds; difference to {summary['baseline']!r} "
+                    "(95 % t-interval; sig. = it excludes 0)", title_justify="left", box=box.SIMPLE_HEAD,
+              pad_edge=False)
+    for col in ("variant", "n", "mean", "sd", "paired diff [95 % CI]", "sig.", "W/L/T",
+                f"{weak} head" if weak else "weak head", "imbal."):
+        t.add_column(col, justify="left" if col == "variant" else "right", no_wrap=True)
+    for name in summary.get("order") or list(summary["variants"]):
+        v = summary["variants"][name]
+        d = v.get("vs_baseline")
+        t.add_row(name, str(v["runs"]), f"{v['mean']:.4f}", f"{v['sd']:.4f}" if v["runs"] > 1 else "-",
+                  _interval(d), ("yes" if d["significant"] else "no") if d and d["n"] > 1 else "-",
+                  f"{d['wins']}/{d['losses']}/{d['ties']}" if d else "-",
+                  f"{v['weak_head_change']['mean']:+.4f}" if v.get("weak_head_change") else "-",
+                  f"{v['imbalance']:.3f}")
+    out.print(t)
+
+
+def render_study(s: dict) -> None:
+    d = s["design"]
+    out.print(f"[bold]study[/] {s['path']}: {len(d['variants'])} variants x {len(d['seeds'])} seeds on "
+              f"{d['manifest']} ({len(s['runs'])} runs finished)")
+    render_study_summary(s["summary"], s["path"])
+
+
 RENDERERS = {"manifest": render_manifest, "scores": render_scores, "schedule": render_schedule, "run": render_run,
              "metrics": render_metrics, "checkpoint": render_checkpoint, "summary": render_summary,
-             "settings": render_settings}
+             "settings": render_settings, "study": render_study}
 
 
 @handle_errors
@@ -214,13 +251,13 @@ def inspect(
 
     summary = summarise(path)
     if plot is not None:
-        if summary["kind"] != "run":
+        if summary["kind"] not in ("run", "study"):
             raise ConfigError(f"--plot draws run folders; {path} is a {summary['kind']} file")
         from bss_cli.artifacts import check_output
-        from bss_cli.report.plotting import plot_run
+        from bss_cli.report.plotting import plot_run, plot_study
 
         check_output(plot, force=True)
-        out.print(f"wrote {plot_run(summary, plot)}")
+        out.print(f"wrote {(plot_run if summary['kind'] == 'run' else plot_study)(summary, plot)}")
         if not as_json:
             return  # the plot is what was asked for: one line, not the tables too
     if as_json:

@@ -61,3 +61,33 @@ def plot_run(summary: dict, out: str | Path) -> Path:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
     return out
+
+
+def plot_study(summary: dict, out: str | Path) -> Path:
+    """Paired differences to the baseline with their 95 % t-intervals, one row per variant."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigError("--plot needs matplotlib, an optional extra of this checkout: .venv/bin/pip install "
+                          "-e '.[plot]' (or pip install matplotlib into the environment that runs bss)") from None
+    stats = summary["summary"]
+    rows = [(name, v["vs_baseline"]) for name, v in stats.get("variants", {}).items() if v.get("vs_baseline")]
+    if not rows:
+        raise ConfigError(f"{summary['path']}: no paired differences yet (the baseline and another variant need "
+                          "finished runs)")
+    fig, ax = plt.subplots(figsize=(7, 0.6 * len(rows) + 1.5))
+    for i, (name, d) in enumerate(rows):
+        ax.errorbar(d["mean"], i, xerr=[[d["mean"] - d["low"]], [d["high"] - d["mean"]]], fmt="o", capsize=4,
+                    color="tab:green" if d["significant"] and d["mean"] > 0 else
+                    "tab:red" if d["significant"] else "grey")
+    ax.axvline(0, color="black", lw=1)
+    ax.set_yticks(range(len(rows)), [n for n, _ in rows])
+    ax.set_xlabel(f"paired difference in test accuracy to {stats['baseline']!r} (95 % t-interval)")
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return Path(out)

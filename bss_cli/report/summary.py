@@ -164,6 +164,16 @@ def summarise_run(path: Path) -> dict:
             "balance": balance}
 
 
+def summarise_study(path: Path) -> dict:
+    """A study folder: its design, one row per finished run, and the paired statistics."""
+    from bss_cli.study.runner import DESIGN, SUMMARY, TABLE
+
+    design = _read_json(path / DESIGN)
+    rows = _read_rows(path / TABLE) if (path / TABLE).exists() else []
+    summary = _read_json(path / SUMMARY) if (path / SUMMARY).exists() else {}
+    return {"kind": "study", "path": str(path), "design": design, "runs": rows, "summary": summary}
+
+
 def _read_json(path: Path):
     import json
 
@@ -241,7 +251,9 @@ def summarise(path: str | Path) -> dict:
     if not path.exists():
         raise ArtifactError(f"{path}: no such file or folder")
     if path.is_dir():
-        return summarise_run(path)
+        from bss_cli.study.runner import DESIGN
+
+        return summarise_study(path) if (path / DESIGN).exists() else summarise_run(path)
     if path.suffix.lower() in (".pt", ".pth"):
         return summarise_checkpoint(path)
     if path.suffix.lower() == ".json":

@@ -1,0 +1,87 @@
+"""bss study: paired seeds, resumable, statistics checked by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from bss_cli.cli.app import app
+from bss_cli.study import stats
+
+runner = CliRunner()
+
+
+def test_paired_interval_by_hand():
+    base = {0: 0.80, 1: 0.82, 2: 0.78, 3: 0.81}
+    vals = {0: 0.83, 1: 0.83, 2: 0.80, 3: 0.80}
+    d = np.array([0.03, 0.01, 0.02, -0.01])
+    res = stats.paired(vals, base)
+    half = 3.182 * d.std(ddof=1) / math.sqrt(4)
+    assert res["n"] == 4 and res["mean"] == pytest.approx(d.mean())
+    assert res["low"] == pytest.approx(d.mean() - half) and res["high"] == pytest.approx(d.mean() + half)
+    assert (res["wins"], res["losses"], res["ties"]) == (3, 1, 0) and res["significant"] is False
+    sure = stats.paired({s: v + 0.05 for s, v in base.items()}, base)
+    assert sure["significant"] is False or sure["sd"] == pytest.approx(0, abs=1e-12)
+    assert stats.t95(9) == 2.262 and stats.t95(35) == 2.021 and stats.t95(500) == 1.96
+
+
+def test_summary_names_the_weak_head_and_its_change():
+    rows = []
+    for s in range(3):
+        rows.append({"variant": "none", "seed": s, "test_acc": 0.8, "test_acc_a": 0.9, "test_acc_b": 0.5,
+                     "test_imbalance": 0.4})
+        rows.append({"variant": "cur", "seed": s, "test_acc": 0.82 + 0.001 * s, "test_acc_a": 0.9,
+                     "test_acc_b": 0.6, "test_imbalance": 0.3})
+    out = stats.summarise(rows, "none")
+    assert out["weak_head"] == "b" and out["order"] == ["none", "cur"]
+    cur = out["variants"]["cur"]
+    assert cur["weak_head_change"]["mean"] == pytest.approx(0.1) and cur["vs_baseline"]["wins"] == 3
+    assert cur["vs_baseline"]["significant"]
+
+
+def test_study_runs_every_pair_resumes_and_reports(tiny_manifest, tmp_path):
+    study = tmp_path / "study"
+    args = ["study", str(tiny_manifest), "--out", str(study), "--schedulers", "none,curriculum", "--seeds", "2",
+            "--set", "epochs=2", "--set", "hidden=8", "--jobs", "2", "--device", "cpu", "--json"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert summary["baseline"] == "none" and summary["variants"]["curriculum"]["vs_baseline"]["n"] == 2
+    table = pq.read_table(study / "study.parquet").to_pylist()
+    assert sorted((row["variant"], row["seed"]) for row in table) == [("curriculum", 0), ("curriculum", 1),
+                                                                      ("none", 0), ("none", 1)]
+    assert all(0 <= row["test_acc"] <= 1 and row["best_epoch"] in (0, 1) for row in table)
+    # seeds are paired: seed s of every variant starts from the same model (same settings but the scheduler)
+    a = json.loads((study / "runs" / "none" / "seed=1.json").read_text())
+    b = json.loads((study / "runs" / "curriculum" / "seed=1.json").read_text())
+    assert {k: v for k, v in a.items() if k != "scheduler"} == {k: v for k, v in b.items() if k != "scheduler"}
+    # a run that did not finish is re-run; the finished ones are kept as they are
+    kept = (study / "runs" / "none" / "seed=0" / "last.pt").read_bytes()
+    (study / "runs" / "curriculum" / "seed=1" / "summary.json").unlink()
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert (study / "runs" / "curriculum" / "seed=1" / "summary.json").exists()
+    assert (study / "runs" / "none" / "seed=0" / "last.pt").read_bytes() == kept
+    assert json.loads(r.stdout) == summary  # the same runs give the same study
+    r = runner.invoke(app, ["inspect", str(study), "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["kind"] == "study"
+    assert runner.invoke(app, ["inspect", str(study)], terminal_width=100).exit_code == 0
+    # another design in the same folder is refused, not mixed
+    r = runner.invoke(app, [*args[:7], "3", *args[8:]])
+    assert r.exit_code == 1 and "holds a study of another design" in r.stderr
+
+
+def test_study_refuses_bad_designs_before_running(tiny_manifest, tmp_path):
+    bad = tmp_path / "v.toml"
+    bad.write_text('[variants.x]\nscheduler = "learned"\nlearning_rate = 1\n')
+    for extra, needle in ((["--variants", str(bad)], "unknown setting(s) learning_rate"),
+                          (["--set", "lr=nan"], "lr = nan"), (["--baseline", "nope"], "--baseline 'nope'"),
+                          (["--seeds", "0"], "--seeds 0")):
+        r = runner.invoke(app, ["study", str(tiny_manifest), "--out", str(tmp_path / "s"), *extra])
+        assert r.exit_code == 1 and needle in r.stderr, r.output
+        assert not (tmp_path / "s").exists()
