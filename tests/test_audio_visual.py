@@ -142,11 +142,9 @@ def test_resnet_training_survives_a_final_batch_of_one(crema, tmp_path):
     manifest = tmp_path / "crema.parquet"
     one_frame = [v if i == 0 or MEDIA[i - 1] != "--frames" else "1" for i, v in enumerate(MEDIA)]
     assert run("build-manifest", "crema-d", crema, "-o", manifest, *one_frame).exit_code == 0  # 1x1 maps late on
-    r = run("train", manifest, "--out", tmp_path / "run", "--hidden", "4", "--epochs", "2", "--batch-size", "23",
+    r = run("train", manifest, "--out", tmp_path / "run", "--hidden", "4", "--epochs", "1", "--batch-size", "23",
             "--scheduler", "none", "--quiet", "--json")
     assert r.exit_code == 0 and "Traceback" not in r.output, r.output
-    r = run("score", manifest, "-o", tmp_path / "s.parquet", "--hidden", "4", "--warmup", "1")
-    assert r.exit_code == 0, r.output
 
 
 def test_batch_sampler_skips_a_short_final_batch_only_when_asked(tiny_manifest, tmp_path):

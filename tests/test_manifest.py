@@ -125,6 +125,21 @@ def test_real_sample_manifests(mfeat, htad):
         assert all(((h.labels == code) & (h.splits == s)).any() for s in ("train", "val", "test"))
 
 
+def test_digits_av_as_built_at_set_up():
+    from conftest import SAMPLE
+
+    path = SAMPLE / "digits-av.parquet"
+    if not path.exists():
+        pytest.skip("make setup builds sample_data/digits-av.parquet")
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(path)
+    labels = np.asarray(t["label"].to_pylist())
+    assert t.num_rows == 3000 and np.bincount(labels).tolist() == [300] * 10
+    assert len(set(t["meta_image_index"].to_pylist())) == 3000
+    assert pq.read_schema(path).metadata[b"bss.energy"] == b"0.25"
+
+
 def test_degrade_keeps_the_asked_share_of_pixel_variance():
     from bss_cli.data.sample_data import degrade
 
@@ -137,6 +152,7 @@ def test_degrade_keeps_the_asked_share_of_pixel_variance():
     assert np.allclose(degrade(x, np.arange(300), 1.0)[0], x)
 
 
+@pytest.mark.slow
 def test_digits_av_sample_set(tmp_path):
     import importlib.util
 

@@ -44,6 +44,7 @@ def test_summary_names_the_weak_head_and_its_change():
     assert cur["vs_baseline"]["significant"]
 
 
+@pytest.mark.slow
 def test_study_runs_every_pair_resumes_and_reports(tiny_manifest, tmp_path):
     study = tmp_path / "study"
     args = ["study", str(tiny_manifest), "--out", str(study), "--schedulers", "none,curriculum", "--seeds", "2",
