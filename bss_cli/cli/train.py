@@ -29,6 +29,7 @@ _D = TrainConfig()
 Sched = choices("Sched", TRAIN_SCHEDULERS)
 Rescore = choices("Rescore", RESCORE_MODES)
 Rule = choices("Rule", ("scripts", "paper"))
+ArrayEncoder = choices("ArrayEncoder", ("mlp", "resnet18"))
 LrSchedule = choices("LrSchedule", LR_SCHEDULES)
 PredictWith = choices("PredictWith", PREDICT_WITH)
 Crit = choices("Crit", CRITERIA)
@@ -131,6 +132,9 @@ def train(
     temperature: Annotated[Optional[float], typer.Option(help="learned: p ~ w^(1/T); < 1 sharpens, > 1 flattens (default: 1).")] = None,
     accumulate: Annotated[Optional[bool], typer.Option("--accumulate/--no-accumulate",
                                                        help="learned: the paper's accumulated scores (default: off).")] = None,
+    array_encoder: Annotated[Optional[ArrayEncoder], typer.Option(
+        help="2-D array modalities (spectrograms, MFCC frames as .npy or nested lists): mlp on the flattened "
+             "array or resnet18 on a one-channel map (default: mlp).")] = None,
     model: Annotated[Optional[str], typer.Option(help="Your model plug-in 'module:function' (code you trust; see README) (default: built-in late fusion).")] = None,
     hidden: Annotated[Optional[int], typer.Option(help=f"Encoder width, >= 1 (default: {_D.hidden}).")] = None,
     fused_weight: Annotated[Optional[float], typer.Option(help="w_mm: weight of the fused head's loss, >= 0 (default: 1).")] = None,

@@ -23,7 +23,69 @@ def vector_column(x: np.ndarray) -> pa.Array:
 
 
 def _load_npy(path: Path) -> np.ndarray:
-    return np.asarray(np.load(path, allow_pickle=False), dtype=np.float32).ravel()
+    return np.asarray(np.load(path, allow_pickle=False), dtype=np.float32)
+
+
+def array_settings(metadata: dict | None) -> dict[str, dict]:
+    """``bss.arrays`` of a manifest: column -> {"length": L, "time_axis": 0 or 1} for 2-D modalities."""
+    raw = (metadata or {}).get(b"bss.arrays")
+    if not raw:
+        return {}
+    try:
+        settings = json.loads(raw)
+        assert isinstance(settings, dict) and all(isinstance(v, dict) for v in settings.values())
+        return settings
+    except (json.JSONDecodeError, UnicodeDecodeError, AssertionError):
+        raise ConfigError(f"manifest metadata bss.arrays is not valid: {raw[:200]!r}; expected "
+                          '{"column": {"length": 32, "time_axis": 1}}') from None
+
+
+def fit_time(a: np.ndarray, length: int | None, time_axis: int) -> np.ndarray:
+    """Pad with zeros or crop a 2-D array along its time axis to ``length`` (None: as it is)."""
+    if length is None or a.shape[time_axis] == length:
+        return a
+    if a.shape[time_axis] > length:
+        return a[:length] if time_axis == 0 else a[:, :length]
+    pad = [(0, length - a.shape[0]), (0, 0)] if time_axis == 0 else [(0, 0), (0, length - a.shape[1])]
+    return np.pad(a, pad)
+
+
+def stack_arrays(name: str, arrays: list[np.ndarray], spec: dict, problems: list[str]) -> np.ndarray | None:
+    """[N, A, B] from 2-D arrays, each padded or cropped along time to the manifest's length."""
+    time_axis = int(spec.get("time_axis", 1))
+    if time_axis not in (0, 1):
+        problems.append(f"bss.arrays[{name!r}].time_axis {time_axis}: expected 0 (rows are time) or 1 (columns)")
+        return None
+    length = spec.get("length")
+    fitted = [fit_time(a, length, time_axis) for a in arrays]
+    shapes = {a.shape for a in fitted}
+    if len(shapes) > 1:
+        lengths = sorted({a.shape[time_axis] for a in arrays})
+        problems.append(f"column '{name}' holds 2-D arrays of shapes {sorted(shapes)[:4]}; to pad or crop them "
+                        f"along time (lengths {lengths[0]}..{lengths[-1]}) set the manifest metadata "
+                        f'bss.arrays = {{"{name}": {{"length": L, "time_axis": {time_axis}}}}}')
+        return None
+    return np.stack(fitted).astype(np.float32)
+
+
+def inline_arrays(name: str, col: pa.ChunkedArray, spec: dict, problems: list[str]) -> np.ndarray | None:
+    """[N, A, B] from a list<list<number>> column (one fixed-shape 2-D array per row)."""
+    values = col.to_pylist()
+    empty = [i for i, v in enumerate(values) if not v]
+    if empty:
+        problems.append(f"{_rows(empty)}: column '{name}' is empty; every sample needs every modality")
+        return None
+    arrays, ragged = [], []
+    for i, v in enumerate(values):
+        try:
+            arrays.append(np.asarray(v, dtype=np.float32))
+        except (ValueError, TypeError):
+            ragged.append(i)
+    if ragged or any(a.ndim != 2 for a in arrays):
+        bad = ragged or [i for i, a in enumerate(arrays) if a.ndim != 2]
+        problems.append(f"{_rows(bad)}: column '{name}' is not a 2-D array of numbers (rows of equal length)")
+        return None
+    return stack_arrays(name, arrays, spec, problems)
 
 
 def _exists(p: Path) -> bool:
@@ -69,7 +131,8 @@ def inline_matrix(name: str, col: pa.ChunkedArray, problems: list[str]) -> np.nd
 
 
 def text_values(name: str, col: pa.ChunkedArray, base: Path, media: MediaConfig,
-                 problems: list[str]) -> tuple[np.ndarray | None, str, str, list[Path] | None]:
+                 problems: list[str], array_spec: dict | None = None
+                 ) -> tuple[np.ndarray | None, str, str, list[Path] | None]:
     """Decode a string column: file paths (kind by extension) or inline vectors written as text.
 
     Returns (vectors or None, source, kind, paths of raw files or None). Vector files are loaded;
@@ -104,6 +167,8 @@ def text_values(name: str, col: pa.ChunkedArray, base: Path, media: MediaConfig,
         try:
             if kind == "vector":
                 rows_out[i] = _load_npy(p)
+                if rows_out[i].ndim > 2:
+                    raise ValueError(f"a {rows_out[i].ndim}-D array; bss reads 1-D vectors and 2-D arrays")
             elif kind == "audio":
                 check_wav(p)
             else:
@@ -136,6 +201,13 @@ def text_values(name: str, col: pa.ChunkedArray, base: Path, media: MediaConfig,
     kind = next(iter(kinds))
     if kind in ("audio", "image"):
         return None, "file", kind, paths
+    ndims = {r.ndim for r in rows_out}
+    if ndims == {2}:  # precomputed spectrograms, MFCC frames, small images
+        stacked = stack_arrays(name, rows_out, array_spec or {}, problems)
+        return stacked, "file", "array", None
+    if len(ndims) > 1:
+        problems.append(f"column '{name}' mixes 1-D vectors and 2-D arrays; one column holds one kind")
+        return None, "file", "vector", None
     lengths = np.array([len(r) for r in rows_out])
     bad = np.flatnonzero(lengths != lengths[0])
     if len(bad):

@@ -36,6 +36,9 @@ class ManifestData:
                   for m in manifest.features}
         self.y = torch.from_numpy(manifest.labels.astype(np.int64)).to(self.device)
         self.dims: dict[str, int | list[int]] = {m: int(v.shape[1]) for m, v in self.x.items()}
+        for m, mod in manifest.modalities.items():
+            if mod.kind == "array":  # flattened in x; the encoder sees the [A, B] shape
+                self.dims[m] = list(mod.shape)
         for m in self.raw:
             self.dims[m] = self.media.spectrogram_shape if self.kinds[m] == "audio" else self.media.frames_shape
         self.dims = {m: self.dims[m] for m in self.names}

@@ -21,7 +21,14 @@ import pyarrow.compute as pc
 
 from bss_cli import schema as S
 from bss_cli.artifacts import fingerprint_file
-from bss_cli.data.columns import MAX_ROWS_LISTED, check_finite, inline_matrix, text_values
+from bss_cli.data.columns import (
+    MAX_ROWS_LISTED,
+    array_settings,
+    check_finite,
+    inline_arrays,
+    inline_matrix,
+    text_values,
+)
 from bss_cli.data.media import MediaConfig, kind_of
 from bss_cli.errors import ManifestError
 from bss_cli.errors import rows_text as _rows
@@ -33,9 +40,10 @@ READERS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "js
 @dataclass
 class Modality:
     name: str
-    kind: str  # "vector", "audio" or "image"
+    kind: str  # "vector", "array" (2-D, e.g. a spectrogram), "audio" or "image"
     source: str  # "inline" or "file"
-    dim: int | None = None  # vector length, known once values are loaded
+    dim: int | None = None  # vector length (arrays: A * B), known once values are loaded
+    shape: list[int] | None = None  # arrays: [A, B] (features stay flattened to [N, A * B])
 
 
 @dataclass
@@ -153,6 +161,12 @@ def _check_splits(col: pa.ChunkedArray, problems: list[str]) -> np.ndarray:
     return splits
 
 
+def _is_nested(t: pa.DataType) -> bool:
+    """list<list<...>>: a 2-D array per row."""
+    lists = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
+    return any(f(t) for f in lists) and any(f(t.value_type) for f in lists)
+
+
 def _modality_columns(table: pa.Table, problems: list[str]) -> list[str]:
     names = [c for c in table.column_names if c not in S.REQUIRED_MANIFEST_COLUMNS and not c.startswith(META_PREFIX)]
     for c in names:
@@ -200,6 +214,7 @@ def load_manifest(path: str | Path, *, load_features: bool = True) -> Manifest:
     splits = _check_splits(table[S.SPLIT], problems)
     names = _modality_columns(table, problems)
     media = MediaConfig.from_json((table.schema.metadata or {}).get(b"bss.media", b"").decode() or None)
+    arrays = array_settings(table.schema.metadata)
     modalities: dict[str, Modality] = {}
     features: dict[str, np.ndarray] = {}
     raw_paths: dict[str, list[Path]] = {}
@@ -213,7 +228,10 @@ def load_manifest(path: str | Path, *, load_features: bool = True) -> Manifest:
             continue
         kind, files = "vector", None
         if is_text:
-            x, source, kind, files = text_values(name, table[name], path.parent, media, problems)
+            x, source, kind, files = text_values(name, table[name], path.parent, media, problems,
+                                                 arrays.get(name))
+        elif _is_nested(t):
+            x, source, kind = inline_arrays(name, table[name], arrays.get(name, {}), problems), "inline", "array"
         elif pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
             x, source = inline_matrix(name, table[name], problems), "inline"
         else:
@@ -224,8 +242,12 @@ def load_manifest(path: str | Path, *, load_features: bool = True) -> Manifest:
             continue
         if x is None:
             continue
+        shape = None
+        if kind == "array":
+            shape = [int(x.shape[1]), int(x.shape[2])]
+            x = x.reshape(len(x), -1)
         check_finite(name, x, problems)
-        modalities[name] = Modality(name, "vector", source, int(x.shape[1]))
+        modalities[name] = Modality(name, kind, source, int(x.shape[1]), shape)
         features[name] = x
     if problems:
         raise ManifestError(path, problems)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Callable, NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -31,6 +32,7 @@ class ModelConfig:
     modalities: dict[str, int | list[int]]  # modality -> input length (vector) or shape (audio, image)
     n_classes: int
     encoder: str = "mlp"  # encoder of vector modalities; audio and image take DEFAULT_ENCODERS
+    array_encoder: str = "mlp"  # encoder of 2-D array modalities: mlp (flattened) or resnet18 (one-channel map)
     hidden: int = 64  # MLP width; ResNet-18 first-stage width (64 = the standard network)
     layers: int = 2
     dropout: float = 0.1
@@ -46,11 +48,13 @@ class ModelConfig:
 
 
 def mlp_encoder(shape: int | list[int], kind: str, cfg: ModelConfig) -> nn.Module:
-    """``layers`` Linear-ReLU(-Dropout) blocks of width ``hidden``; output [B, hidden]."""
-    if kind != "vector":
-        raise ConfigError(f"encoder 'mlp' takes vector modalities, not {kind}")
+    """``layers`` Linear-ReLU(-Dropout) blocks of width ``hidden``; output [B, hidden].
+
+    A 2-D array modality arrives flattened, so the MLP sees its A * B values."""
+    if kind not in ("vector", "array"):
+        raise ConfigError(f"encoder 'mlp' takes vector or array modalities, not {kind}")
     blocks: list[nn.Module] = []
-    width = int(shape)
+    width = int(np.prod(shape)) if kind == "array" else int(shape)
     for _ in range(max(1, cfg.layers)):
         blocks += [nn.Linear(width, cfg.hidden), nn.ReLU()]
         if cfg.dropout > 0:
@@ -69,7 +73,24 @@ def resnet18_encoder(shape: int | list[int], kind: str, cfg: ModelConfig) -> nn.
         return AudioResNet18(cfg.hidden)
     if kind == "image":
         return VisualResNet18(cfg.hidden)
-    raise ConfigError(f"encoder 'resnet18' takes audio or image modalities, not {kind}")
+    if kind == "array":
+        return ArrayResNet18(list(shape), cfg.hidden)
+    raise ConfigError(f"encoder 'resnet18' takes audio, image or array modalities, not {kind}")
+
+
+class ArrayResNet18(nn.Module):
+    """A flattened [B, A * B] 2-D array as a one-channel [A, B] map through a ResNet-18."""
+
+    def __init__(self, shape: list[int], width: int = 64):
+        super().__init__()
+        from bss_cli.models.resnet import AudioResNet18
+
+        self.shape = shape
+        self.net = AudioResNet18(width)
+        self.out_dim = self.net.out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.view(len(x), *self.shape))
 
 
 # name -> builder(input shape, modality kind, config) -> module with attribute out_dim.
@@ -101,17 +122,21 @@ class LateFusion(nn.Module):
         self.names = list(cfg.modalities)
         encoders = {}
         for m, shape in cfg.modalities.items():
-            name = cfg.encoder if cfg.kind(m) == "vector" else DEFAULT_ENCODERS[cfg.kind(m)]
+            kind = cfg.kind(m)
+            name = cfg.encoder if kind == "vector" else cfg.array_encoder if kind == "array" else DEFAULT_ENCODERS[kind]
+            if name not in ENCODERS:
+                raise ConfigError(f"unknown encoder {name!r} for {m}; choose one of: {', '.join(ENCODERS)}")
             encoders[m] = ENCODERS[name](shape, cfg.kind(m), cfg)
             if m in cfg.encoder_weights:
                 _load_encoder_weights(encoders[m], m, cfg.encoder_weights[m])
         self.encoders = nn.ModuleDict(encoders)
         self.heads = nn.ModuleDict({m: nn.Linear(e.out_dim, cfg.n_classes) for m, e in encoders.items()})
         self.fused = nn.Linear(sum(e.out_dim for e in encoders.values()), cfg.n_classes)
-        self.vector_names = [m for m in self.names if cfg.kind(m) == "vector"]
+        self.vector_names = [m for m in self.names if cfg.kind(m) in ("vector", "array")]  # standardised inputs
         for m in self.vector_names:
-            self.register_buffer(f"mean_{m}", torch.zeros(cfg.modalities[m]))
-            self.register_buffer(f"std_{m}", torch.ones(cfg.modalities[m]))
+            size = int(np.prod(cfg.modalities[m]))
+            self.register_buffer(f"mean_{m}", torch.zeros(size))
+            self.register_buffer(f"std_{m}", torch.ones(size))
 
     def set_standardisation(self, stats: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
         for m, (mean, std) in stats.items():

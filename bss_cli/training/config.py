@@ -49,6 +49,7 @@ class TrainConfig:
     rescore_every: int = 1  # learned: re-score every E epochs (k = floor(t / E))
     # model
     encoder: str = "mlp"
+    array_encoder: str = "mlp"  # 2-D array modalities: mlp (flattened) or resnet18 (a one-channel map)
     hidden: int = 64
     layers: int = 2
     dropout: float = 0.1
@@ -126,6 +127,7 @@ class TrainConfig:
         choice("criterion", tuple(CRITERIA))
         choice("pacing", tuple(PACING))
         choice("optimizer", OPTIMIZERS)
+        choice("array_encoder", ("mlp", "resnet18"))
         choice("device", DEVICES)
         if self.fused_weight == 0 and self.unimodal_weight == 0:
             problems.append("--fused-weight 0 and --unimodal-weight 0 leave no loss to train; make one > 0")

@@ -100,6 +100,7 @@ class Trainer:
     def _fresh_model(self):
         cfg = self.cfg
         return fresh_model(self.manifest, self.data, cfg.seed, cfg.hidden, cfg.model, encoder=cfg.encoder,
+                           array_encoder=cfg.array_encoder,
                            layers=cfg.layers, dropout=cfg.dropout, encoder_weights=cfg.weights_by_modality())
 
     # --- scoring -------------------------------------------------------------------------
