@@ -107,7 +107,6 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default=str(HERE / "results-gpu.json"))
     args = ap.parse_args(argv)
     import torch
-
     from bench_media import _make
 
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from bss_cli.cli.common import handle_errors, out
+from bss_cli.cli.common import handle_errors
 
 
 def _settings(items: list[str]) -> dict:
