@@ -198,3 +198,17 @@ def test_rescore_every_and_the_paper_rule_in_training(tiny_manifest, tmp_path):
     meta = pq.read_schema(tmp_path / "r" / "epochs" / "epoch=2" / "schedule.parquet").metadata
     params = json.loads(meta[b"bss.scheduler_params"])
     assert params == {"rule": "paper", "temperature": 1.0, "beta": 0.4}
+
+
+def test_diagnosis_says_whether_bss_is_likely_to_matter(tiny_manifest, tmp_path):
+    from bss_cli.report.summary import diagnose
+
+    rows = [{"epoch": e, "val_acc_a": 0.9, "val_acc_b": 0.9 - d, "val_imbalance": d} for e, d in enumerate((0.3, 0.2))]
+    for spread, word in ((0.25, "likely to matter"), (0.02, "unlikely to matter"), (0.07, "uncertain")):
+        d = diagnose(rows, {"test": {"acc_a": 0.9, "acc_b": 0.9 - spread}})
+        assert d["verdict"].startswith(word) and d["weak_head"] == "b" and d["spread"] == pytest.approx(spread)
+    train(TrainConfig(manifest=str(tiny_manifest), out=str(tmp_path / "r"), epochs=2, hidden=8, scheduler="none",
+                      quiet=True))
+    s = json.loads(run("inspect", tmp_path / "r", "--json").stdout)
+    assert s["diagnosis"]["from"] == "test" and set(s["diagnosis"]["heads"]) == {"a", "b"}
+    assert "BSS is " in run("inspect", tmp_path / "r").stdout

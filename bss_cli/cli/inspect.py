@@ -139,6 +139,14 @@ def render_run(s: dict) -> None:
         sm = s["summary"]
         out.print(_kv_table(f"best epoch {sm['best_epoch']} by val accuracy; test once with that checkpoint",
                             {k: f"{v:.4f}" for k, v in sm["test"].items()}))
+    d = s.get("diagnosis")
+    if d:
+        trend = [e["imbalance"] for e in d["imbalance_over_epochs"] if e["imbalance"] is not None]
+        lo, hi = (min(trend), max(trend)) if trend else (0.0, 1.0)
+        out.print(f"[bold]modality balance[/] ({d['from']}): " + ", ".join(f"{h} {a:.3f}" for h, a in d["heads"].items())
+                  + (f"; val imbalance over epochs {spark(trend, lo, hi)} ({trend[0]:.3f} -> {trend[-1]:.3f})"
+                     if trend else ""))
+        out.print(f"BSS is {d['verdict']}")
 
 
 def _compact_table(title: str, rows: list[dict], best: int | None) -> Table:

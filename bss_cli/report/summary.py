@@ -161,7 +161,41 @@ def summarise_run(path: Path) -> dict:
             b = _read_rows(scores, [S.BALANCE], table=True)[S.BALANCE].to_numpy()
             balance.append({"epoch": runs.epoch_of(folder), **describe(b), "histogram": histogram(b)})
     return {"kind": "run", "path": str(path), "settings": settings, "epochs": metrics, "summary": summary,
-            "balance": balance}
+            "balance": balance, "diagnosis": diagnose(metrics, summary)}
+
+
+LEVEL, IMBALANCED = 0.05, 0.10  # spread of the heads' accuracies: below level, above imbalanced
+
+
+def diagnose(metrics: list[dict], summary: dict | None) -> dict | None:
+    """How imbalanced the modality heads ended, and over time; whether BSS is likely to matter.
+
+    Evidence, not a promise: BSS re-orders data to train the weaker modalities' heads, so it has
+    something to correct when one head ends well below the others (spread >= 0.10) and little when
+    they end level (< 0.05). A study (bss study) with paired seeds is the test.
+    """
+    heads = [k[len("val_acc_"):] for k in (metrics[0] if metrics else {}) if k.startswith("val_acc_")]
+    if len(heads) < 2:
+        return None
+    test = (summary or {}).get("test") or {}
+    source = "test" if all(f"acc_{h}" in test for h in heads) else "val (last epoch)"
+    final = {h: test[f"acc_{h}"] for h in heads} if source == "test" else \
+        {h: metrics[-1][f"val_acc_{h}"] for h in heads}
+    spread = max(final.values()) - min(final.values())
+    weak, strong = min(final, key=final.get), max(final, key=final.get)
+    over_time = [{"epoch": r["epoch"], "imbalance": r.get("val_imbalance")} for r in metrics]
+    if spread >= IMBALANCED:
+        verdict = (f"likely to matter: the {weak} head ends at {final[weak]:.3f} against {final[strong]:.3f} for "
+                   f"{strong} (spread {spread:.3f} >= {IMBALANCED}); BSS trains the weaker heads, so compare "
+                   "schedulers with bss study")
+    elif spread < LEVEL:
+        verdict = (f"unlikely to matter: the heads end level (spread {spread:.3f} < {LEVEL}); there is little "
+                   "imbalance for BSS to correct, so expect small or no gains")
+    else:
+        verdict = (f"uncertain: a moderate spread ({spread:.3f}) between the {weak} and {strong} heads; "
+                   "a study with paired seeds will tell")
+    return {"heads": final, "from": source, "spread": spread, "weak_head": weak, "strong_head": strong,
+            "imbalance_over_epochs": over_time, "verdict": verdict}
 
 
 def summarise_study(path: Path) -> dict:
