@@ -40,6 +40,9 @@ demo: setup
 	$(BIN)/bss train sample_data/htad.parquet --out $(OUT)/htad-learned --scheduler learned
 	$(BIN)/bss inspect $(OUT)/htad-learned
 	$(BIN)/bss train sample_data/mfeat.parquet --out $(OUT)/mfeat-learned --scheduler learned --quiet
+	$(BIN)/bss train sample_data/digits-av.parquet --out $(OUT)/digits-none --scheduler none --quiet
+	$(BIN)/bss inspect $(OUT)/digits-none
+	$(BIN)/bss train sample_data/digits-av.parquet --out $(OUT)/digits-curriculum --scheduler curriculum --quiet
 
 # -n 2: the suite's subprocess-heavy tests run on both cores (pytest-xdist)
 test: setup
