@@ -78,17 +78,23 @@ def _why(exc: OSError) -> str:
     return f"{text} ({exc.filename})" if exc.filename and "tmp" not in str(exc.filename) else text
 
 
+def file_in_the_way(path: Path) -> Path | None:
+    """The nearest existing parent of ``path`` when it is a file (so ``path`` cannot be created)."""
+    for parent in Path(path).parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
 def check_output(path: str | os.PathLike, force: bool) -> None:
     """The one overwrite rule: an existing output is refused unless ``force``; then it is replaced
     atomically (readers see the old file or the new one, never a mix). Checked before any work."""
     target = Path(path)
     if target.is_dir():
         raise ArtifactError(f"-o {target}: is a folder; name a file to write")
-    for parent in target.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ArtifactError(f"-o {target}: {parent} is a file, not a folder")
-            break
+    blocked = file_in_the_way(target)
+    if blocked:
+        raise ArtifactError(f"-o {target}: {blocked} is a file, not a folder")
     if target.exists() and not force:
         raise ArtifactError(f"-o {target}: the file exists; pass --force to replace it, or choose another path")
 

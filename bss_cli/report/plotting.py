@@ -8,9 +8,7 @@ from bss_cli.artifacts import atomic_path
 from bss_cli.errors import ConfigError
 
 
-def plot_run(summary: dict, out: str | Path) -> Path:
-    """Three panels: val accuracy of the model and of each modality's head, train loss and val
-    imbalance, and the balance-score distribution (median and quartiles) over epochs."""
+def _pyplot():
     try:
         import matplotlib
 
@@ -19,6 +17,13 @@ def plot_run(summary: dict, out: str | Path) -> Path:
     except ImportError:
         raise ConfigError("--plot needs matplotlib, an optional extra of this checkout: .venv/bin/pip install "
                           "-e '.[plot]' (or pip install matplotlib into the environment that runs bss)") from None
+    return plt
+
+
+def plot_run(summary: dict, out: str | Path) -> Path:
+    """Three panels: val accuracy of the model and of each modality's head, train loss and val
+    imbalance, and the balance-score distribution (median and quartiles) over epochs."""
+    plt = _pyplot()
     rows = summary["epochs"]
     if not rows:
         raise ConfigError(f"{summary['path']}: no epochs recorded yet; nothing to plot")
@@ -65,14 +70,7 @@ def plot_run(summary: dict, out: str | Path) -> Path:
 
 def plot_study(summary: dict, out: str | Path) -> Path:
     """Paired differences to the baseline with their 95 % t-intervals, one row per variant."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ConfigError("--plot needs matplotlib, an optional extra of this checkout: .venv/bin/pip install "
-                          "-e '.[plot]' (or pip install matplotlib into the environment that runs bss)") from None
+    plt = _pyplot()
     stats = summary["summary"]
     rows = [(name, v["vs_baseline"]) for name, v in stats.get("variants", {}).items() if v.get("vs_baseline")]
     if not rows:

@@ -25,7 +25,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from bss_cli import schema as S
-from bss_cli.artifacts import atomic_path, base_metadata, write_table
+from bss_cli.artifacts import atomic_path, base_metadata, file_in_the_way, write_table
 from bss_cli.errors import ConfigError
 
 SETTINGS = "settings.json"
@@ -90,11 +90,9 @@ def check_run_folder(run: Path, settings: dict, resume: bool, free_keys: tuple[s
     run = Path(run)
     if run.exists() and not run.is_dir():
         raise ConfigError(f"--out {run}: is a file, not a folder; choose a folder for the run")
-    for parent in run.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ConfigError(f"--out {run}: {parent} is a file, not a folder")
-            break
+    blocked = file_in_the_way(run)
+    if blocked:
+        raise ConfigError(f"--out {run}: {blocked} is a file, not a folder")
     last = run / LAST
     if not resume:
         if last.exists():
