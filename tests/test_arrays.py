@@ -71,3 +71,21 @@ def test_array_modality_trains_through_either_encoder(tmp_path, encoder):
     assert bool(conv) == (encoder == "resnet18")  # a one-channel map through convolutions, or a flat MLP
     if encoder == "resnet18":
         assert state[conv[0]].shape[1] == 1
+
+
+@pytest.mark.slow
+def test_digits_av_through_two_resnets_at_small_width(tmp_path):
+    """The paper's setup in miniature: MFCC frames and images, each a one-channel map through a ResNet-18."""
+    from conftest import SAMPLE
+
+    path = SAMPLE / "digits-av.parquet"
+    if not path.exists() or b"bss.arrays" not in (pq.read_schema(path).metadata or {}):
+        pytest.skip("make setup builds sample_data/digits-av.parquet")
+    table = pq.read_table(path)
+    small = table.take(pa.array(np.arange(0, 3000, 6)))  # 500 rows, every class and split
+    pq.write_table(small.replace_schema_metadata(table.schema.metadata), tmp_path / "digits.parquet")
+    m = load_manifest(tmp_path / "digits.parquet")
+    assert m.modalities["audio"].shape == [32, 13] and m.modalities["image"].shape == [28, 28]
+    r = train(TrainConfig(manifest=str(tmp_path / "digits.parquet"), out=str(tmp_path / "run"), epochs=2, t_grow=2,
+                          hidden=4, batch_size=32, array_encoder="resnet18", scheduler="curriculum", quiet=True))
+    assert r.history[0]["subset_size"] < r.history[1]["subset_size"] and 0 <= r.test["acc"] <= 1

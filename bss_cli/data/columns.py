@@ -70,6 +70,17 @@ def stack_arrays(name: str, arrays: list[np.ndarray], spec: dict, problems: list
 
 def inline_arrays(name: str, col: pa.ChunkedArray, spec: dict, problems: list[str]) -> np.ndarray | None:
     """[N, A, B] from a list<list<number>> column (one fixed-shape 2-D array per row)."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if arr.null_count == 0 and len(arr):  # fast path: every row has the same shape
+        outer = pc.list_value_length(arr).to_numpy()
+        inner_lists = arr.flatten()
+        if inner_lists.null_count == 0 and (outer == outer[0]).all():
+            inner = pc.list_value_length(inner_lists).to_numpy()
+            values = inner_lists.flatten()
+            numeric = pa.types.is_integer(values.type) or pa.types.is_floating(values.type)
+            if numeric and len(inner) and (inner == inner[0]).all() and values.null_count == 0:
+                x = values.to_numpy(zero_copy_only=False).astype(np.float32)
+                return stack_arrays(name, list(x.reshape(len(arr), int(outer[0]), int(inner[0]))), spec, problems)
     values = col.to_pylist()
     empty = [i for i, v in enumerate(values) if not v]
     if empty:

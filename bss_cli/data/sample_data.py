@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -144,14 +145,24 @@ def digits_av_table(seed: int = 0, energy: float = DIGITS_ENERGY) -> pa.Table:
     images = pixels[image_of]
     if energy < 1:
         images, _ = degrade(images, np.flatnonzero(split == "train"), energy)
-    return pa.table({
+    table = pa.table({
         S.SAMPLE_ID: pa.array([f"digits-{i:04d}" for i in range(len(spoken))]),
         S.LABEL: pa.array(spoken),
         S.SPLIT: pa.array(split.tolist()),
-        "audio": vector_column(audio.reshape(len(spoken), -1)),  # 32 MFCC frames x 13, flattened
-        "image": vector_column(images.astype(np.float32)),
+        "audio": _arrays(audio),  # [32 frames, 13 MFCCs] per recording
+        "image": _arrays(images.reshape(len(spoken), 28, 28)),
         "meta_image_index": pa.array(image_of),
     })
+    # 2-D array modalities: an MLP reads them flattened, --array-encoder resnet18 as one-channel maps
+    arrays = {"audio": {"length": DIGITS_FRAMES, "time_axis": 0}, "image": {}}
+    return table.replace_schema_metadata({"bss.arrays": json.dumps(arrays)})
+
+
+def _arrays(x: np.ndarray) -> pa.Array:
+    """[N, A, B] -> a list<list<float32>> column (one 2-D array per row)."""
+    x = np.ascontiguousarray(x, np.float32)
+    rows = pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), x.shape[2])
+    return pa.FixedSizeListArray.from_arrays(rows, x.shape[1]).cast(pa.list_(pa.list_(pa.float32())))
 
 
 BUILDERS = {"mfeat": mfeat_table, "htad": htad_table, "digits-av": digits_av_table}
