@@ -19,6 +19,7 @@ BENCHMARKS = {
     "score": ("bench_score", "run"),
     "schedule": ("bench_schedule", "run"),
     "overhead": ("bench_overhead", "run"),
+    "trainer": ("bench_trainer", "run"),
     "effect": ("bench_effect", "run"),
     "media": ("bench_media", "run"),
 }
