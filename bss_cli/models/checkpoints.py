@@ -30,6 +30,26 @@ FORMAT = "bss_checkpoint_version"
 VERSION = 2  # 2: plain values only (1 pickled trainer objects and is refused)
 
 
+def to_tensors(state):
+    """numpy arrays -> tensors, recursively: what a checkpoint may hold besides plain values."""
+    import numpy as np
+
+    if isinstance(state, dict):
+        return {k: to_tensors(v) for k, v in state.items()}
+    if isinstance(state, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(state).copy())
+    return state
+
+
+def to_arrays(state):
+    """The inverse of :func:`to_tensors`."""
+    if isinstance(state, dict):
+        return {k: to_arrays(v) for k, v in state.items()}
+    if isinstance(state, torch.Tensor):
+        return state.numpy()
+    return state
+
+
 def save_checkpoint(path: str | Path, state: dict) -> None:
     """Write ``state`` (plus the format version) atomically.
 

@@ -210,8 +210,8 @@ class Trainer:
             C.TRAINER_STATE: {
                 "json": json.dumps({"history": [runs.without_timings(r) for r in self.history], "best": self.best,
                                     "manifest_fingerprint": self.manifest.fingerprint}, sort_keys=True),
-                "plan": _tensors(self.plan.to_state()),
-                "static": _tensors(scores_to_state(self.planner.static)),
+                "plan": C.to_tensors(self.plan.to_state()),
+                "static": C.to_tensors(scores_to_state(self.planner.static)),
             },
         }
 
@@ -232,8 +232,8 @@ class Trainer:
         timings = runs.read_timings(self.run)  # wall-clock figures are not part of the checkpoint
         self.history = [{**r, **timings.get(r["epoch"], {})} for r in saved["history"]]
         self.best = saved["best"]
-        self.plan = PlanState.from_state(_arrays(t["plan"]))
-        self.planner.static = scores_from_state(_arrays(t["static"]))
+        self.plan = PlanState.from_state(C.to_arrays(t["plan"]))
+        self.planner.static = scores_from_state(C.to_arrays(t["static"]))
         self.start_epoch = state[C.EPOCH] + 1
 
     # --- the run ---------------------------------------------------------------------------
@@ -334,22 +334,6 @@ class Trainer:
 def _nothing():
     yield
 
-
-def _tensors(state):
-    """numpy arrays -> tensors, recursively (a checkpoint holds tensors and plain values only)."""
-    if isinstance(state, dict):
-        return {k: _tensors(v) for k, v in state.items()}
-    if isinstance(state, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(state).copy())
-    return state
-
-
-def _arrays(state):
-    if isinstance(state, dict):
-        return {k: _arrays(v) for k, v in state.items()}
-    if isinstance(state, torch.Tensor):
-        return state.numpy()
-    return state
 
 
 def train(cfg: TrainConfig, callbacks: Callbacks | None = None) -> TrainResult:
