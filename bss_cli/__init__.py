@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "ScheduleSampler"]
+__all__ = ["__version__", "ScheduleSampler", "read_npy"]
 
 
 def __getattr__(name: str):
@@ -16,4 +16,8 @@ def __getattr__(name: str):
         from bss_cli.scheduling.sampler import ScheduleSampler
 
         return ScheduleSampler
+    if name == "read_npy":
+        from bss_cli.scheduling.schedule_io import read_npy
+
+        return read_npy
     raise AttributeError(f"module 'bss_cli' has no attribute {name!r}")

@@ -126,3 +126,19 @@ def test_inspect_schedule_counts_classes_and_warns_on_a_missing_class(scores_fil
     run("schedule", scores_file, "-o", tmp_path / "strat.parquet", "--epochs", "3", "--lambda0", "0.05", "--stratify")
     s = json.loads(run("inspect", tmp_path / "strat.parquet", "--json").stdout)
     assert all(k >= 1 for e in s["epochs"] for k in e["per_class"].values()) and s["warnings"] == []
+
+
+def test_npy_reads_from_a_pipe(scores_file, tmp_path):
+    """np.load cannot read a pipe (it seeks); bss_cli.read_npy can, with the obvious one-liner."""
+    reader = ("import sys, bss_cli; a = bss_cli.read_npy(sys.stdin.buffer); "
+              "print(a.shape[0], a[:, 2].sum())")
+    cmd = (f"{sys.executable} -m bss_cli schedule {scores_file} -o - --format npy --epochs 2 | "
+           f"{sys.executable} -c '{reader}'")
+    out = subprocess.run(cmd, shell=True, capture_output=True, text=True, check=True).stdout.split()
+    ref = pq.read_table(run_ref(scores_file, tmp_path))
+    assert int(out[0]) == ref.num_rows and int(out[1]) == sum(ref["row"].to_pylist())
+
+
+def run_ref(scores_file, tmp_path):
+    run("schedule", scores_file, "-o", tmp_path / "ref.parquet", "--epochs", "2")
+    return tmp_path / "ref.parquet"

@@ -142,7 +142,7 @@ def inline_matrix(name: str, col: pa.ChunkedArray, problems: list[str]) -> np.nd
 
 
 def text_values(name: str, col: pa.ChunkedArray, base: Path, media: MediaConfig,
-                 problems: list[str], array_spec: dict | None = None
+                 problems: list[str], array_spec: dict | None = None, progress=None
                  ) -> tuple[np.ndarray | None, str, str, list[Path] | None]:
     """Decode a string column: file paths (kind by extension) or inline vectors written as text.
 
@@ -170,6 +170,8 @@ def text_values(name: str, col: pa.ChunkedArray, base: Path, media: MediaConfig,
                 (missing.append((i, v)) if "/" in str(v) or "\\" in str(v) else unparsable.append((i, v)))
             continue
         kinds.setdefault(kind, i)
+        if progress and kind in ("audio", "image") and (i % 32 == 31 or i == len(values) - 1):
+            progress(f"checking {name} files", i + 1, len(values))  # decoding every file takes a while
         p = Path(v) if Path(v).is_absolute() else base / v
         paths[i] = p
         if not _exists(p):

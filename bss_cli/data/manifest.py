@@ -185,11 +185,12 @@ def _modality_columns(table: pa.Table, problems: list[str]) -> list[str]:
     return names
 
 
-def load_manifest(path: str | Path, *, load_features: bool = True) -> Manifest:
+def load_manifest(path: str | Path, *, load_features: bool = True, progress=None) -> Manifest:
     """Read and validate a manifest; with ``load_features`` also decode every modality value.
 
     Without ``load_features`` (scoring from a predictions file, inspecting), ids, labels, splits
-    and modality column types are validated, values are not decoded.
+    and modality column types are validated, values are not decoded. ``progress(stage, done,
+    total)`` hears how far the check of audio and image files is.
     """
     path = Path(path)
     table = read_table(path)
@@ -229,7 +230,7 @@ def load_manifest(path: str | Path, *, load_features: bool = True) -> Manifest:
         kind, files = "vector", None
         if is_text:
             x, source, kind, files = text_values(name, table[name], path.parent, media, problems,
-                                                 arrays.get(name))
+                                                 arrays.get(name), progress)
         elif _is_nested(t):
             x, source, kind = inline_arrays(name, table[name], arrays.get(name, {}), problems), "inline", "array"
         elif pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):

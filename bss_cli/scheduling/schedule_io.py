@@ -160,6 +160,24 @@ def _write_npy(sink: BinaryIO, job: ScheduleJob, tables: Iterable[pa.Table]) -> 
     return n
 
 
+def read_npy(stream: BinaryIO) -> np.ndarray:
+    """An ``.npy`` array from a stream that cannot seek (a pipe: ``read_npy(sys.stdin.buffer)``).
+
+    ``np.load`` and ``np.lib.format.read_array`` both seek, so they fail on a pipe; this reads the
+    header and then exactly the array's bytes.
+    """
+    version = np.lib.format.read_magic(stream)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+    else:
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+    count = int(np.prod(shape)) if shape else 1
+    data = stream.read(count * dtype.itemsize)
+    if len(data) != count * dtype.itemsize:
+        raise ArtifactError(f"the npy stream ended after {len(data)} of {count * dtype.itemsize} bytes")
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+
+
 WRITERS = {"parquet": _write_parquet, "csv": _write_csv, "jsonl": _write_jsonl, "npy": _write_npy}
 
 

@@ -174,7 +174,7 @@ def score_manifest(manifest_path: str | Path, *, criterion: str = "prediction-si
     from bss_cli.scoring.predict import ModelSource, model_for_source, predict_sharded
 
     source = source or ModelSource()
-    manifest = load_manifest(manifest_path)
+    manifest = load_manifest(manifest_path, progress=progress)
     _check_rows(manifest, split)
     data = ManifestData(manifest, device=device, workers=workers, cache_dir=cache_dir)
     info = info or DistInfo()
