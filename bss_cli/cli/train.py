@@ -44,7 +44,7 @@ class Progress:
     def __init__(self, quiet: bool, epochs: int):
         self.quiet, self.epochs = quiet, epochs
         self.live = not quiet and sys.stderr.isatty()
-        self.bars = None
+        self.bars, self.stages = None, {}
         if self.live:
             from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
             from rich.progress import Progress as RichProgress
@@ -86,6 +86,13 @@ class Progress:
     def message(self, text: str) -> None:
         if not self.quiet:
             err.print(text)
+
+    def stage(self, name: str, done: int, total: int) -> None:
+        """Passes before training (checking a manifest's audio and image files)."""
+        if self.bars:
+            if name not in self.stages:
+                self.stages[name] = self.bars.add_task(name, total=total, info="")
+            self.bars.update(self.stages[name], completed=done, total=total)
 
 
 def summary_table(summary: dict) -> Table:
@@ -186,7 +193,8 @@ def train(
     with progress:
         result = run_training(cfg, Callbacks(on_epoch_start=progress.epoch_start,
                                              on_batch=progress.batch if progress.live else None,
-                                             on_epoch_end=progress.epoch_end, on_message=progress.message))
+                                             on_epoch_end=progress.epoch_end, on_message=progress.message,
+                                             on_progress=progress.stage if progress.live else None))
     if result.summary and int(os.environ.get("RANK", "0")) == 0:
         if as_json:
             typer.echo(json.dumps(result.summary, indent=2))

@@ -46,6 +46,7 @@ class Callbacks:
     on_batch: Callable[[int, int, float], None] | None = None  # (epoch, samples, loss)
     on_epoch_end: Callable[[dict], None] | None = None  # the metrics row
     on_message: Callable[[str], None] | None = None
+    on_progress: Callable[[str, int, int], None] | None = None  # (stage, done, total), e.g. checking media
 
 
 class TrainingDiverged(BSSError):
@@ -73,7 +74,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, info: DistInfo, device: str, callbacks: Callbacks):
         self.cfg, self.info, self.device, self.cb = cfg, info, torch.device(device), callbacks
         self.run = Path(cfg.out)
-        self.manifest = load_manifest(cfg.manifest)
+        self.manifest = load_manifest(cfg.manifest, progress=callbacks.on_progress if info.is_main else None)
         m = self.manifest
         self.train_rows, self.val_rows, self.test_rows = m.indices("train"), m.indices("val"), m.indices("test")
         if len(self.val_rows) == 0:
