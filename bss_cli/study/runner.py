@@ -170,8 +170,10 @@ def _train(record: RunRecord, design: StudyDesign, slot: int, jobs: int, gpus: i
     env = dict(os.environ)
     if gpus > 1 and device != "cpu":  # one run per GPU
         env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
-    if device == "cpu" or gpus == 0:  # share the cores instead of oversubscribing them
-        cmd += ["--threads", str(max(1, (os.cpu_count() or 1) // jobs))]
+    if (device == "cpu" or gpus == 0) and "threads" not in design.settings(record.variant, record.seed):
+        # One thread per CPU run: the thread count changes float summation order, so tying it to
+        # --jobs would make the results depend on how many ran at once. --set threads=N overrides.
+        cmd += ["--threads", "1"]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode == 0:
         return "done"
