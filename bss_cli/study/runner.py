@@ -127,7 +127,7 @@ def run_study(study: str | Path, design: StudyDesign, jobs: int = 1, device: str
         with lock:
             slot = slots.pop()
         try:
-            outcome = _train(record, design, slot, jobs, gpus, device)
+            outcome = _train(record, design, slot, gpus, device)
         finally:
             with lock:
                 slots.append(slot)
@@ -159,7 +159,7 @@ def _gpus() -> int:
         return 0
 
 
-def _train(record: RunRecord, design: StudyDesign, slot: int, jobs: int, gpus: int, device: str) -> str:
+def _train(record: RunRecord, design: StudyDesign, slot: int, gpus: int, device: str) -> str:
     """One bss train process; 'done' or the reason it failed."""
     config = record.folder.parent / f"{record.folder.name}.json"
     runs.write_json(config, design.settings(record.variant, record.seed))
