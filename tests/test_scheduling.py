@@ -169,3 +169,16 @@ def test_one_accumulation_mechanism_for_both_rules():
         np.testing.assert_allclose(acc.add(s), expected)
     assert Accumulator.for_config(ScheduleConfig(scheduler="learned")) is None  # the memory-less default
     assert Accumulator.for_config(ScheduleConfig(scheduler="learned", rule="paper", beta=1.0)).beta == 1.0
+
+
+def test_paced_learned_keeps_a_growing_prefix_of_each_draw():
+    b = scores()
+    cfg = ScheduleConfig(scheduler="learned", paced=True, t_grow=4, seed=2)
+    s = make_scheduler(b, cfg)
+    full = make_scheduler(b, ScheduleConfig(scheduler="learned", seed=2))
+    sizes = [s.size(e) for e in range(6)]
+    assert sizes == sorted(sizes) and sizes[0] < len(b) and sizes[-1] == len(b)
+    for e in range(6):
+        idx, prob = s.epoch(e)
+        assert np.array_equal(idx, full.epoch(e)[0][:sizes[e]])  # the same draw, cut by the pacing
+    assert set(cfg.params()) >= {"paced", "pacing", "lambda0", "t_grow"}

@@ -132,6 +132,9 @@ def train(
              "scores) (default: scripts).")] = None,
     beta: Annotated[Optional[float], typer.Option(
         help="learned --rule paper: EMA step, s_hat = (1 - beta) s_hat + beta s, in (0, 1] (default: 0.5).")] = None,
+    paced: Annotated[Optional[bool], typer.Option(
+        "--paced/--no-paced", help="learned: train on a growing prefix of each epoch's draw, paced like the "
+                                   "curriculum (--pacing, --lambda0, --t-grow) (default: off).")] = None,
     rescore_every: Annotated[Optional[int], typer.Option(
         help="learned: re-score every E epochs, >= 1 (default: 1).")] = None,
     alpha: Annotated[Optional[float], typer.Option(

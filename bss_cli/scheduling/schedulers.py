@@ -35,6 +35,7 @@ class ScheduleConfig:
     temperature: float = 1.0  # T < 1 sharpens, T > 1 flattens
     eps: float = 0.01  # scripts rule
     beta: float = 0.5  # paper rule: s_hat(k+1) = (1 - beta) s_hat(k) + beta s(k+1)
+    paced: bool = False  # learned: keep the first floor(N lambda(e + 1)) of each draw (the curriculum's pacing)
     accumulate: bool = False  # scripts rule: a decayed running mean of the epochs' scores
     decay: float = 1.0  # weight of older scores in that mean (1 = plain running mean)
 
@@ -56,8 +57,9 @@ class ScheduleConfig:
         """The parameters that matter for this scheduler (saved in the artifact's metadata)."""
         keys = {"curriculum": ("pacing", "lambda0", "t_grow", "shuffle", "stratify"),
                 "anti-curriculum": ("pacing", "lambda0", "t_grow", "shuffle", "stratify"),
-                "learned": ("rule", "temperature", "eps", "accumulate", "decay") if self.rule == "scripts"
-                else ("rule", "temperature", "beta"),
+                "learned": (("rule", "temperature", "eps", "accumulate", "decay") if self.rule == "scripts"
+                            else ("rule", "temperature", "beta"))
+                + (("paced", "pacing", "lambda0", "t_grow") if self.paced else ()),
                 "random": ()}[self.scheduler]
         return {k: v for k, v in asdict(self).items() if k in keys}
 
@@ -152,6 +154,9 @@ class Learned:
         self.p = w / w.sum()
 
     def size(self, epoch: int) -> int:
+        if self.cfg.paced:  # only the first floor(N lambda(e + 1)) of the draw, as a curriculum paces
+            pace = check_pacing(self.cfg.pacing, self.cfg.lambda0, self.cfg.t_grow)
+            return subset_size(len(self.p), pace(epoch + 1, lambda0=self.cfg.lambda0, t_grow=self.cfg.t_grow))
         return len(self.p)
 
     def epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -159,6 +164,8 @@ class Learned:
         keys /= self.p
         # Continuous keys have no ties, so the fast (deterministic, unstable) sort is exact here.
         idx = np.argsort(keys)
+        if self.cfg.paced:
+            idx = idx[:self.size(epoch)]
         return idx, self.p[idx]
 
 

@@ -47,6 +47,7 @@ class TrainConfig:
     alpha: float = 0.5  # weight of the similarity criterion against loss/gradient (0.5 = equal, the default)
     rescore: str = "pass"  # pass | online
     rescore_every: int = 1  # learned: re-score every E epochs (k = floor(t / E))
+    paced: bool = False  # learned: train on the first floor(N lambda(e + 1)) of each epoch's draw
     # model
     encoder: str = "mlp"
     array_encoder: str = "mlp"  # 2-D array modalities: mlp (flattened) or resnet18 (a one-channel map)
@@ -131,6 +132,9 @@ class TrainConfig:
         choice("device", DEVICES)
         if self.fused_weight == 0 and self.unimodal_weight == 0:
             problems.append("--fused-weight 0 and --unimodal-weight 0 leave no loss to train; make one > 0")
+        if self.paced and self.rescore == "online" and self.scheduler == "learned":
+            problems.append("--paced with --rescore online: samples left out of an epoch have no training-pass "
+                            "logits to score; use --rescore pass")
         if self.rule == "paper" and self.accumulate:
             problems.append("--accumulate is the scripts rule's memory; the paper rule accumulates with --beta")
         if self.scores and self.warmup:

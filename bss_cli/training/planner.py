@@ -67,7 +67,8 @@ def schedule_config(cfg: TrainConfig) -> ScheduleConfig:
     name = {"none": "random", "curriculum": "curriculum", "learned": "learned"}[cfg.scheduler]
     return ScheduleConfig(scheduler=name, seed=cfg.seed, pacing=cfg.pacing, lambda0=cfg.lambda0, t_grow=cfg.grow,
                           shuffle=not cfg.ordered, stratify=cfg.stratify, temperature=cfg.temperature, eps=cfg.eps,
-                          accumulate=cfg.accumulate, decay=cfg.decay, rule=cfg.rule, beta=cfg.beta)
+                          accumulate=cfg.accumulate, decay=cfg.decay, rule=cfg.rule, beta=cfg.beta,
+                          paced=cfg.paced)
 
 
 def uniform_scores(manifest, train_rows: np.ndarray) -> Scores:
