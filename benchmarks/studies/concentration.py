@@ -1,6 +1,10 @@
 """End-of-epoch concentration of the least balanced samples in the learned runs of the digits-av
 diagnosis study (reads the epoch artifacts of /tmp/studies/digits-diag; see README, Findings)."""
-import glob, json, numpy as np, pyarrow.parquet as pq, sys
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+
 out = {}
 for variant in ["learned", "learned-T4", "learned-T025", "learned-online", "learned-every5", "learned-paper-b1"]:
     lows, firsts, lasts = [], [], []
