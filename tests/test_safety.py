@@ -290,7 +290,7 @@ CASES = [
     ("train-scores-and-warmup", [T, "{w}/m.parquet", "--out", "{w}/newrun", "--scheduler", "curriculum", "--scores",
                                  "{w}/scores.parquet", "--warmup", "1"], 1, ["--scores and --warmup"]),
     ("train-online-gradient", [T, "{w}/m.parquet", "--out", "{w}/newrun", "--rescore", "online", "--criterion",
-                               "loss+gradient" if False else "prediction-sim+gradient"], 1, ["--rescore online"]),
+                               "prediction-sim+gradient"], 1, ["--rescore online"]),
     ("train-encoder-weights-format", [T, "{w}/m.parquet", "--out", "{w}/newrun", "--encoder-weights", "nonsense"], 1,
      ["--encoder-weights"]),
     ("train-model-bad-spec", [T, "{w}/m.parquet", "--out", "{w}/newrun", "--model", "nocolon"], 1, ["nocolon"]),
