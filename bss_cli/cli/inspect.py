@@ -76,6 +76,13 @@ SPARK = "▁▂▃▄▅▆▇█"
 MAX_EPOCH_ROWS = 30
 
 
+def head_and_tail(rows: list) -> list:
+    """At most MAX_EPOCH_ROWS rows: the first and last halves, with None where rows were left out."""
+    if len(rows) <= MAX_EPOCH_ROWS:
+        return rows
+    return rows[:MAX_EPOCH_ROWS // 2] + [None] + rows[-MAX_EPOCH_ROWS // 2:]
+
+
 def spark(values: list[float], lo: float, hi: float) -> str:
     span = hi - lo if hi > lo else 1.0
     return "".join(" " if v is None else SPARK[min(7, max(0, int((v - lo) / span * 7.999)))] for v in values)
@@ -92,11 +99,12 @@ def render_schedule(s: dict) -> None:
               title_justify="left")
     for col in ("epoch", "size", "mean", "1st 10%", "last 10%", "tenths", "overlap", "pos corr"):
         t.add_column(col, justify="right", no_wrap=True, min_width=10 if col == "tenths" else None)
-    shown = epochs if len(epochs) <= MAX_EPOCH_ROWS else epochs[:MAX_EPOCH_ROWS // 2] + epochs[-MAX_EPOCH_ROWS // 2:]
+    shown = head_and_tail(epochs)
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-    for i, e in enumerate(shown):
-        if len(shown) < len(epochs) and i == MAX_EPOCH_ROWS // 2:
+    for e in shown:
+        if e is None:
             t.add_row("...", *[""] * 7)
+            continue
         t.add_row(str(e["epoch"]), f"{e['size']:,}", fmt(e["mean_balance"]), fmt(e["tenths"][0]),
                   fmt(e["tenths"][-1]), spark(e["tenths"], lo, hi), fmt(e["overlap"]), fmt(e["position_corr"]))
     out.print(t)
@@ -106,9 +114,10 @@ def render_schedule(s: dict) -> None:
         c.add_column("epoch", justify="right")
         for name in names:
             c.add_column(name, justify="right")
-        for i, e in enumerate(shown):
-            if len(shown) < len(epochs) and i == MAX_EPOCH_ROWS // 2:
+        for e in shown:
+            if e is None:
                 c.add_row("...", *[""] * len(names))
+                continue
             c.add_row(str(e["epoch"]), *[f"{e['per_class'][n]:,}" for n in names])
         out.print(c)
     for w in s.get("warnings", [])[:10]:
@@ -157,10 +166,10 @@ def _compact_table(title: str, rows: list[dict], best: int | None) -> Table:
         return t
     for col in rows[0]:
         t.add_column(col, justify="right", no_wrap=True)
-    shown = rows if len(rows) <= MAX_EPOCH_ROWS else rows[:MAX_EPOCH_ROWS // 2] + rows[-MAX_EPOCH_ROWS // 2:]
-    for i, r in enumerate(shown):
-        if len(shown) < len(rows) and i == MAX_EPOCH_ROWS // 2:
-            t.add_row("...", *[""] * (len(r) - 1))
+    for r in head_and_tail(rows):
+        if r is None:
+            t.add_row("...", *[""] * (len(rows[0]) - 1))
+            continue
         cells = []
         for k, v in r.items():
             if k == "epoch":

@@ -104,8 +104,7 @@ class ScheduleSampler(Sampler[int]):
                                   "they must match one to one")
         self.index_of, self.rows = index_of, rows
         self._source = _open(schedule)
-        self.epochs = list(self._source.epochs) if hasattr(self._source, "epochs") else \
-            sorted(set(self._source[S.EPOCH].to_pylist()))
+        self.epochs = list(self._source.epochs)
         if not self.epochs:
             raise ConfigError("the schedule holds no epochs")
         self.epoch = self.epochs[0]
@@ -116,12 +115,7 @@ class ScheduleSampler(Sampler[int]):
 
     # --- the epoch's order -------------------------------------------------------------
     def _epoch_table(self, epoch: int) -> pa.Table:
-        if hasattr(self._source, "epoch"):
-            return self._source.epoch(epoch, columns=[S.POSITION, S.SAMPLE_ID, S.ROW])
-        if epoch not in self.epochs:
-            raise ConfigError(f"the schedule holds epochs {self.epochs[0]}..{self.epochs[-1]}, not epoch {epoch}")
-        t = self._source.filter(pc.equal(self._source[S.EPOCH], epoch))
-        return t.sort_by(S.POSITION)
+        return self._source.epoch(epoch, columns=[S.POSITION, S.SAMPLE_ID, S.ROW])
 
     def order(self, epoch: int | None = None) -> np.ndarray:
         """Dataset indices of a whole epoch, in schedule order (all ranks, no padding)."""
@@ -270,9 +264,10 @@ def _process_group() -> tuple[int, int]:
 
 
 def _open(schedule):
-    if isinstance(schedule, (str, Path)):
-        from bss_cli.scheduling.schedule_io import open_schedule
+    """Anything with ``epochs`` and ``epoch(e, columns)``: a file, or a table held in memory."""
+    from bss_cli.scheduling.schedule_io import TableSchedule, open_schedule
 
-        return open_schedule(schedule)
-    return schedule
+    if isinstance(schedule, (str, Path)):
+        schedule = open_schedule(schedule)
+    return TableSchedule(schedule) if isinstance(schedule, pa.Table) else schedule
 

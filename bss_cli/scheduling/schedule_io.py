@@ -295,7 +295,7 @@ class TableSchedule:
     def __init__(self, table: pa.Table, metadata: dict | None = None):
         self.table, self.metadata = table, metadata or {}
         self.columns = table.column_names
-        self.epochs = sorted(set(table[S.EPOCH].to_pylist()))
+        self.epochs = sorted(pc.unique(table[S.EPOCH]).to_pylist())
 
     def epoch(self, epoch: int, columns: Iterable[str] | None = None) -> pa.Table:
         if epoch not in self.epochs:
