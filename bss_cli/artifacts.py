@@ -106,6 +106,14 @@ def write_table(table: pa.Table, path: str | os.PathLike, metadata: dict[str, st
         pq.write_table(table, tmp, **kwargs)
 
 
+def copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """``dst`` becomes a byte copy of ``src``, atomically."""
+    import shutil
+
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The ``bss.*`` metadata of a Parquet file (empty for a foreign Parquet file)."""
     try:

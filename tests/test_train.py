@@ -3,6 +3,8 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -92,6 +94,39 @@ def test_killed_and_resumed_run_equals_uninterrupted(tiny_manifest, tmp_path, se
         a = torch.load(tmp_path / "a" / name, weights_only=True)["model"]
         b = torch.load(tmp_path / "b" / name, weights_only=True)["model"]
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("settings", [{"scheduler": "learned", "accumulate": True},
+                                      {"scheduler": "curriculum", "t_grow": 3}])
+def test_checkpoints_name_their_plan_files_and_hold_no_scores(tiny_manifest, tmp_path, settings):
+    run_dir = tmp_path / "r"
+    train(TrainConfig(manifest=str(tiny_manifest), out=str(run_dir), epochs=3, epoch_artifacts=False, **settings))
+    state = torch.load(run_dir / "last.pt", weights_only=True)
+    trainer = state["trainer"]
+    assert set(trainer) == {"json"}  # plain JSON: no score tables, no per-sample arrays
+    files = json.loads(trainer["json"])["plan_files"]
+    kept = sorted(p.relative_to(run_dir).as_posix() for p in (run_dir / "plan").glob("*.parquet"))
+    assert kept == sorted(e["file"] for e in files.values() if e)  # superseded plan files are gone
+    if settings["scheduler"] == "learned":
+        assert files["plan"]["file"] == "plan/scores-epoch=2.parquet" and files["static"] is None
+        assert "accumulated_balance" in pq.read_schema(run_dir / files["plan"]["file"]).names
+    else:
+        assert files["static"]["file"] == "plan/static.parquet"
+    # A plan file that changed or vanished stops the resume, naming it; nothing is overwritten.
+    target = run_dir / next(e["file"] for e in files.values() if e)
+    table = pq.read_table(target)
+    pq.write_table(table.set_column(table.schema.get_field_index("balance"), "balance",
+                                    pa.array(np.zeros(table.num_rows))), target)
+    before = (run_dir / "last.pt").read_bytes()
+    r = run("train", tiny_manifest, "--out", run_dir, "--resume", "--epochs", "3", "--no-epoch-artifacts",
+            *[f"--{k.replace('_', '-')}" if v is True else f"--{k.replace('_', '-')}={v}" for k, v in settings.items()])
+    assert r.exit_code == 1, r.output
+    assert str(target) in r.stderr and "changed since the checkpoint was written" in r.stderr
+    assert (run_dir / "last.pt").read_bytes() == before
+    target.unlink()
+    r = run("train", tiny_manifest, "--out", run_dir, "--resume", "--epochs", "3", "--no-epoch-artifacts",
+            *[f"--{k.replace('_', '-')}" if v is True else f"--{k.replace('_', '-')}={v}" for k, v in settings.items()])
+    assert r.exit_code == 1 and "missing, and the checkpoint needs it to resume" in r.stderr, r.output
 
 
 def test_same_seed_same_run_bytes(tiny_manifest, tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from bss_cli.artifacts import atomic_path, fingerprint_file
+from bss_cli.artifacts import atomic_path, copy_file, fingerprint_file
 from bss_cli.errors import ArtifactError, ConfigError
 from bss_cli.models.fusion import ModelConfig, build_model
 
@@ -62,10 +62,7 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
 
 def copy_checkpoint(src: str | Path, dst: str | Path) -> None:
     """``dst`` becomes a byte copy of ``src``, atomically."""
-    import shutil
-
-    with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
+    copy_file(src, dst)
 
 
 def load_checkpoint(path: str | Path) -> dict:

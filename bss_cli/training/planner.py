@@ -4,63 +4,94 @@ schedule file, through the same scheduling code as ``bss schedule`` (torch only 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from bss_cli import schema as S
-from bss_cli.errors import ConfigError, rows_text
+from bss_cli.artifacts import fingerprint_file, read_metadata, write_table
+from bss_cli.errors import ArtifactError, ConfigError, rows_text
 from bss_cli.scheduling.schedule_io import ScheduleFile, ScheduleJob
 from bss_cli.scheduling.schedulers import Accumulator, ScheduleConfig
 from bss_cli.scoring.scores import SCHEDULE_COLUMNS, Scores, read_scores
 from bss_cli.training.config import TrainConfig
 
 
+ACCUMULATED = "accumulated_balance"  # a plan file's extra column: the accumulated scores that order the epoch
+
+
 @dataclass
 class PlanState:
-    """What the learned scheduler carries from one epoch to the next (saved in checkpoints)."""
+    """What the learned scheduler carries from one epoch to the next.
+
+    Its scores live in a Parquet plan file of the run folder; a checkpoint names that file and its
+    fingerprint (:meth:`to_state`) and holds only the accumulator's scalars.
+    """
 
     scores: Scores | None = None  # the scores that order the next epoch
     accumulator: Accumulator | None = None
     balance: np.ndarray | None = None  # effective (possibly accumulated) scores for the next epoch
     extra: dict = field(default_factory=dict)
 
-    def to_state(self) -> dict:
-        """Plain values and numpy arrays only (a checkpoint must load without unpickling objects)."""
+    def save(self, path: Path) -> dict | None:
+        """Write the plan file (scores, plus the accumulated scores when accumulating); return the
+        plain-values entry a checkpoint keeps to find it again."""
+        if self.scores is None:
+            return None
         acc = self.accumulator
-        return {"scores": scores_to_state(self.scores), "balance": self.balance,
-                "acc_total": None if acc is None else acc.total, "acc_weight": None if acc is None else acc.weight,
-                "acc_decay": None if acc is None else acc.decay, "acc_beta": None if acc is None else acc.beta}
+        entry = save_scores_file(path, self.scores, None if acc is None else acc.total)
+        if acc is not None:
+            entry.update(acc_weight=acc.weight, acc_decay=acc.decay, acc_beta=acc.beta)
+        return entry
 
     @classmethod
-    def from_state(cls, state: dict) -> "PlanState":
+    def load(cls, run: Path, entry: dict | None) -> "PlanState":
+        if entry is None:
+            return cls()
+        scores, total = load_scores_file(run, entry)
         acc = None
-        if state.get("acc_decay") is not None:
-            beta = state.get("acc_beta")
-            acc = Accumulator(float(state["acc_decay"]), None if beta is None else float(beta))
-            acc.total, acc.weight = state["acc_total"], float(state["acc_weight"])
-        return cls(scores=scores_from_state(state.get("scores")), accumulator=acc, balance=state.get("balance"))
+        if entry.get("acc_decay") is not None:
+            beta = entry.get("acc_beta")
+            acc = Accumulator(float(entry["acc_decay"]), None if beta is None else float(beta))
+            if total is None:
+                raise ArtifactError(f"{Path(run) / entry['file']}: lacks column {ACCUMULATED!r} that the checkpoint "
+                                    "needs to resume; the run folder is damaged, start the run again")
+            acc.total, acc.weight = total, float(entry["acc_weight"])
+        return cls(scores=scores, accumulator=acc, balance=None if acc is None else acc.total.copy())
 
 
-def scores_to_state(scores: Scores | None) -> dict | None:
-    """A scores table as Parquet bytes (uint8 array) plus its metadata: exact, and no pickle."""
-    if scores is None:
-        return None
+def save_scores_file(path: Path, scores: Scores, accumulated: np.ndarray | None = None) -> dict:
+    """Write ``scores`` (and an ``accumulated_balance`` column) atomically; return {file, fingerprint}."""
+    table = scores.table.replace_schema_metadata(None)
+    if accumulated is not None:
+        table = table.append_column(ACCUMULATED, pa.array(np.asarray(accumulated, np.float64)))
+    write_table(table, path, dict(scores.metadata))
+    return {"file": f"{Path(path).parent.name}/{Path(path).name}", "fingerprint": fingerprint_file(path)}
+
+
+def load_scores_file(run: Path, entry: dict) -> tuple[Scores, np.ndarray | None]:
+    """The scores a checkpoint names, checked against the fingerprint it recorded."""
     import pyarrow.parquet as pq
 
-    sink = pa.BufferOutputStream()
-    pq.write_table(scores.table.replace_schema_metadata(None), sink, compression="zstd")
-    return {"parquet": np.frombuffer(sink.getvalue().to_pybytes(), np.uint8), "metadata": dict(scores.metadata)}
-
-
-def scores_from_state(state: dict | None) -> Scores | None:
-    if state is None:
-        return None
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(pa.BufferReader(np.asarray(state["parquet"], np.uint8).tobytes()))
-    return Scores(table.replace_schema_metadata(None), dict(state["metadata"]))
+    path = Path(run) / str(entry["file"])
+    if not path.is_file():
+        raise ArtifactError(f"{path}: missing, and the checkpoint needs it to resume (it holds the scores that "
+                            "order the next epoch); the run folder is damaged, start the run again")
+    if fingerprint_file(path) != entry.get("fingerprint"):
+        raise ArtifactError(f"{path}: changed since the checkpoint was written (fingerprint "
+                            f"{fingerprint_file(path)}, checkpoint: {entry.get('fingerprint')}); the run folder is "
+                            "damaged, start the run again")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise ArtifactError(f"{path}: not a readable Parquet file ({str(exc)[:200]})") from None
+    total = None
+    if ACCUMULATED in table.column_names:
+        total = table[ACCUMULATED].to_numpy()
+        table = table.drop_columns([ACCUMULATED])
+    return Scores(table.replace_schema_metadata(None), read_metadata(path)), total
 
 
 def schedule_config(cfg: TrainConfig) -> ScheduleConfig:

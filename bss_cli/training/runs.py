@@ -7,6 +7,9 @@
     RUN/last.pt, RUN/best.pt   checkpoints
     RUN/epochs/epoch=3/        scores.parquet (when scored for that epoch), schedule.parquet (Hive-style:
                                a glob read with DuckDB, polars or pyarrow recovers the epoch)
+    RUN/plan/                  the scores that order the next epoch (scores-epoch=N.parquet, with the
+                               accumulated scores when accumulating) and a curriculum's scores
+                               (static.parquet); the checkpoint names them and their fingerprints
     RUN/.bss-lock              held (flock) by the one bss train writing the folder
 
 Everything but ``timings.parquet`` is the same, byte for byte, for the same settings and seed
@@ -38,6 +41,8 @@ LOCK = ".bss-lock"
 EPOCHS_DIR = "epochs"
 SCORES_FILE = "scores.parquet"
 SCHEDULE_FILE = "schedule.parquet"
+PLAN_DIR = "plan"
+STATIC_FILE = "static.parquet"
 TIMING_KEYS = ("plan_seconds", "train_seconds", "score_seconds", "eval_seconds", "samples_per_s")
 # How this invocation runs, not what the run computes: never saved, never compared.
 LAUNCH_KEYS = ("out", "resume", "quiet")
@@ -45,6 +50,22 @@ LAUNCH_KEYS = ("out", "resume", "quiet")
 
 def epoch_dir(run: Path, epoch: int) -> Path:
     return Path(run) / EPOCHS_DIR / f"epoch={epoch}"
+
+
+def plan_path(run: Path, epoch: int | None) -> Path:
+    """The plan file for the scores that order ``epoch`` on (None: a curriculum's fixed scores)."""
+    return Path(run) / PLAN_DIR / (STATIC_FILE if epoch is None else f"scores-epoch={epoch}.parquet")
+
+
+def remove_plan_files(run: Path, keep: set[str]) -> None:
+    """Delete the plan files that no checkpoint needs any longer (``keep``: paths relative to ``run``)."""
+    folder = Path(run) / PLAN_DIR
+    if not folder.is_dir():
+        return
+    for p in folder.glob("*.parquet"):
+        if f"{PLAN_DIR}/{p.name}" not in keep:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
 
 
 def epoch_of(folder: Path) -> int:

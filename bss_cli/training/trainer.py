@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from bss_cli import __version__
-from bss_cli.artifacts import fingerprint_text
+from bss_cli.artifacts import copy_file, fingerprint_text
 from bss_cli.data.datasets import ManifestData, batch_loader
 from bss_cli.data.manifest import load_manifest
 from bss_cli.errors import BSSError, ConfigError
@@ -31,11 +31,11 @@ from bss_cli.scheduling.sampler import ScheduleSampler
 from bss_cli.scheduling.schedule_io import write_schedule
 from bss_cli.scoring.criteria import LossWeights, Predictions
 from bss_cli.scoring.predict import ModelSource, fresh_model, model_for_source, predict, predict_sharded
-from bss_cli.scoring.scores import Scores, build_scores, write_scores
+from bss_cli.scoring.scores import Scores, build_scores
 from bss_cli.training import runs
 from bss_cli.training.config import RESUME_FREE, TrainConfig
 from bss_cli.training.metrics import evaluate
-from bss_cli.training.planner import Planner, PlanState, scores_from_state, scores_to_state
+from bss_cli.training.planner import Planner, PlanState, load_scores_file, save_scores_file
 
 
 @dataclass
@@ -90,6 +90,7 @@ class Trainer:
         self.lr_sched = _lr_schedule(self.opt, cfg)
         self.planner = Planner(cfg, m, self.train_rows)  # checks a --schedule file before anything is written
         self.plan = PlanState()
+        self.plan_files: dict[str, dict | None] = {"plan": None, "static": None}  # what last.pt names
         self.history: list[dict] = []
         self.best = {"epoch": -1, "val_acc": -math.inf}
         self.start_epoch = 0
@@ -210,9 +211,9 @@ class Trainer:
                           "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
             C.TRAINER_STATE: {
                 "json": json.dumps({"history": [runs.without_timings(r) for r in self.history], "best": self.best,
-                                    "manifest_fingerprint": self.manifest.fingerprint}, sort_keys=True),
-                "plan": C.to_tensors(self.plan.to_state()),
-                "static": C.to_tensors(scores_to_state(self.planner.static)),
+                                    "manifest_fingerprint": self.manifest.fingerprint,
+                                    # the scores stay in their Parquet files under RUN/plan/; named here
+                                    "plan_files": self.plan_files}, sort_keys=True),
             },
         }
 
@@ -233,8 +234,15 @@ class Trainer:
         timings = runs.read_timings(self.run)  # wall-clock figures are not part of the checkpoint
         self.history = [{**r, **timings.get(r["epoch"], {})} for r in saved["history"]]
         self.best = saved["best"]
-        self.plan = PlanState.from_state(C.to_arrays(t["plan"]))
-        self.planner.static = scores_from_state(C.to_arrays(t["static"]))
+        try:
+            files = saved["plan_files"]
+            self.plan = PlanState.load(self.run, files["plan"])
+            static = files["static"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"--resume: {self.run / runs.LAST} does not name its plan files ({exc}); it was "
+                              "written by another version of bss train; start the run again") from None
+        self.planner.static = None if static is None else load_scores_file(self.run, static)[0]
+        self.plan_files = files
         self.start_epoch = state[C.EPOCH] + 1
 
     # --- the run ---------------------------------------------------------------------------
@@ -264,6 +272,9 @@ class Trainer:
             if cfg.resume:
                 self._say(f"{self.run} has no checkpoint yet (killed before its first epoch ended); starting it over")
             self._initial_scores()
+            self._save_plan(0)
+            if main and self.planner.static is not None:
+                self.plan_files["static"] = save_scores_file(runs.plan_path(self.run, None), self.planner.static)
         model = self.model
         if self.info.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -273,6 +284,11 @@ class Trainer:
             self._run_epoch(epoch, model)
         return self._finish()
 
+    def _save_plan(self, epoch: int) -> None:
+        """Write the scores that order ``epoch`` to their plan file (rank 0; every rank holds them)."""
+        if self.info.is_main:
+            self.plan_files["plan"] = self.plan.save(runs.plan_path(self.run, epoch))
+
     def _run_epoch(self, epoch: int, model) -> None:
         cfg, main = self.cfg, self.info.is_main
         t0 = time.perf_counter()
@@ -280,9 +296,10 @@ class Trainer:
         if main and cfg.epoch_artifacts and job is not None:
             folder = runs.epoch_dir(self.run, epoch)
             write_schedule(job, folder / runs.SCHEDULE_FILE, tables=[table])
-            fresh = self.plan.scores if cfg.scheduler == "learned" else (self.planner.static if epoch == 0 else None)
-            if fresh is not None and fresh.metadata.get("bss.kind") == "scores":
-                write_scores(fresh, folder / runs.SCORES_FILE)
+            fresh, entry = ((self.plan.scores, self.plan_files["plan"]) if cfg.scheduler == "learned" else
+                            (self.planner.static, self.plan_files["static"]) if epoch == 0 else (None, None))
+            if fresh is not None and entry is not None and fresh.metadata.get("bss.kind") == "scores":
+                copy_file(self.run / entry["file"], folder / runs.SCORES_FILE)  # bytes, not re-serialised
         rescore_now = self.planner.rescoring and epoch + 1 < cfg.epochs and (epoch + 1) % cfg.rescore_every == 0
         online = self._online_buffers() if rescore_now and cfg.rescore == "online" else None
         t1 = time.perf_counter()
@@ -292,6 +309,7 @@ class Trainer:
         if rescore_now:  # k = floor(t / E): new scores after every E-th epoch
             preds = self._online_predictions(online) if online is not None else self._predict_split(self.train_rows)
             self.planner.update(self.plan, self._scores(preds, f"{cfg.rescore}:epoch-{epoch}"))
+            self._save_plan(epoch + 1)
         t3 = time.perf_counter()
         val = self._evaluate(self.val_rows)
         t4 = time.perf_counter()
@@ -307,6 +325,7 @@ class Trainer:
             self.best = {"epoch": epoch, "val_acc": val["acc"]}
         if main:
             C.save_checkpoint(self.run / runs.LAST, self._state(epoch))
+            runs.remove_plan_files(self.run, {e["file"] for e in self.plan_files.values() if e})
             if improved:  # the same bytes: copied, not serialised twice
                 C.copy_checkpoint(self.run / runs.LAST, self.run / runs.BEST)
             runs.write_metrics(self.run, self.history, {"bss.scheduler": cfg.scheduler})
