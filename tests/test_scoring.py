@@ -170,3 +170,81 @@ def test_score_under_torchrun_equals_one_process(tiny_manifest, tmp_path, source
                           str(tmp_path / "two.parquet")], capture_output=True, text=True, env=env, timeout=240)
     assert two.returncode == 0, two.stderr[-3000:]
     assert (tmp_path / "one.parquet").read_bytes() == (tmp_path / "two.parquet").read_bytes()
+
+
+def _collective_worker(rank, world, port, out):
+    import torch.distributed as dist
+
+    from bss_cli.models.distributed import DistInfo, gather_strided, merge_owned
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    info = DistInfo(rank, world)
+    n = 10  # not a multiple of 3: shards of 4, 3, 3 rows
+    full = np.arange(n * 2, dtype=np.float64).reshape(n, 2) + 0.25
+    gathered = gather_strided(full[rank::world], n, info)
+    # Rank r "saw" rows r, r + 3, ... and row 0 too (padding repeats a row); row 9 nobody saw.
+    seen = np.zeros(n, bool)
+    seen[rank::world] = True
+    seen[0] = True
+    seen[9] = False
+    local = np.where(seen[:, None], full + 100 * rank, -1.0)
+    merged = merge_owned(local, seen, info)
+    if rank == 0:
+        out.put((gathered, merged))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_tensor_collectives_gather_rows_in_order_and_merge_by_owner():
+    """The scoring collectives under 3 gloo ranks: strided shards come back in row order; rows
+    seen by several ranks take the highest rank's values, rows nobody saw rank 0's."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_collective_worker, args=(r, 3, port, queue)) for r in range(3)]
+    for p in procs:
+        p.start()
+    gathered, merged = queue.get(timeout=90)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    full = np.arange(20, dtype=np.float64).reshape(10, 2) + 0.25
+    np.testing.assert_array_equal(gathered, full)
+    owner = np.array([2, 1, 2, 0, 1, 2, 0, 1, 2, 0])
+    owner[9] = 0
+    expected = full + 100 * owner[:, None]
+    expected[9] = -1.0  # rank 0's value for the row nobody saw
+    np.testing.assert_array_equal(merged, expected)
+
+
+@pytest.mark.parametrize("criterion", ["prediction-sim+loss", "feature-sim+loss", "gradient"])
+def test_model_scoring_equals_scoring_its_predictions_and_collects_only_what_the_criterion_needs(
+        tiny_manifest, tmp_path, criterion):
+    """Scoring a model equals writing its predictions and scoring that file; the forward pass keeps
+    embeddings and gradient norms only for the criteria that read them."""
+    from bss_cli.data.datasets import ManifestData
+    from bss_cli.scoring.predict import fresh_model, predict
+
+    m = load_manifest(tiny_manifest)
+    data = ManifestData(m)
+    model, _ = fresh_model(m, data, seed=0)
+    rows = m.indices("train")
+    parts = CRITERIA[criterion].parts
+    p = predict(model, data, rows, weights=LossWeights(), embeddings="feat_sim" in parts,
+                grad_norm="grad_norm" in parts)
+    assert bool(p.embeddings) == ("feat_sim" in parts) and (p.grad_norm is not None) == ("grad_norm" in parts)
+    assert all(z.dtype == np.float32 for z in p.logits.values())
+    direct = score_manifest(tiny_manifest, criterion=criterion)
+    pq.write_table(predictions_table(m.sample_ids.take(pa.array(rows)), p), tmp_path / "p.parquet")
+    via_file = score_from_predictions(m, tmp_path / "p.parquet", criterion=criterion, weights=LossWeights())
+    assert direct.table.column_names == via_file.table.column_names
+    assert direct.table.select([S.SAMPLE_ID, S.SPLIT]).equals(via_file.table.select([S.SAMPLE_ID, S.SPLIT]))
+    for col in set(direct.table.column_names) - {S.SAMPLE_ID, S.SPLIT}:
+        np.testing.assert_allclose(direct.table[col].to_numpy(), via_file.table[col].to_numpy(), rtol=1e-6, atol=1e-9)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -47,13 +48,48 @@ def setup(device: str, threads: int | None = None) -> tuple[DistInfo, str]:
     return info, device
 
 
-def gather_objects(obj, info: DistInfo) -> list:
-    """Every rank's ``obj``, in rank order (just ``[obj]`` without a process group)."""
+def _collective_device() -> torch.device:
+    """NCCL moves CUDA tensors only; gloo moves CPU tensors."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def gather_strided(local: np.ndarray, n: int, info: DistInfo) -> np.ndarray:
+    """The [n, k] float64 array whose rows r, r + W, ... rank r holds (``local``), on every rank.
+
+    One tensor all_gather of k floats per row (ranks' shards differ in length by at most one, so
+    each is padded to ceil(n / W) rows): traffic and memory O(n k), never pickled objects.
+    """
     if not info.enabled:
-        return [obj]
-    out = [None] * info.world_size
-    dist.all_gather_object(out, obj)
+        return local
+    w, dev = info.world_size, _collective_device()
+    width = -(-n // w)
+    mine = torch.zeros(width, local.shape[1], dtype=torch.float64, device=dev)
+    mine[:len(local)] = torch.from_numpy(np.ascontiguousarray(local, np.float64)).to(dev)
+    parts = [torch.empty_like(mine) for _ in range(w)]
+    dist.all_gather(parts, mine)
+    out = np.empty((n, local.shape[1]), np.float64)
+    for r, part in enumerate(parts):
+        count = len(range(r, n, w))
+        out[r::w] = part[:count].cpu().numpy()
     return out
+
+
+def merge_owned(local: np.ndarray, seen: np.ndarray, info: DistInfo) -> np.ndarray:
+    """Rows each rank computed for the samples it saw, merged on every rank with two tensor
+    all_reduces: a row seen by several ranks (padding) takes the highest such rank's values, a row
+    no rank saw takes rank 0's."""
+    if not info.enabled:
+        return local
+    dev = _collective_device()
+    owner = torch.where(torch.from_numpy(np.asarray(seen, bool)), info.rank, -1).to(dev)
+    dist.all_reduce(owner, op=dist.ReduceOp.MAX)
+    owner[owner < 0] = 0
+    mask = (owner == info.rank).to(torch.float64)[:, None]
+    values = torch.from_numpy(np.ascontiguousarray(local, np.float64)).to(dev) * mask
+    dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values.cpu().numpy()
 
 
 def barrier(info: DistInfo) -> None:

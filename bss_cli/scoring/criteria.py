@@ -166,15 +166,61 @@ def minmax(x: np.ndarray) -> np.ndarray:
 
 
 @dataclass
+class RowParts:
+    """What scoring keeps of each sample, O(1) floats per sample whatever C and D are: its label,
+    the criterion's raw parts and every head's loss (the scores table's ``loss_<head>`` columns).
+
+    Raw parts are per sample; only their min-max normalisation needs the whole scored set. So
+    predictions are reduced to parts batch by batch (a predictions file) or rank by rank (torchrun),
+    and the parts concatenated; :func:`balance_from_parts` then finishes the score.
+    """
+
+    labels: np.ndarray  # [N] int class codes
+    raw: dict[str, np.ndarray]  # criterion part -> [N] float64
+    head_loss: dict[str, np.ndarray]  # head -> [N] CE(z_head, y), float64
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @classmethod
+    def concat(cls, parts: list["RowParts"]) -> "RowParts":
+        first = parts[0]
+        return cls(np.concatenate([p.labels for p in parts]),
+                   {k: np.concatenate([p.raw[k] for p in parts]) for k in first.raw},
+                   {k: np.concatenate([p.head_loss[k] for p in parts]) for k in first.head_loss})
+
+    def to_matrix(self) -> np.ndarray:
+        """[N, 1 + parts + heads] float64 (labels are exact in float64): one tensor for collectives."""
+        return np.column_stack([self.labels.astype(np.float64), *self.raw.values(), *self.head_loss.values()])
+
+    def from_matrix(self, m: np.ndarray) -> "RowParts":
+        """The inverse of :meth:`to_matrix`, with this object's column names."""
+        names = [*self.raw, *self.head_loss]
+        cols = dict(zip(names, (np.ascontiguousarray(m[:, 1 + i]) for i in range(len(names)))))
+        return RowParts(m[:, 0].astype(np.int64), {k: cols[k] for k in self.raw},
+                        {k: cols[k] for k in self.head_loss})
+
+    def take(self, index: np.ndarray) -> "RowParts":
+        return RowParts(self.labels[index], {k: v[index] for k, v in self.raw.items()},
+                        {k: v[index] for k, v in self.head_loss.items()})
+
+
+def row_parts(p: Predictions, criterion: str, weights: LossWeights = LossWeights()) -> RowParts:
+    """Reduce predictions to the per-sample values scoring keeps (see :class:`RowParts`)."""
+    crit = get_criterion(criterion)
+    raw = {name: RAW[name](p, weights) for name in crit.parts}
+    return RowParts(np.asarray(p.labels), raw, {head: p.head_loss(head) for head in p.heads()})
+
+
+@dataclass
 class CriterionResult:
     raw: dict[str, np.ndarray]
     normalised: dict[str, np.ndarray]
     balance: np.ndarray
 
 
-def compute_balance(p: Predictions, criterion: str, weights: LossWeights = LossWeights(),
-                    alpha: float = 0.5) -> CriterionResult:
-    """Raw parts, their min-max normalisation over the given samples, and the balance score
+def balance_from_parts(raw: dict[str, np.ndarray], criterion: str, alpha: float = 0.5) -> CriterionResult:
+    """Min-max normalise each raw part over the scored samples and combine them into
 
         s = 2 alpha sum(similarities~) - 2 (1 - alpha) sum(losses or gradients~)
 
@@ -184,15 +230,24 @@ def compute_balance(p: Predictions, criterion: str, weights: LossWeights = LossW
     if not 0 <= alpha <= 1:
         raise ConfigError(f"--alpha {alpha}: expected a value in [0, 1]")
     crit = get_criterion(criterion)
-    raw = {name: RAW[name](p, weights) for name in crit.parts}
-    norm = {name: minmax(v) for name, v in raw.items()}
+    norm = {name: minmax(raw[name]) for name in crit.parts}
     toward, against = 2.0 * alpha, 2.0 * (1.0 - alpha)
-    balance = np.zeros(len(p.labels), dtype=np.float64)
+    balance = np.zeros(len(next(iter(raw.values()))), dtype=np.float64)
     for name in crit.toward:
         balance += toward * norm[name]
     for name in crit.against:
         balance -= against * norm[name]
-    return CriterionResult(raw, norm, balance)
+    return CriterionResult({name: raw[name] for name in crit.parts}, norm, balance)
+
+
+def compute_balance(p: Predictions, criterion: str, weights: LossWeights = LossWeights(),
+                    alpha: float = 0.5) -> CriterionResult:
+    """Raw parts, their min-max normalisation over the given samples, and the balance score
+    (:func:`balance_from_parts` of :func:`row_parts`)."""
+    if not 0 <= alpha <= 1:
+        raise ConfigError(f"--alpha {alpha}: expected a value in [0, 1]")
+    crit = get_criterion(criterion)
+    return balance_from_parts({name: RAW[name](p, weights) for name in crit.parts}, criterion, alpha)
 
 
 def balance_rank(balance: np.ndarray) -> np.ndarray:

@@ -14,14 +14,17 @@ from bss_cli.data.manifest import Manifest
 from bss_cli.errors import ConfigError
 from bss_cli.models.devices import autocast
 from bss_cli.models.fusion import ModelConfig, build_model, check_outputs, joint_loss
-from bss_cli.scoring.criteria import LossWeights, Predictions
+from bss_cli.scoring.criteria import LossWeights, Predictions, RowParts, get_criterion, row_parts
 
 Progress = Callable[[int, int], None]  # (done, total)
 
 
 
 @torch.inference_mode()
-def _forward_pass(model, data: ManifestData, rows: np.ndarray, batch_size: int, progress: Progress | None):
+def _forward_pass(model, data: ManifestData, rows: np.ndarray, batch_size: int, progress: Progress | None,
+                  embeddings: bool):
+    """Logits (and embeddings when asked) of ``rows``, float32, kept on the device until the end:
+    one host transfer per output, no sync per batch."""
     device = next(model.parameters()).device
     logits = {m: [] for m in data.names}
     fused, emb = [], {m: [] for m in data.names}
@@ -30,14 +33,15 @@ def _forward_pass(model, data: ManifestData, rows: np.ndarray, batch_size: int, 
         xb = {m: v.to(device, non_blocking=True) for m, v in xb.items()}
         out = model(xb)
         for m in data.names:
-            logits[m].append(out.logits[m].float().cpu())
-            emb[m].append(out.embeddings[m].float().cpu())
+            logits[m].append(out.logits[m].float())
+            if embeddings:
+                emb[m].append(out.embeddings[m].float())
         if out.fused is not None:
-            fused.append(out.fused.float().cpu())
+            fused.append(out.fused.float())
         done += len(next(iter(xb.values())))
         if progress:
             progress(done, len(rows))
-    cat = lambda parts: torch.cat(parts).numpy().astype(np.float64)  # noqa: E731
+    cat = lambda parts: torch.cat(parts).cpu().numpy()  # noqa: E731
     return ({m: cat(v) for m, v in logits.items()}, cat(fused) if fused else None,
             {m: cat(v) for m, v in emb.items() if v and v[0].ndim == 2})
 
@@ -66,16 +70,18 @@ def per_sample_grad_norms(model, data: ManifestData, rows: np.ndarray, weights: 
 
 
 def predict(model, data: ManifestData, rows: np.ndarray, *, weights: LossWeights, batch_size: int = 512,
-            grad_norm: bool = False, progress: Progress | None = None, amp: bool = False) -> Predictions:
-    """Model outputs for manifest ``rows`` in eval mode (BatchNorm and dropout frozen).
+            grad_norm: bool = False, embeddings: bool = False, progress: Progress | None = None,
+            amp: bool = False) -> Predictions:
+    """Model outputs (float32 logits) for manifest ``rows`` in eval mode (BatchNorm and dropout frozen).
 
-    ``amp``: bf16 autocast for the forward pass (CUDA only).
+    ``embeddings``/``grad_norm``: also collect those (only feature-sim and gradient criteria need
+    them). ``amp``: bf16 autocast for the forward pass (CUDA only).
     """
     was_training = model.training
     model.eval()
     try:
         with autocast(next(model.parameters()).device, amp):
-            logits, fused, emb = _forward_pass(model, data, rows, batch_size, progress)
+            logits, fused, emb = _forward_pass(model, data, rows, batch_size, progress, embeddings)
         gn = per_sample_grad_norms(model, data, rows, weights) if grad_norm else None
     finally:
         model.train(was_training)
@@ -83,33 +89,22 @@ def predict(model, data: ManifestData, rows: np.ndarray, *, weights: LossWeights
     return Predictions(labels=labels, logits=logits, fused_logits=fused, embeddings=emb, grad_norm=gn)
 
 
-def predict_sharded(model, data: ManifestData, rows: np.ndarray, info, **kwargs) -> Predictions:
-    """:func:`predict` with ``rows`` split across the ranks of ``info`` and gathered back in order.
+def predict_parts(model, data: ManifestData, rows: np.ndarray, info, *, criterion: str, weights: LossWeights,
+                  **kwargs) -> RowParts:
+    """Per-sample scoring parts of manifest ``rows`` (see :class:`RowParts`), ``rows`` sharded over
+    the ranks of ``info``: rank r predicts rows r, r + W, ..., reduces them to parts, and one tensor
+    all_gather of those few floats per sample gives every rank the whole result, identical to one
+    process's. Embeddings and gradient norms are computed only when the criterion needs them."""
+    from bss_cli.models.distributed import gather_strided
 
-    Rank r scores rows r, r + W, ...; every rank gets the whole result, identical to one process's.
-    """
-    from bss_cli.models.distributed import gather_objects
-
+    parts = get_criterion(criterion).parts
     mine = rows[info.rank::info.world_size]
-    parts = gather_objects(predict(model, data, mine, **kwargs), info)
-    if len(parts) == 1:
-        return parts[0]
-    order = np.concatenate([np.arange(len(rows))[r::info.world_size] for r in range(len(parts))])
-
-    def merge(get):
-        arrays = [get(q) for q in parts]
-        if arrays[0] is None:
-            return None
-        merged = np.concatenate(arrays)
-        res = np.empty_like(merged)
-        res[order] = merged
-        return res
-
-    return Predictions(labels=merge(lambda q: q.labels),
-                       logits={k: merge(lambda q, k=k: q.logits[k]) for k in parts[0].logits},
-                       fused_logits=merge(lambda q: q.fused_logits),
-                       embeddings={k: merge(lambda q, k=k: q.embeddings[k]) for k in parts[0].embeddings},
-                       grad_norm=merge(lambda q: q.grad_norm))
+    p = predict(model, data, mine, weights=weights, grad_norm="grad_norm" in parts,
+                embeddings="feat_sim" in parts, **kwargs)
+    local = row_parts(p, criterion, weights)
+    if not info.enabled:
+        return local
+    return local.from_matrix(gather_strided(local.to_matrix(), len(rows), info))
 
 
 @dataclass

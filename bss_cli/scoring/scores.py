@@ -19,9 +19,10 @@ from bss_cli.errors import ArtifactError, ConfigError
 from bss_cli.scoring.criteria import (
     CRITERIA,
     LossWeights,
-    Predictions,
+    RowParts,
+    balance_from_parts,
     balance_rank,
-    compute_balance,
+    row_parts,
 )
 
 SCORED_SPLITS = ("train", "val", "test", "all")
@@ -52,7 +53,7 @@ def check_split(split: str) -> str:
 def build_scores(
     manifest: Manifest,
     rows: np.ndarray,
-    preds: Predictions,
+    parts: RowParts,
     *,
     criterion: str,
     weights: LossWeights,
@@ -62,12 +63,12 @@ def build_scores(
     split: str,
     alpha: float = 0.5,
 ) -> Scores:
-    """Balance scores for manifest ``rows`` (row i of ``preds`` = manifest row ``rows[i]``)."""
-    result = compute_balance(preds, criterion, weights, alpha)
+    """Balance scores for manifest ``rows`` (row i of ``parts`` = manifest row ``rows[i]``)."""
+    result = balance_from_parts(parts.raw, criterion, alpha)
     cols: dict[str, object] = {
         S.SAMPLE_ID: manifest.sample_ids.take(pa.array(rows)),
         S.ROW: pa.array(rows, pa.int64()),
-        S.LABEL: pa.array(preds.labels, pa.int64()),
+        S.LABEL: pa.array(parts.labels, pa.int64()),
         S.SPLIT: pa.array(manifest.splits[rows]),
     }
     for name, values in result.raw.items():
@@ -76,8 +77,7 @@ def build_scores(
         cols[name + S.NORM_SUFFIX] = pa.array(values, pa.float64())
     cols[S.BALANCE] = pa.array(result.balance, pa.float64())
     cols[S.RANK] = pa.array(balance_rank(result.balance), pa.int64())
-    for head in preds.heads():
-        loss = preds.head_loss(head)
+    for head, loss in parts.head_loss.items():
         cols[S.LOSS_PREFIX + head] = pa.array(loss, pa.float64())
         cols[S.PTRUE_PREFIX + head] = pa.array(np.exp(-loss), pa.float64())
     meta = base_metadata(
@@ -88,7 +88,7 @@ def build_scores(
             S.META_SOURCE_FINGERPRINT: source_fingerprint,
             S.META_MANIFEST_FINGERPRINT: manifest.fingerprint,
             S.META_SEED: "" if seed is None else str(seed),
-            S.META_MODALITIES: list(preds.logits),
+            S.META_MODALITIES: [h for h in parts.head_loss if h != "fused"],
             S.META_CLASSES: [str(c) for c in manifest.classes],
             S.META_LOSS_WEIGHTS: {"fused": weights.fused, "unimodal": weights.unimodal},
             S.META_SCORED_SPLIT: split,
@@ -107,7 +107,7 @@ def score_from_predictions(manifest: Manifest, predictions_path: str | Path, *, 
     if criterion not in CRITERIA:
         raise ConfigError(f"unknown criterion {criterion!r}; choose one of: {', '.join(CRITERIA)}")
     loaded = read_predictions(predictions_path, manifest, split)
-    return build_scores(manifest, loaded.rows, loaded.predictions, criterion=criterion, weights=weights,
+    return build_scores(manifest, loaded.rows, row_parts(loaded.predictions, criterion, weights), criterion=criterion, weights=weights,
                         source=f"predictions:{Path(predictions_path).name}",
                         source_fingerprint=loaded.fingerprint, seed=None, split=split, alpha=alpha)
 
@@ -162,7 +162,7 @@ def score_manifest(manifest_path: str | Path, *, criterion: str = "prediction-si
     from bss_cli.scoring.criteria import get_criterion
 
     check_split(split)
-    crit = get_criterion(criterion)
+    get_criterion(criterion)  # an unknown criterion fails before any work
     if predictions is not None:
         manifest = load_manifest(manifest_path, load_features=False)
         _check_rows(manifest, split)
@@ -171,7 +171,7 @@ def score_manifest(manifest_path: str | Path, *, criterion: str = "prediction-si
 
     from bss_cli.data.datasets import ManifestData
     from bss_cli.models.distributed import DistInfo
-    from bss_cli.scoring.predict import ModelSource, model_for_source, predict_sharded
+    from bss_cli.scoring.predict import ModelSource, model_for_source, predict_parts
 
     source = source or ModelSource()
     manifest = load_manifest(manifest_path, progress=progress)
@@ -181,7 +181,7 @@ def score_manifest(manifest_path: str | Path, *, criterion: str = "prediction-si
     stage = (lambda name: (lambda done, total: progress(name, done, total))) if progress else (lambda name: None)
     model, fp = model_for_source(source, manifest, data, weights, info, progress=stage("warm-up"))
     rows = manifest.indices(split)
-    preds = predict_sharded(model, data, rows, info, weights=weights, batch_size=batch_size,
-                            grad_norm="grad_norm" in crit.parts, progress=stage("scoring"))
-    return build_scores(manifest, rows, preds, criterion=criterion, weights=weights, source=source.describe(),
+    parts = predict_parts(model, data, rows, info, criterion=criterion, weights=weights, batch_size=batch_size,
+                          progress=stage("scoring"))
+    return build_scores(manifest, rows, parts, criterion=criterion, weights=weights, source=source.describe(),
                         source_fingerprint=fp, seed=source.seed, split=split, alpha=alpha)

@@ -25,12 +25,12 @@ from bss_cli.data.datasets import ManifestData, batch_loader
 from bss_cli.data.manifest import load_manifest
 from bss_cli.errors import BSSError, ConfigError
 from bss_cli.models import checkpoints as C
-from bss_cli.models.distributed import DistInfo, barrier, gather_objects, setup, teardown
+from bss_cli.models.distributed import DistInfo, barrier, merge_owned, setup, teardown
 from bss_cli.models.step import OptimConfig, make_optimizer, min_batch, train_step
 from bss_cli.scheduling.sampler import ScheduleSampler
 from bss_cli.scheduling.schedule_io import write_schedule
-from bss_cli.scoring.criteria import LossWeights, Predictions
-from bss_cli.scoring.predict import ModelSource, fresh_model, model_for_source, predict, predict_sharded
+from bss_cli.scoring.criteria import LossWeights, Predictions, RowParts, row_parts
+from bss_cli.scoring.predict import ModelSource, fresh_model, model_for_source, predict, predict_parts
 from bss_cli.scoring.scores import Scores, build_scores
 from bss_cli.training import runs
 from bss_cli.training.config import RESUME_FREE, TrainConfig
@@ -106,18 +106,12 @@ class Trainer:
                            layers=cfg.layers, dropout=cfg.dropout, encoder_weights=cfg.weights_by_modality())
 
     # --- scoring -------------------------------------------------------------------------
-    def _predict_split(self, rows: np.ndarray, model=None) -> Predictions:
-        """Predictions for ``rows``, the rows split across ranks and gathered back in order."""
-        return predict_sharded(model or self.model, self.data, rows, self.info, weights=self.weights,
-                               grad_norm=self._needs_grad, amp=self.amp)
+    def _predict_split(self, rows: np.ndarray, model=None) -> RowParts:
+        """Scoring parts for ``rows``, the rows split across ranks and gathered back in order."""
+        return predict_parts(model or self.model, self.data, rows, self.info, criterion=self.cfg.criterion,
+                             weights=self.weights, amp=self.amp)
 
-    @property
-    def _needs_grad(self) -> bool:
-        from bss_cli.scoring.criteria import CRITERIA
-
-        return "grad_norm" in CRITERIA[self.cfg.criterion].parts
-
-    def _scores(self, preds: Predictions, source: str) -> Scores:
+    def _scores(self, preds: RowParts, source: str) -> Scores:
         fp = fingerprint_text(f"{source}|seed={self.cfg.seed}|{self.model_cfg.to_dict()}|{self.manifest.fingerprint}")
         return build_scores(self.manifest, self.train_rows, preds, criterion=self.cfg.criterion, weights=self.weights,
                             source=source, source_fingerprint=fp, seed=self.cfg.seed, split="train",
@@ -187,15 +181,17 @@ class Trainer:
         buf["seen"] = torch.zeros(n, dtype=torch.bool, device=self.device)
         return buf
 
-    def _online_predictions(self, buf: dict) -> Predictions:
+    def _online_predictions(self, buf: dict) -> RowParts:
+        """Each rank reduces the logits it saw this epoch to scoring parts; two tensor all_reduces
+        merge them (a sample's values come from the rank that saw it)."""
         local = {k: v.cpu().numpy() for k, v in buf.items()}
-        for other in gather_objects(local, self.info):  # every rank saw its shard of the epoch
-            seen = other["seen"]
-            for k in local:
-                local[k][seen] = other[k][seen]
         labels = self.manifest.labels[self.train_rows]
-        return Predictions(labels=labels, logits={m: local[m].astype(np.float64) for m in self.manifest.modality_names},
-                           fused_logits=local["fused"].astype(np.float64))
+        preds = Predictions(labels=labels, logits={m: local[m] for m in self.manifest.modality_names},
+                            fused_logits=local["fused"])
+        parts = row_parts(preds, self.cfg.criterion, self.weights)
+        if not self.info.enabled:
+            return parts
+        return parts.from_matrix(merge_owned(parts.to_matrix(), local["seen"], self.info))
 
     def _evaluate(self, rows: np.ndarray, model=None) -> dict:
         p = predict(model or self.model, self.data, rows, weights=self.weights, amp=self.amp)
