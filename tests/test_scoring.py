@@ -11,7 +11,12 @@ from bss_cli.data.manifest import load_manifest
 from bss_cli.errors import PredictionsError
 from bss_cli.scoring.criteria import CRITERIA, LossWeights, Predictions
 from bss_cli.scoring.predictions import predictions_table
-from bss_cli.scoring.scores import read_scores, score_from_predictions, score_manifest, write_scores
+from bss_cli.scoring.scores import (
+    read_scores,
+    score_from_predictions,
+    score_manifest,
+    write_scores,
+)
 
 
 def fake_predictions(manifest_path, seed=0, split="train", c=3):

@@ -14,7 +14,13 @@ from bss_cli.data.manifest import Manifest
 from bss_cli.errors import ConfigError
 from bss_cli.models.devices import autocast
 from bss_cli.models.fusion import ModelConfig, build_model, check_outputs, joint_loss
-from bss_cli.scoring.criteria import LossWeights, Predictions, RowParts, get_criterion, row_parts
+from bss_cli.scoring.criteria import (
+    LossWeights,
+    Predictions,
+    RowParts,
+    get_criterion,
+    row_parts,
+)
 
 Progress = Callable[[int, int], None]  # (done, total)
 

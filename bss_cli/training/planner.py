@@ -18,7 +18,6 @@ from bss_cli.scheduling.schedulers import Accumulator, ScheduleConfig
 from bss_cli.scoring.scores import SCHEDULE_COLUMNS, Scores, read_scores
 from bss_cli.training.config import TrainConfig
 
-
 ACCUMULATED = "accumulated_balance"  # a plan file's extra column: the accumulated scores that order the epoch
 
 

@@ -30,12 +30,23 @@ from bss_cli.models.step import OptimConfig, make_optimizer, min_batch, train_st
 from bss_cli.scheduling.sampler import ScheduleSampler
 from bss_cli.scheduling.schedule_io import write_schedule
 from bss_cli.scoring.criteria import LossWeights, Predictions, RowParts, row_parts
-from bss_cli.scoring.predict import ModelSource, fresh_model, model_for_source, predict, predict_parts
+from bss_cli.scoring.predict import (
+    ModelSource,
+    fresh_model,
+    model_for_source,
+    predict,
+    predict_parts,
+)
 from bss_cli.scoring.scores import Scores, build_scores
 from bss_cli.training import runs
 from bss_cli.training.config import RESUME_FREE, TrainConfig
 from bss_cli.training.metrics import evaluate
-from bss_cli.training.planner import Planner, PlanState, load_scores_file, save_scores_file
+from bss_cli.training.planner import (
+    Planner,
+    PlanState,
+    load_scores_file,
+    save_scores_file,
+)
 
 
 @dataclass
