@@ -55,7 +55,7 @@ class Manifest:
     sample_ids: pa.Array  # strings or integers, as in the file
     labels: np.ndarray  # int64 class codes
     classes: list
-    splits: np.ndarray  # str
+    split_codes: np.ndarray  # int8: position in schema.SPLITS (one byte per row, not a string)
     modalities: dict[str, Modality]
     features: dict[str, np.ndarray] = field(default_factory=dict)  # vector modalities
     paths: dict[str, list[Path]] = field(default_factory=dict)  # audio and image modalities
@@ -73,15 +73,28 @@ class Manifest:
     def modality_names(self) -> list[str]:
         return list(self.modalities)
 
+    @property
+    def splits(self) -> np.ndarray:
+        """Every row's split name (a str array built on each call; prefer :meth:`split_of` for some rows)."""
+        return self.split_of(slice(None))
+
+    def split_of(self, rows) -> np.ndarray:
+        """The split names of ``rows`` (an index array or a slice)."""
+        return np.asarray(S.SPLITS)[self.split_codes[rows]]
+
     def indices(self, split: str) -> np.ndarray:
         """Manifest row indices of a split (``all`` gives every row)."""
         if split == "all":
             return np.arange(self.n)
-        return np.flatnonzero(self.splits == split)
+        return np.flatnonzero(self.split_codes == S.SPLITS.index(split))
 
 
-def read_table(path: Path) -> pa.Table:
-    """Read a manifest file (Parquet, CSV or JSON Lines) into an Arrow table."""
+def read_table(path: Path, lean: bool = False) -> tuple[pa.Table, pa.Schema]:
+    """Read a manifest file (Parquet, CSV or JSON Lines) into an Arrow table, and its schema.
+
+    ``lean``: of a Parquet file read only sample_id, label and split (the schema still lists every
+    column), so a manifest of 1e8 rows costs its ids and labels, not its modality columns.
+    """
     fmt = READERS.get(path.suffix.lower())
     if fmt is None:
         raise ManifestError(path, [f"unknown file type '{path.suffix}'; use one of {', '.join(READERS)}"])
@@ -91,14 +104,21 @@ def read_table(path: Path) -> pa.Table:
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
-            return pq.read_table(path)
+            if lean:
+                schema = pq.read_schema(path)
+                columns = [c for c in S.REQUIRED_MANIFEST_COLUMNS if schema.names.count(c) == 1]
+                return pq.read_table(path, columns=columns), schema
+            table = pq.read_table(path)
+            return table, table.schema
         if fmt == "csv":
             import pyarrow.csv as pcsv
 
-            return pcsv.read_csv(path)
+            table = pcsv.read_csv(path)
+            return table, table.schema
         import pyarrow.json as pjson
 
-        return pjson.read_json(path)
+        table = pjson.read_json(path)
+        return table, table.schema
     except (pa.ArrowInvalid, OSError, ValueError) as exc:
         raise ManifestError(path, [f"cannot be read as {fmt}: {exc}"]) from None
 
@@ -109,6 +129,11 @@ def _encode_labels(col: pa.ChunkedArray, problems: list[str]) -> tuple[np.ndarra
         problems.append(f"{_rows(nulls)}: column 'label' is empty; every sample needs a label")
         return np.zeros(len(col), np.int64), []
     t = col.type
+    if pa.types.is_integer(t) and len(col):
+        low = pc.min_max(col)["min"].as_py()
+        if low >= 0:  # the common case, checked without a float copy of the column
+            codes = col.to_numpy().astype(np.int64, copy=False)
+            return codes, list(range(int(pc.max(col).as_py()) + 1))
     if pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_floating(t):
         values = col.to_numpy().astype(np.float64)
         bad = np.flatnonzero((values != np.round(values)) | (values < 0) | ~np.isfinite(values))
@@ -152,13 +177,19 @@ def _check_ids(col: pa.ChunkedArray, problems: list[str]) -> pa.Array:
 
 
 def _check_splits(col: pa.ChunkedArray, problems: list[str]) -> np.ndarray:
-    splits = col.cast(pa.string()).fill_null("<empty>").to_numpy(zero_copy_only=False).astype(str)
-    for name in sorted(set(np.unique(splits).tolist()) - set(S.SPLITS)):
-        rows = np.flatnonzero(splits == name)
-        problems.append(f"{_rows(rows)}: column 'split' has unknown value {name!r}; expected one of {', '.join(S.SPLITS)}")
-    if not (splits == "train").any():
+    """Split codes (int8 positions in ``schema.SPLITS``), through a dictionary: no string per row."""
+    enc = col.cast(pa.string()).fill_null("<empty>").combine_chunks().dictionary_encode()
+    names = enc.dictionary.to_pylist()
+    remap = np.array([S.SPLITS.index(v) if v in S.SPLITS else -1 for v in names] or [0], np.int8)
+    indices = enc.indices.to_numpy()
+    for k in sorted(range(len(names)), key=names.__getitem__):
+        if remap[k] < 0:
+            rows = np.flatnonzero(indices == k)
+            problems.append(f"{_rows(rows)}: column 'split' has unknown value {names[k]!r}; expected one of {', '.join(S.SPLITS)}")
+    codes = remap[indices]
+    if not (codes == S.SPLITS.index("train")).any():
         problems.append("the train split is empty; mark at least one row with split 'train'")
-    return splits
+    return codes
 
 
 def _is_nested(t: pa.DataType) -> bool:
@@ -167,10 +198,10 @@ def _is_nested(t: pa.DataType) -> bool:
     return any(f(t) for f in lists) and any(f(t.value_type) for f in lists)
 
 
-def _modality_columns(table: pa.Table, problems: list[str]) -> list[str]:
-    names = [c for c in table.column_names if c not in S.REQUIRED_MANIFEST_COLUMNS and not c.startswith(META_PREFIX)]
+def _modality_columns(schema: pa.Schema, problems: list[str]) -> list[str]:
+    names = [c for c in schema.names if c not in S.REQUIRED_MANIFEST_COLUMNS and not c.startswith(META_PREFIX)]
     for c in names:
-        t = table.schema.field(c).type
+        t = schema.field(c).type
         ok = (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
               or pa.types.is_string(t) or pa.types.is_large_string(t))
         if not ok:
@@ -185,6 +216,16 @@ def _modality_columns(table: pa.Table, problems: list[str]) -> list[str]:
     return names
 
 
+def _first_value(path: Path, table: pa.Table, name: str):
+    """Row 0 of column ``name``, from ``table`` or, when a lean read left it out, from the file."""
+    if name in table.column_names:
+        return table[name][0].as_py()
+    import pyarrow.parquet as pq
+
+    first = next(pq.ParquetFile(path).iter_batches(batch_size=1, columns=[name]))
+    return first.column(0)[0].as_py()
+
+
 def load_manifest(path: str | Path, *, load_features: bool = True, progress=None) -> Manifest:
     """Read and validate a manifest; with ``load_features`` also decode every modality value.
 
@@ -193,9 +234,9 @@ def load_manifest(path: str | Path, *, load_features: bool = True, progress=None
     total)`` hears how far the check of audio and image files is.
     """
     path = Path(path)
-    table = read_table(path)
+    table, schema = read_table(path, lean=not load_features)
     problems: list[str] = []
-    counts = Counter(table.column_names)
+    counts = Counter(schema.names)
     for c, k in counts.items():
         if k > 1:
             problems.append(f"column '{c}' appears {k} times; column names must be unique")
@@ -213,17 +254,17 @@ def load_manifest(path: str | Path, *, load_features: bool = True, progress=None
     ids = _check_ids(table[S.SAMPLE_ID], problems)
     labels, classes = _encode_labels(table[S.LABEL], problems)
     splits = _check_splits(table[S.SPLIT], problems)
-    names = _modality_columns(table, problems)
-    media = MediaConfig.from_json((table.schema.metadata or {}).get(b"bss.media", b"").decode() or None)
-    arrays = array_settings(table.schema.metadata)
+    names = _modality_columns(schema, problems)
+    media = MediaConfig.from_json((schema.metadata or {}).get(b"bss.media", b"").decode() or None)
+    arrays = array_settings(schema.metadata)
     modalities: dict[str, Modality] = {}
     features: dict[str, np.ndarray] = {}
     raw_paths: dict[str, list[Path]] = {}
     for name in names:
-        t = table.schema.field(name).type
+        t = schema.field(name).type
         is_text = pa.types.is_string(t) or pa.types.is_large_string(t)
         if not load_features:
-            first = table[name][0].as_py() if is_text and table.num_rows else None
+            first = _first_value(path, table, name) if is_text and table.num_rows else None
             kind = (kind_of(str(first), path.parent) or "vector") if first else "vector"
             modalities[name] = Modality(name, kind, "file" if is_text else "inline")
             continue

@@ -39,11 +39,11 @@ def _metadata(path: Path) -> dict:
 
 def summarise_manifest(path: Path) -> dict:
     m = load_manifest(path, load_features=True)
-    per_split = {s: int((m.splits == s).sum()) for s in S.SPLITS}
+    per_split = {s: int((m.split_codes == k).sum()) for k, s in enumerate(S.SPLITS)}
     per_class = {}
     for code, name in enumerate(m.classes):
         mask = m.labels == code
-        per_class[str(name)] = {s: int((mask & (m.splits == s)).sum()) for s in S.SPLITS}
+        per_class[str(name)] = {s: int((mask & (m.split_codes == k)).sum()) for k, s in enumerate(S.SPLITS)}
     modalities = {}
     for name, mod in m.modalities.items():
         if name in m.paths:  # audio / image: files checked to decode, shape from the media settings

@@ -69,7 +69,7 @@ def build_scores(
         S.SAMPLE_ID: manifest.sample_ids.take(pa.array(rows)),
         S.ROW: pa.array(rows, pa.int64()),
         S.LABEL: pa.array(parts.labels, pa.int64()),
-        S.SPLIT: pa.array(manifest.splits[rows]),
+        S.SPLIT: pa.array(manifest.split_of(rows)),
     }
     for name, values in result.raw.items():
         cols[name] = pa.array(values, pa.float64())

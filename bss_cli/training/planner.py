@@ -134,7 +134,7 @@ def _rows_named(manifest, rows: np.ndarray) -> str:
     """'manifest rows 3, 9 (split 'test')' for messages, with the splits those rows are in."""
     rows = np.asarray(rows)
     in_range = rows[(rows >= 0) & (rows < manifest.n)]
-    splits = sorted({str(s) for s in manifest.splits[in_range]}) if len(in_range) else []
+    splits = sorted({str(s) for s in manifest.split_of(in_range)}) if len(in_range) else []
     where = f" (split {', '.join(splits)})" if splits else " (not rows of the manifest)"
     return f"manifest {rows_text(rows.tolist())}{where}"
 
