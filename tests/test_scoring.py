@@ -253,3 +253,63 @@ def test_model_scoring_equals_scoring_its_predictions_and_collects_only_what_the
     assert direct.table.select([S.SAMPLE_ID, S.SPLIT]).equals(via_file.table.select([S.SAMPLE_ID, S.SPLIT]))
     for col in set(direct.table.column_names) - {S.SAMPLE_ID, S.SPLIT}:
         np.testing.assert_allclose(direct.table[col].to_numpy(), via_file.table[col].to_numpy(), rtol=1e-6, atol=1e-9)
+
+
+def test_streamed_scoring_is_the_same_whatever_the_batches_and_the_file_order(tiny_manifest, tmp_path, monkeypatch):
+    """Row groups of 7 rows, output chunks of 5: the in-order file (one pass, no id table), the
+    whole-manifest file, a file in order until its last rows (discovered mid-file) and a shuffled
+    one all give the same scores file, byte for byte, as one in-memory pass."""
+    import bss_cli.scoring.predictions as P
+    import bss_cli.scoring.scores as SC
+
+    m, rows, p = fake_predictions(tiny_manifest)
+    ids = m.sample_ids.take(pa.array(rows))
+    table = predictions_table(ids, p)
+    pq.write_table(table, tmp_path / "one.parquet")  # one row group
+    reference = score_from_predictions(m, tmp_path / "one.parquet", criterion="prediction-sim+loss",
+                                       weights=LossWeights())
+    write_scores(reference.to_scores(), tmp_path / "reference.parquet")
+
+    monkeypatch.setattr(P, "BATCH_ROWS", 7)
+    monkeypatch.setattr(SC, "CHUNK_ROWS", 5)
+    n = len(rows)
+    late = np.r_[np.arange(n - 2), n - 1, n - 2]
+    every = np.arange(m.n)
+    others = np.setdiff1d(every, rows)
+    rng = np.random.default_rng(1)
+    whole = pa.concat_tables([table.drop_columns(["grad_norm"]), predictions_table(
+        m.sample_ids.take(pa.array(others)),
+        Predictions(labels=m.labels[others], logits={k: rng.normal(size=(len(others), 3)) for k in ("a", "b")},
+                    fused_logits=rng.normal(size=(len(others), 3))))])
+    order = np.argsort(np.r_[rows, others], kind="stable")  # back to manifest order
+    files = {"in-order": table, "late-swap": table.take(pa.array(late)),
+             "shuffled": table.take(pa.array(rng.permutation(n))),
+             "whole-manifest": whole.take(pa.array(order))}
+    align = P._align
+    aligned_through_ids = []
+    monkeypatch.setattr(P, "_align", lambda *a: aligned_through_ids.append(a[0].stem) or align(*a))
+    for name, t in files.items():
+        pq.write_table(t, tmp_path / f"{name}.parquet", row_group_size=7)
+        s = SC.score_from_predictions(m, tmp_path / f"{name}.parquet", criterion="prediction-sim+loss",
+                                      weights=LossWeights())
+        SC.write_scores(s, tmp_path / f"{name}-scores.parquet")
+        assert pq.ParquetFile(tmp_path / f"{name}-scores.parquet").metadata.num_row_groups == -(-n // 5)
+        assert pq.read_table(tmp_path / f"{name}-scores.parquet").equals(pq.read_table(tmp_path / "reference.parquet")), name
+        assert read_scores(tmp_path / f"{name}-scores.parquet").metadata == reference.metadata | {
+            "bss.prediction_source": f"predictions:{name}.parquet",
+            "bss.prediction_source_fingerprint": s.metadata["bss.prediction_source_fingerprint"]}
+    assert aligned_through_ids == ["late-swap", "shuffled"]  # files in manifest order need no id table
+
+
+def test_streamed_problems_name_the_file_row(tiny_manifest, tmp_path, monkeypatch):
+    import bss_cli.scoring.predictions as P
+
+    monkeypatch.setattr(P, "BATCH_ROWS", 4)
+    m, rows, p = fake_predictions(tiny_manifest)
+    p.logits["b"][9, 2] = np.inf
+    table = predictions_table(m.sample_ids.take(pa.array(rows)), p)
+    for name, t in {"in-order": table, "reversed": table.take(pa.array(np.arange(len(rows))[::-1]))}.items():
+        pq.write_table(t, tmp_path / "p.parquet", row_group_size=4)
+        row = 9 if name == "in-order" else len(rows) - 1 - 9
+        with pytest.raises(PredictionsError, match=f"row {row}: column 'logits_b' holds NaN or infinite values"):
+            score_from_predictions(m, tmp_path / "p.parquet", criterion="loss", weights=LossWeights())

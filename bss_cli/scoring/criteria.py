@@ -159,10 +159,28 @@ def get_criterion(name: str) -> Criterion:
 def minmax(x: np.ndarray) -> np.ndarray:
     """(x - min) / (max - min) in [0, 1]; a constant column maps to all zeros."""
     x = np.asarray(x, dtype=np.float64)
-    lo, hi = x.min(), x.max()
+    return normalise(x, x.min(), x.max())
+
+
+def normalise(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """:func:`minmax` with the range of the whole scored set given, so it applies chunk by chunk
+    with the same result, bit for bit."""
+    x = np.asarray(x, dtype=np.float64)
     if not hi > lo:
         return np.zeros_like(x)
     return (x - lo) / (hi - lo)
+
+
+def combine(norm: dict[str, np.ndarray], criterion: str, alpha: float = 0.5) -> np.ndarray:
+    """s = 2 alpha sum(similarities~) - 2 (1 - alpha) sum(losses or gradients~), elementwise."""
+    crit = get_criterion(criterion)
+    toward, against = 2.0 * alpha, 2.0 * (1.0 - alpha)
+    balance = np.zeros(len(next(iter(norm.values()))), dtype=np.float64)
+    for name in crit.toward:
+        balance += toward * norm[name]
+    for name in crit.against:
+        balance -= against * norm[name]
+    return balance
 
 
 @dataclass
@@ -175,9 +193,9 @@ class RowParts:
     and the parts concatenated; :func:`balance_from_parts` then finishes the score.
     """
 
-    labels: np.ndarray  # [N] int class codes
-    raw: dict[str, np.ndarray]  # criterion part -> [N] float64
-    head_loss: dict[str, np.ndarray]  # head -> [N] CE(z_head, y), float64
+    labels: np.ndarray  # [N] int class codes (the smallest integer type that holds them)
+    raw: dict[str, np.ndarray]  # criterion part -> [N] float64 (the ranking is computed from these)
+    head_loss: dict[str, np.ndarray]  # head -> [N] CE(z_head, y), float32 (descriptive: no ranking reads it)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -197,8 +215,8 @@ class RowParts:
         """The inverse of :meth:`to_matrix`, with this object's column names."""
         names = [*self.raw, *self.head_loss]
         cols = dict(zip(names, (np.ascontiguousarray(m[:, 1 + i]) for i in range(len(names)))))
-        return RowParts(m[:, 0].astype(np.int64), {k: cols[k] for k in self.raw},
-                        {k: cols[k] for k in self.head_loss})
+        return RowParts(m[:, 0].astype(self.labels.dtype), {k: cols[k] for k in self.raw},
+                        {k: cols[k].astype(np.float32) for k in self.head_loss})
 
     def take(self, index: np.ndarray) -> "RowParts":
         return RowParts(self.labels[index], {k: v[index] for k, v in self.raw.items()},
@@ -209,7 +227,9 @@ def row_parts(p: Predictions, criterion: str, weights: LossWeights = LossWeights
     """Reduce predictions to the per-sample values scoring keeps (see :class:`RowParts`)."""
     crit = get_criterion(criterion)
     raw = {name: RAW[name](p, weights) for name in crit.parts}
-    return RowParts(np.asarray(p.labels), raw, {head: p.head_loss(head) for head in p.heads()})
+    labels = np.asarray(p.labels)
+    labels = labels.astype(np.min_scalar_type(int(labels.max()) if len(labels) else 0), copy=False)
+    return RowParts(labels, raw, {head: p.head_loss(head).astype(np.float32) for head in p.heads()})
 
 
 @dataclass
@@ -231,13 +251,7 @@ def balance_from_parts(raw: dict[str, np.ndarray], criterion: str, alpha: float 
         raise ConfigError(f"--alpha {alpha}: expected a value in [0, 1]")
     crit = get_criterion(criterion)
     norm = {name: minmax(raw[name]) for name in crit.parts}
-    toward, against = 2.0 * alpha, 2.0 * (1.0 - alpha)
-    balance = np.zeros(len(next(iter(raw.values()))), dtype=np.float64)
-    for name in crit.toward:
-        balance += toward * norm[name]
-    for name in crit.against:
-        balance -= against * norm[name]
-    return CriterionResult({name: raw[name] for name in crit.parts}, norm, balance)
+    return CriterionResult({name: raw[name] for name in crit.parts}, norm, combine(norm, criterion, alpha))
 
 
 def compute_balance(p: Predictions, criterion: str, weights: LossWeights = LossWeights(),
@@ -251,8 +265,19 @@ def compute_balance(p: Predictions, criterion: str, weights: LossWeights = LossW
 
 
 def balance_rank(balance: np.ndarray) -> np.ndarray:
-    """Rank of each sample, 0 = most balanced; ties keep the input order."""
-    order = np.argsort(-balance, kind="stable")
-    rank = np.empty(len(balance), dtype=np.int64)
-    rank[order] = np.arange(len(balance))
+    """Rank of each sample, 0 = most balanced; ties keep the input order.
+
+    Lean at scale: the sign is flipped in place (exact, and undone) instead of sorting a negated
+    copy, and the rank is int32 below 2**31 samples.
+    """
+    n = len(balance)
+    if not (isinstance(balance, np.ndarray) and balance.dtype == np.float64 and balance.flags.writeable):
+        balance = np.array(balance, dtype=np.float64)
+    np.negative(balance, out=balance)
+    try:
+        order = np.argsort(balance, kind="stable")
+    finally:
+        np.negative(balance, out=balance)
+    rank = np.empty(n, dtype=np.int32 if n < 2**31 else np.int64)
+    rank[order] = np.arange(n, dtype=rank.dtype)
     return rank

@@ -18,6 +18,7 @@ are, string labels in sorted order).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,60 +33,105 @@ from bss_cli.data.columns import vector_column
 from bss_cli.data.manifest import Manifest
 from bss_cli.errors import PredictionsError
 from bss_cli.errors import rows_text as _rows
-from bss_cli.scoring.criteria import Predictions
+from bss_cli.scoring.criteria import CRITERIA, LossWeights, Predictions, RowParts, get_criterion, row_parts
+
+
+BATCH_ROWS = 1 << 16  # predictions rows converted at a time: bounded memory whatever N is
 
 
 @dataclass
-class LoadedPredictions:
-    predictions: Predictions
-    rows: np.ndarray  # manifest row index of each prediction row
+class LoadedParts:
+    rows: np.ndarray  # manifest rows of the scored split, in manifest order
+    parts: RowParts  # row i = manifest row rows[i]
     fingerprint: str
 
 
-def _matrix(path: Path, name: str, col: pa.ChunkedArray, problems: list[str]) -> np.ndarray | None:
-    arr = col.combine_chunks()
-    t = arr.type
-    if pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
-        arr = arr.cast(pa.list_(t.value_type))
-    elif not pa.types.is_list(t):
-        problems.append(f"column '{name}' has type {t}; expected list<float>")
-        return None
-    value_type = arr.type.value_type
-    if not (pa.types.is_integer(value_type) or pa.types.is_floating(value_type)):
-        problems.append(f"column '{name}' holds lists of {value_type}; expected list<float>")
-        return None
-    nulls = np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))
-    if len(nulls):
-        problems.append(f"{_rows(nulls)}: column '{name}' is empty")
+def _is_list(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+
+
+def _column_type_problems(schema: pa.Schema, names: list[str]) -> list[str]:
+    problems = []
+    for name in names:
+        t = schema.field(name).type
+        if name == S.GRAD_NORM:
+            if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
+                problems.append(f"column 'grad_norm' has type {t}; expected float")
+        elif not _is_list(t):
+            problems.append(f"column '{name}' has type {t}; expected list<float>")
+        elif not (pa.types.is_integer(t.value_type) or pa.types.is_floating(t.value_type)):
+            problems.append(f"column '{name}' holds lists of {t.value_type}; expected list<float>")
+    return problems
+
+
+def _matrix(name: str, col, rows_of, width: int | None, expected: str, problems: list[str]) -> np.ndarray | None:
+    """A batch's list column as [n, width] float (float32 stays float32). ``rows_of(i)`` maps the
+    batch's row numbers to the file's for messages; ``expected`` says what width is right and why."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_large_list(arr.type) or pa.types.is_fixed_size_list(arr.type):
+        arr = arr.cast(pa.list_(arr.type.value_type))
+    if arr.null_count:
+        problems.append(f"{_rows(rows_of(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))))}: column "
+                        f"'{name}' is empty")
         return None
     lengths = pc.list_value_length(arr).to_numpy()
-    bad = np.flatnonzero(lengths != lengths[0])
+    width = int(lengths[0]) if width is None else width
+    bad = np.flatnonzero(lengths != width)
     if len(bad):
-        problems.append(f"{_rows(bad)}: column '{name}' has {lengths[bad[0]]} values, expected {lengths[0]} (the first row's length)")
+        problems.append(f"{_rows(rows_of(bad))}: column '{name}' has {lengths[bad[0]]} values, expected {width} "
+                        f"({expected})")
         return None
-    x = arr.flatten().fill_null(np.nan).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-    x = x.reshape(len(arr), int(lengths[0]))
+    values = arr.flatten()
+    if values.null_count:
+        values = values.fill_null(np.nan)
+    x = values.to_numpy(zero_copy_only=False)
+    if x.dtype != np.float32:
+        x = x.astype(np.float64, copy=False)
+    x = x.reshape(len(arr), width)
     bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
     if len(bad):
-        problems.append(f"{_rows(bad)}: column '{name}' holds NaN or infinite values")
+        problems.append(f"{_rows(rows_of(bad))}: column '{name}' holds NaN or infinite values")
         return None
     return x
 
 
-def read_predictions(path: str | Path, manifest: Manifest, split: str) -> LoadedPredictions:
-    """Read a predictions file and align it with ``manifest``'s rows of ``split``.
+class _NotAligned(Exception):
+    """The file's rows are not the manifest's in order: align through the ids instead."""
+
+
+def _same_ids(a: pa.Array, b: pa.Array) -> bool:
+    if not (pa.types.is_integer(a.type) and pa.types.is_integer(b.type)):
+        a, b = a.cast(pa.string()), b.cast(pa.string())
+    return len(a) == len(b) and a.null_count == 0 and bool(pc.all(pc.equal(a, b)).as_py())
+
+
+def _fingerprint_in_background(path: Path) -> tuple[threading.Thread, dict]:
+    """sha256 of the file, computed by a thread while the rows are scored (hashlib releases the GIL)."""
+    box: dict = {}
+    thread = threading.Thread(target=lambda: box.setdefault("fp", fingerprint_file(path)), daemon=True)
+    thread.start()
+    return thread, box
+
+
+def read_parts(path: str | Path, manifest: Manifest, split: str, criterion: str,
+               weights: LossWeights = LossWeights(), *, batch_rows: int = BATCH_ROWS, progress=None) -> LoadedParts:
+    """Reduce a predictions file to per-sample scoring parts, aligned with ``manifest``'s rows of
+    ``split``, reading ``batch_rows`` rows at a time and only the columns the criterion needs.
 
     Every sample of the split needs a prediction (the scores are normalised over the whole split);
-    predictions for other samples are ignored. All problems are reported together.
+    predictions for other samples are ignored. A file whose rows are the split's (or the whole
+    manifest's) in manifest order is read once with no id lookup table; any other order is
+    aligned through its ``sample_id`` column first. ``progress(done, total)`` hears of the rows.
     """
     path = Path(path)
     if not path.is_file():
         raise PredictionsError(f"{path}: no such predictions file")
     try:
-        table = pq.read_table(path)
+        pf = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise PredictionsError(f"{path}: not a readable Parquet file ({exc})") from None
-    names = table.column_names
+    schema = pf.schema_arrow
+    names = schema.names
     logit_cols = [c for c in names if c.startswith(S.LOGITS_PREFIX) and c != S.FUSED_LOGITS]
     problems: list[str] = []
     if S.SAMPLE_ID not in names:
@@ -97,64 +143,145 @@ def read_predictions(path: str | Path, manifest: Manifest, split: str) -> Loaded
         )
     if problems:
         raise PredictionsError(f"{path}: " + "; ".join(problems))
+    crit = get_criterion(criterion)
+    columns = logit_cols + [c for c in names if c == S.FUSED_LOGITS]
+    if "feat_sim" in crit.parts:
+        columns += [c for c in names if c.startswith(S.EMBEDDING_PREFIX)]
+    if "grad_norm" in crit.parts and S.GRAD_NORM in names:
+        columns.append(S.GRAD_NORM)
+    problems = _column_type_problems(schema, columns)
+    if problems:
+        raise PredictionsError(f"{path}: " + "\n  - ".join(["problems in the predictions file:"] + problems))
 
-    # Align: keep the rows whose id is in the scored split, then check the split is covered.
+    thread, box = _fingerprint_in_background(path)
     wanted = manifest.indices(split)
-    manifest_ids = manifest.sample_ids.cast(pa.string())
-    pred_ids = table[S.SAMPLE_ID].combine_chunks().cast(pa.string())
+    n_file = pf.metadata.num_rows
+    if n_file in (len(wanted), manifest.n):
+        try:
+            parts = _score_batches(path, pf, manifest, split, wanted, None, columns, crit, weights, batch_rows, progress)
+        except _NotAligned:
+            parts = None
+    else:
+        parts = None
+    if parts is None:
+        dest = _align(path, pf, manifest, split, wanted)
+        parts = _score_batches(path, pf, manifest, split, wanted, dest, columns, crit, weights, batch_rows, progress)
+    thread.join()
+    return LoadedParts(wanted, parts, box["fp"])
+
+
+def _align(path: Path, pf: pq.ParquetFile, manifest: Manifest, split: str, wanted: np.ndarray) -> np.ndarray:
+    """For each file row, its position among the split's rows (-1: a row of another split)."""
+    pred_ids = pf.read(columns=[S.SAMPLE_ID]).column(0).combine_chunks()
+    if pred_ids.null_count:
+        bad = np.flatnonzero(pred_ids.is_null().to_numpy(zero_copy_only=False))
+        raise PredictionsError(f"{path}: {_rows(bad)}: column 'sample_id' is empty")
     if len(pc.unique(pred_ids)) != len(pred_ids):
         raise PredictionsError(f"{path}: column 'sample_id' has duplicate values; one prediction per sample")
+    manifest_ids = manifest.sample_ids
+    if not (pa.types.is_integer(pred_ids.type) and pa.types.is_integer(manifest_ids.type)):
+        pred_ids, manifest_ids = pred_ids.cast(pa.string()), manifest_ids.cast(pa.string())
     found = pc.index_in(pred_ids, value_set=manifest_ids)
-    unknown = np.flatnonzero(found.is_null().to_numpy(zero_copy_only=False))
-    if len(unknown):
+    del pred_ids
+    if found.null_count:
+        unknown = np.flatnonzero(found.is_null().to_numpy(zero_copy_only=False))
+        first = pf.read(columns=[S.SAMPLE_ID]).column(0)[int(unknown[0])].as_py()
         raise PredictionsError(
-            f"{path}: {_rows(unknown)}: sample_id {pred_ids[int(unknown[0])].as_py()!r} is not in the manifest "
+            f"{path}: {_rows(unknown)}: sample_id {first!r} is not in the manifest "
             f"{manifest.path}; predictions must come from the same data set"
         )
-    pos = found.fill_null(-1).to_numpy().astype(np.int64)
-    in_split = np.zeros(manifest.n, bool)
-    in_split[wanted] = True
-    keep = np.flatnonzero(in_split[pos])
-    covered = np.zeros(manifest.n, bool)
-    covered[pos[keep]] = True
-    missing = wanted[~covered[wanted]]
+    pos = found.to_numpy().astype(np.int64)
+    slot = np.full(manifest.n, -1, np.int64)
+    slot[wanted] = np.arange(len(wanted))
+    dest = slot[pos]
+    del slot, pos
+    covered = np.zeros(len(wanted), bool)
+    covered[dest[dest >= 0]] = True
+    missing = wanted[~covered]
     if len(missing):
         raise PredictionsError(
             f"{path}: no prediction for {len(missing)} sample(s) of split '{split}' of {manifest.path}, e.g. "
-            f"{manifest_ids[int(missing[0])].as_py()!r} (manifest row {int(missing[0])}); predict every sample of the split"
+            f"{manifest.sample_ids[int(missing[0])].as_py()!r} (manifest row {int(missing[0])}); predict every "
+            "sample of the split"
         )
-    # Sort by manifest row so the scores come out in manifest order whatever the file's order.
-    keep = keep[np.argsort(pos[keep], kind="stable")]
-    rows = pos[keep]
-    table = table.take(pa.array(keep))
+    return dest
 
-    logits = {c[len(S.LOGITS_PREFIX):]: _matrix(path, c, table[c], problems) for c in logit_cols}
-    fused = _matrix(path, S.FUSED_LOGITS, table[S.FUSED_LOGITS], problems) if S.FUSED_LOGITS in names else None
-    emb = {c[len(S.EMBEDDING_PREFIX):]: _matrix(path, c, table[c], problems) for c in names if c.startswith(S.EMBEDDING_PREFIX)}
-    grad = None
-    if S.GRAD_NORM in names:
-        t = table[S.GRAD_NORM].type
-        if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
-            problems.append(f"column 'grad_norm' has type {t}; expected float")
+
+def _score_batches(path: Path, pf: pq.ParquetFile, manifest: Manifest, split: str, wanted: np.ndarray,
+                   dest: np.ndarray | None, columns: list[str], crit, weights: LossWeights, batch_rows: int,
+                   progress) -> RowParts:
+    """One pass over the file, ``batch_rows`` at a time: each batch becomes per-sample parts,
+    written into place. ``dest`` None: the file is the split's rows (or the manifest's) in order,
+    checked batch by batch against the manifest's ids (:class:`_NotAligned` at the first mismatch)."""
+    n, n_file = len(wanted), pf.metadata.num_rows
+    whole = dest is None and n_file == manifest.n and n != manifest.n  # the manifest's rows, all splits
+    in_split = (manifest.split_codes == S.SPLITS.index(split)) if whole and split != "all" else None
+    criterion = next(k for k, v in CRITERIA.items() if v == crit)
+    labels_dtype = np.min_scalar_type(max(manifest.n_classes - 1, 0))
+    out: RowParts | None = None
+    widths: dict[str, int] = {}
+    offset = filled = 0
+    for batch in pf.iter_batches(batch_size=batch_rows, columns=[S.SAMPLE_ID, *columns]):
+        k = batch.num_rows
+        ids = batch.column(0)
+        if dest is None:
+            expected = manifest.sample_ids.slice(offset, k) if (whole or n == manifest.n) else \
+                manifest.sample_ids.take(pa.array(wanted[offset:offset + k]))
+            if not _same_ids(ids, expected):
+                raise _NotAligned
+            if in_split is not None:
+                keep = np.flatnonzero(in_split[offset:offset + k])
+                where = np.arange(filled, filled + len(keep))
+            else:
+                keep, where = None, np.arange(offset, offset + k)
         else:
-            grad = table[S.GRAD_NORM].to_numpy(zero_copy_only=False).astype(np.float64)
+            d = dest[offset:offset + k]
+            keep = np.flatnonzero(d >= 0)
+            where = d[keep]
+        if keep is not None and len(keep) < k:
+            batch = batch.take(pa.array(keep))
+            rows_of = (lambda i, base=offset + keep: base[i])  # noqa: E731
+        else:
+            rows_of = (lambda i, base=offset: base + i)  # noqa: E731
+        problems: list[str] = []
+        classes = (f"one per class code 0..{manifest.n_classes - 1}: the manifest's {manifest.n_classes} classes")
+        logits = {c[len(S.LOGITS_PREFIX):]: _matrix(c, batch.column(c), rows_of, manifest.n_classes, classes, problems)
+                  for c in columns if c.startswith(S.LOGITS_PREFIX) and c != S.FUSED_LOGITS}
+        fused = (_matrix(S.FUSED_LOGITS, batch.column(S.FUSED_LOGITS), rows_of, manifest.n_classes, classes, problems)
+                 if S.FUSED_LOGITS in columns else None)
+        emb = {}
+        for c in columns:
+            if c.startswith(S.EMBEDDING_PREFIX):
+                x = _matrix(c, batch.column(c), rows_of, widths.get(c), "the first row's length", problems)
+                if x is not None:
+                    emb[c[len(S.EMBEDDING_PREFIX):]] = x
+                    widths.setdefault(c, x.shape[1])
+        grad = None
+        if S.GRAD_NORM in columns:
+            grad = batch.column(S.GRAD_NORM).to_numpy(zero_copy_only=False).astype(np.float64)
             bad = np.flatnonzero(~np.isfinite(grad) | (grad < 0))
             if len(bad):
-                problems.append(f"{_rows(bad)}: column 'grad_norm' must be finite and >= 0")
-    widths = {c: m.shape[1] for c, m in {**logits, "fused": fused}.items() if m is not None}
-    if len(set(widths.values())) > 1:
-        problems.append(f"logits columns differ in width {widths}; every head predicts the same C classes")
-    labels = manifest.labels[rows]
-    wrong = {c: w for c, w in widths.items() if w != manifest.n_classes}
-    if wrong:
-        problems.append(
-            f"logits columns {', '.join(f'{c} ({w} values)' for c, w in wrong.items())} do not match the "
-            f"manifest's {manifest.n_classes} classes; logits need one value per class code 0..{manifest.n_classes - 1}"
-        )
-    if problems:
-        raise PredictionsError(f"{path}: " + "\n  - ".join(["problems in the predictions file:"] + problems))
-    preds = Predictions(labels=labels, logits=logits, fused_logits=fused, embeddings=emb, grad_norm=grad)
-    return LoadedPredictions(preds, rows, fingerprint_file(path))
+                problems.append(f"{_rows(rows_of(bad))}: column 'grad_norm' must be finite and >= 0")
+        if problems:
+            raise PredictionsError(f"{path}: " + "\n  - ".join(["problems in the predictions file:"] + problems))
+        labels = manifest.labels[wanted[where]]
+        preds = Predictions(labels=labels, logits=logits, fused_logits=fused, embeddings=emb, grad_norm=grad)
+        part = row_parts(preds, criterion, weights)
+        if out is None:
+            out = RowParts(np.empty(n, labels_dtype), {name: np.empty(n, np.float64) for name in part.raw},
+                           {h: np.empty(n, np.float32) for h in part.head_loss})
+        out.labels[where] = part.labels
+        for name, v in part.raw.items():
+            out.raw[name][where] = v
+        for h, v in part.head_loss.items():
+            out.head_loss[h][where] = v
+        offset += k
+        filled += len(where)
+        if progress:
+            progress(offset, n_file)
+    if out is None:
+        raise PredictionsError(f"{path}: the file has no rows; predict every sample of split '{split}'")
+    return out
 
 
 def predictions_table(sample_ids: pa.Array, p: Predictions) -> pa.Table:

@@ -13,16 +13,16 @@ import numpy as np
 import pyarrow as pa
 
 from bss_cli import schema as S
-from bss_cli.artifacts import base_metadata, require_kind, write_table
+from bss_cli.artifacts import atomic_path, base_metadata, require_kind, write_table
 from bss_cli.data.manifest import Manifest
 from bss_cli.errors import ArtifactError, ConfigError
 from bss_cli.scoring.criteria import (
     CRITERIA,
     LossWeights,
     RowParts,
-    balance_from_parts,
     balance_rank,
-    row_parts,
+    combine,
+    normalise,
 )
 
 SCORED_SPLITS = ("train", "val", "test", "all")
@@ -50,7 +50,74 @@ def check_split(split: str) -> str:
     return split
 
 
-def build_scores(
+CHUNK_ROWS = 1 << 20  # rows per chunk (and Parquet row group) when a score set is written
+
+
+@dataclass
+class ScoreSet:
+    """Balance scores before they are a table: O(1) numbers per sample (manifest rows, the
+    criterion's parts, the head losses, balance and rank). :meth:`to_scores` builds the table in
+    memory; :meth:`write` streams it to Parquet a chunk at a time, so scoring 1e8 samples never
+    holds the table's 16 columns at once."""
+
+    manifest: Manifest
+    rows: np.ndarray
+    parts: RowParts
+    criterion: str
+    alpha: float
+    ranges: dict[str, tuple[float, float]]  # raw part -> (min, max) over the scored samples
+    balance: np.ndarray
+    rank: np.ndarray
+    metadata: dict[str, str]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def columns(self, start: int, stop: int) -> dict[str, pa.Array]:
+        """The scores table's columns for samples ``start:stop`` (any chunk gives the same values)."""
+        rows = self.rows[start:stop]
+        cols: dict[str, pa.Array] = {
+            S.SAMPLE_ID: self.manifest.sample_ids.take(pa.array(rows)),
+            S.ROW: pa.array(rows, pa.int64()),
+            S.LABEL: pa.array(self.parts.labels[start:stop].astype(np.int64)),
+            S.SPLIT: pa.array(self.manifest.split_of(rows)),
+        }
+        raw = {k: v[start:stop] for k, v in self.parts.raw.items()}
+        for name, values in raw.items():
+            cols[name] = pa.array(values, pa.float64())
+        for name, values in raw.items():
+            cols[name + S.NORM_SUFFIX] = pa.array(normalise(values, *self.ranges[name]), pa.float64())
+        cols[S.BALANCE] = pa.array(self.balance[start:stop], pa.float64())
+        cols[S.RANK] = pa.array(self.rank[start:stop].astype(np.int64))
+        for head, loss in self.parts.head_loss.items():
+            loss = loss[start:stop]
+            cols[S.LOSS_PREFIX + head] = pa.array(loss, pa.float32())
+            cols[S.PTRUE_PREFIX + head] = pa.array(np.exp(-loss), pa.float32())
+        return cols
+
+    def to_scores(self) -> Scores:
+        return Scores(pa.table(self.columns(0, len(self))), self.metadata)
+
+    @property
+    def table(self) -> pa.Table:
+        """The whole table, built on each access (at scale, :meth:`write` streams instead)."""
+        return self.to_scores().table
+
+    def write(self, path: str | Path) -> None:
+        """Write the scores file atomically, one chunk (row group) at a time."""
+        import pyarrow.parquet as pq
+
+        first = pa.table(self.columns(0, min(CHUNK_ROWS, len(self))))
+        schema = first.schema.with_metadata(self.metadata)
+        with atomic_path(path) as tmp:
+            with pq.ParquetWriter(tmp, schema) as writer:
+                writer.write_table(first.replace_schema_metadata(self.metadata), row_group_size=CHUNK_ROWS)
+                for start in range(CHUNK_ROWS, len(self), CHUNK_ROWS):
+                    chunk = pa.table(self.columns(start, min(start + CHUNK_ROWS, len(self))), schema=schema)
+                    writer.write_table(chunk, row_group_size=CHUNK_ROWS)
+
+
+def score_set(
     manifest: Manifest,
     rows: np.ndarray,
     parts: RowParts,
@@ -62,24 +129,16 @@ def build_scores(
     seed: int | None,
     split: str,
     alpha: float = 0.5,
-) -> Scores:
+) -> ScoreSet:
     """Balance scores for manifest ``rows`` (row i of ``parts`` = manifest row ``rows[i]``)."""
-    result = balance_from_parts(parts.raw, criterion, alpha)
-    cols: dict[str, object] = {
-        S.SAMPLE_ID: manifest.sample_ids.take(pa.array(rows)),
-        S.ROW: pa.array(rows, pa.int64()),
-        S.LABEL: pa.array(parts.labels, pa.int64()),
-        S.SPLIT: pa.array(manifest.split_of(rows)),
-    }
-    for name, values in result.raw.items():
-        cols[name] = pa.array(values, pa.float64())
-    for name, values in result.normalised.items():
-        cols[name + S.NORM_SUFFIX] = pa.array(values, pa.float64())
-    cols[S.BALANCE] = pa.array(result.balance, pa.float64())
-    cols[S.RANK] = pa.array(balance_rank(result.balance), pa.int64())
-    for head, loss in parts.head_loss.items():
-        cols[S.LOSS_PREFIX + head] = pa.array(loss, pa.float64())
-        cols[S.PTRUE_PREFIX + head] = pa.array(np.exp(-loss), pa.float64())
+    if not 0 <= alpha <= 1:
+        raise ConfigError(f"--alpha {alpha}: expected a value in [0, 1]")
+    ranges = {name: (float(v.min()), float(v.max())) for name, v in parts.raw.items()}
+    balance = np.empty(len(rows), np.float64)
+    for start in range(0, len(rows), CHUNK_ROWS):  # chunk by chunk: no full-size normalised copies
+        stop = start + CHUNK_ROWS
+        norm = {name: normalise(v[start:stop], *ranges[name]) for name, v in parts.raw.items()}
+        balance[start:stop] = combine(norm, criterion, alpha)
     meta = base_metadata(
         S.KIND_SCORES,
         **{
@@ -95,25 +154,35 @@ def build_scores(
             "bss.alpha": alpha,
         },
     )
-    return Scores(pa.table(cols), meta)
+    return ScoreSet(manifest, rows, parts, criterion, alpha, ranges, balance, balance_rank(balance), meta)
+
+
+def build_scores(manifest: Manifest, rows: np.ndarray, parts: RowParts, **kwargs) -> Scores:
+    """:func:`score_set` as an in-memory table (the trainer's scores; small files)."""
+    return score_set(manifest, rows, parts, **kwargs).to_scores()
 
 
 def score_from_predictions(manifest: Manifest, predictions_path: str | Path, *, criterion: str,
-                           weights: LossWeights, split: str = "train", alpha: float = 0.5) -> Scores:
-    """Scores from a predictions file written by any trainer; numpy and pyarrow only."""
-    from bss_cli.scoring.predictions import read_predictions
+                           weights: LossWeights, split: str = "train", alpha: float = 0.5,
+                           progress=None) -> ScoreSet:
+    """Scores from a predictions file written by any trainer, read a row group at a time
+    (numpy and pyarrow only): memory holds O(1) numbers per sample, whatever C and D are."""
+    from bss_cli.scoring.predictions import read_parts
 
     check_split(split)
     if criterion not in CRITERIA:
         raise ConfigError(f"unknown criterion {criterion!r}; choose one of: {', '.join(CRITERIA)}")
-    loaded = read_predictions(predictions_path, manifest, split)
-    return build_scores(manifest, loaded.rows, row_parts(loaded.predictions, criterion, weights), criterion=criterion, weights=weights,
-                        source=f"predictions:{Path(predictions_path).name}",
-                        source_fingerprint=loaded.fingerprint, seed=None, split=split, alpha=alpha)
+    loaded = read_parts(predictions_path, manifest, split, criterion, weights, progress=progress)
+    return score_set(manifest, loaded.rows, loaded.parts, criterion=criterion, weights=weights,
+                     source=f"predictions:{Path(predictions_path).name}",
+                     source_fingerprint=loaded.fingerprint, seed=None, split=split, alpha=alpha)
 
 
-def write_scores(scores: Scores, path: str | Path) -> None:
-    write_table(scores.table, path, scores.metadata)
+def write_scores(scores: Scores | ScoreSet, path: str | Path) -> None:
+    if isinstance(scores, ScoreSet):
+        scores.write(path)
+    else:
+        write_table(scores.table, path, scores.metadata)
 
 
 SCHEDULE_COLUMNS = (S.SAMPLE_ID, S.ROW, S.BALANCE, S.LABEL)
@@ -150,7 +219,7 @@ def _check_rows(manifest: Manifest, split: str) -> None:
 def score_manifest(manifest_path: str | Path, *, criterion: str = "prediction-sim+loss",
                    predictions: str | Path | None = None, source=None, weights: LossWeights = LossWeights(),
                    split: str = "train", device: str = "cpu", batch_size: int = 512, workers: int = 0,
-                   cache_dir: str | Path | None = None, progress=None, info=None, alpha: float = 0.5) -> Scores:
+                   cache_dir: str | Path | None = None, progress=None, info=None, alpha: float = 0.5) -> ScoreSet:
     """Balance scores for a manifest, from a predictions file or a bss model (``source``).
 
     ``source`` is a :class:`bss_cli.scoring.predict.ModelSource`; torch is imported only on that path.
@@ -167,7 +236,7 @@ def score_manifest(manifest_path: str | Path, *, criterion: str = "prediction-si
         manifest = load_manifest(manifest_path, load_features=False)
         _check_rows(manifest, split)
         return score_from_predictions(manifest, predictions, criterion=criterion, weights=weights, split=split,
-                                      alpha=alpha)
+                                      alpha=alpha, progress=progress and (lambda d, t: progress("scoring", d, t)))
 
     from bss_cli.data.datasets import ManifestData
     from bss_cli.models.distributed import DistInfo
@@ -183,5 +252,5 @@ def score_manifest(manifest_path: str | Path, *, criterion: str = "prediction-si
     rows = manifest.indices(split)
     parts = predict_parts(model, data, rows, info, criterion=criterion, weights=weights, batch_size=batch_size,
                           progress=stage("scoring"))
-    return build_scores(manifest, rows, parts, criterion=criterion, weights=weights, source=source.describe(),
-                        source_fingerprint=fp, seed=source.seed, split=split, alpha=alpha)
+    return score_set(manifest, rows, parts, criterion=criterion, weights=weights, source=source.describe(),
+                     source_fingerprint=fp, seed=source.seed, split=split, alpha=alpha)
