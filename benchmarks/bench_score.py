@@ -1,63 +1,115 @@
-"""Scoring throughput from a predictions file (no torch), against reading the same file.
+"""Scoring from a predictions file (no torch): time and peak memory, against reading the same file.
 
-Baseline: ``pyarrow.parquet.read_table`` of the predictions file, measured in the same run; the
-ratio says how much scoring adds on top of just reading the inputs.
+Baselines, measured in the same run on the same files:
+
+* time: ``pyarrow.parquet.read_table`` of the predictions file (just reading the inputs);
+* memory: each measurement runs in a fresh process and reports its peak RSS (VmHWM); the bytes
+  per row are (peak - the same process's RSS before the work) / rows, so the figure extrapolates
+  to larger N (the scoring state is O(1) numbers per sample).
+
+The files: integer sample ids, every row in the train split, 10 classes, two modalities + fused
+logits as float32 lists (what a trainer writes), in manifest order (the one-pass path); one run
+also scores a shuffled copy (the path that aligns through an id table).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import best_of  # noqa: E402
+HERE = Path(__file__).parent
+ROOT = HERE.parent
 
-from bss_cli.data.manifest import load_manifest  # noqa: E402
-from bss_cli.scoring.criteria import (
-    LossWeights,  # noqa: E402
-    Predictions,  # noqa: E402
-)
-from bss_cli.scoring.predictions import predictions_table  # noqa: E402
-from bss_cli.scoring.scores import score_from_predictions, write_scores  # noqa: E402
+CHILD = r"""
+import json, sys, time
+sys.path.insert(0, {here!r}); sys.path.insert(0, {root!r})
+from common import peak_rss_mib
+import pyarrow.parquet as pq
+from bss_cli.data.manifest import load_manifest
+from bss_cli.scoring.criteria import LossWeights
+from bss_cli.scoring.scores import score_from_predictions, write_scores
+import bss_cli.scoring.predictions
+mode, tmp = sys.argv[1], sys.argv[2]
+before = peak_rss_mib()  # after the imports: what the work itself adds is measured
+t0 = time.perf_counter()
+if mode == "read":
+    t = pq.read_table(tmp + "/preds.parquet")
+    n = t.num_rows
+else:
+    m = load_manifest(tmp + "/manifest.parquet", load_features=False)
+    s = score_from_predictions(m, tmp + "/" + mode + ".parquet", criterion="prediction-sim+loss",
+                               weights=LossWeights())
+    write_scores(s, tmp + "/scores.parquet")
+    n = len(s)
+print(json.dumps({{"seconds": time.perf_counter() - t0, "peak_mib": peak_rss_mib(), "before_mib": before, "rows": n}}))
+"""
 
 
-def lists(x):
-    return pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), x.shape[1]).cast(pa.list_(pa.float32()))
+def _child(mode: str, tmp: Path) -> dict:
+    code = CHILD.format(here=str(HERE), root=str(ROOT))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code, mode, str(tmp)], capture_output=True, text=True, env=env,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run(n: int = 1_000_000, classes: int = 10, seed: int = 0) -> dict:
+def _write_files(tmp: Path, n: int, classes: int, seed: int, shuffled: bool) -> None:
     rng = np.random.default_rng(seed)
-    tmp = Path(tempfile.mkdtemp(prefix="bss-bench-"))
-    ids = pa.array([f"id{i:08d}" for i in range(n)])
+    ids = pa.array(np.arange(n, dtype=np.int64) * 7 + 3)
     labels = rng.integers(0, classes, n)
+    one = pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(n * 2, np.float32)), 2)
     pq.write_table(pa.table({"sample_id": ids, "label": labels, "split": pa.array(["train"] * n),
-                             "audio": lists(np.zeros((n, 2), np.float32)), "video": lists(np.zeros((n, 2), np.float32))}),
-                   tmp / "manifest.parquet")
-    z = {m: rng.normal(size=(n, classes)).astype(np.float32) for m in ("audio", "video")}
-    p = Predictions(labels=labels, logits=z, fused_logits=rng.normal(size=(n, classes)).astype(np.float32))
-    pq.write_table(predictions_table(ids, p), tmp / "preds.parquet")
+                             "audio": one, "video": one}), tmp / "manifest.parquet")
+    step = 1 << 20
+    writer = None
+    for start in range(0, n, step):  # written in slices so the benchmark itself stays small
+        k = min(step, n - start)
+        cols = {"sample_id": ids.slice(start, k)}
+        for head in ("audio", "video", "fused"):
+            z = rng.normal(size=k * classes).astype(np.float32)
+            cols[f"logits_{head}"] = pa.FixedSizeListArray.from_arrays(pa.array(z), classes).cast(
+                pa.list_(pa.float32()))
+        t = pa.table(cols)
+        if writer is None:
+            writer = pq.ParquetWriter(tmp / "preds.parquet", t.schema)
+        writer.write_table(t)
+    writer.close()
+    if shuffled:
+        t = pq.read_table(tmp / "preds.parquet")
+        pq.write_table(t.take(pa.array(np.random.default_rng(seed + 1).permutation(n))), tmp / "shuffled.parquet")
 
-    read = best_of(lambda: pq.read_table(tmp / "preds.parquet"))
-    manifest = load_manifest(tmp / "manifest.parquet", load_features=False)
 
-    def score():
-        s = score_from_predictions(manifest, tmp / "preds.parquet", criterion="prediction-sim+loss",
-                                   weights=LossWeights())
-        write_scores(s, tmp / "scores.parquet")
-
-    total = best_of(score)
-    load = best_of(lambda: load_manifest(tmp / "manifest.parquet", load_features=False), repeat=1)
-    return {"name": f"score from predictions, {n:,} rows x {classes} classes x 2 modalities",
-            "seconds": total, "rows_per_s": n / total, "baseline": "pyarrow read_table of the predictions file",
-            "baseline_seconds": read, "ratio": total / read, "manifest_load_seconds": load}
+def run(n: int = 1_000_000, classes: int = 10, seed: int = 0, shuffled: bool = True) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bss-bench-") as d:
+        tmp = Path(d)
+        t0 = time.perf_counter()
+        _write_files(tmp, n, classes, seed, shuffled)
+        made = time.perf_counter() - t0
+        read = min((_child("read", tmp) for _ in range(2)), key=lambda r: r["seconds"])
+        score = min((_child("preds", tmp) for _ in range(2)), key=lambda r: r["seconds"])
+        per_row = lambda r: (r["peak_mib"] - r["before_mib"]) * 2**20 / n  # noqa: E731
+        out = {"name": f"score from predictions, {n:,} rows x {classes} classes x 2 modalities + fused",
+               "seconds": score["seconds"], "baseline": "pyarrow read_table of the predictions file (own process)",
+               "baseline_seconds": read["seconds"], "ratio": score["seconds"] / read["seconds"],
+               "peak_mib": score["peak_mib"], "bytes_per_row": per_row(score),
+               "baseline_peak_mib": read["peak_mib"], "baseline_bytes_per_row": per_row(read),
+               "extrapolated_1e8_gib": (score["before_mib"] * 2**20 + per_row(score) * 1e8) / 2**30,
+               "predictions_file_mib": (tmp / "preds.parquet").stat().st_size / 2**20, "setup_seconds": made}
+        if shuffled:
+            s = _child("shuffled", tmp)
+            out.update(shuffled_seconds=s["seconds"], shuffled_ratio=s["seconds"] / read["seconds"],
+                       shuffled_bytes_per_row=per_row(s))
+        return out
 
 
 if __name__ == "__main__":
-    import json
-
-    print(json.dumps(run(int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000), indent=2))
+    print(json.dumps(run(int(float(sys.argv[1])) if len(sys.argv) > 1 else 1_000_000), indent=2))

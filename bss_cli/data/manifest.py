@@ -165,7 +165,7 @@ def _check_ids(col: pa.ChunkedArray, problems: list[str]) -> pa.Array:
     nulls = np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False))
     if len(nulls):
         problems.append(f"{_rows(nulls)}: column 'sample_id' is empty")
-    if len(pc.unique(ids)) != len(ids):
+    if not _unique(ids):
         counts = pc.value_counts(ids)
         dups = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
         for value in dups.to_pylist()[:MAX_ROWS_LISTED]:
@@ -174,6 +174,19 @@ def _check_ids(col: pa.ChunkedArray, problems: list[str]) -> pa.Array:
         if len(dups) > MAX_ROWS_LISTED:
             problems.append(f"... {len(dups) - MAX_ROWS_LISTED} more duplicated sample_ids")
     return ids
+
+
+def _unique(ids: pa.Array) -> bool:
+    """Are the ids distinct? Strictly increasing ids (the usual case) are checked in one pass, other
+    integer ids by sorting a copy; strings that are not in order through a hash table."""
+    if len(ids) < 2 or ids.null_count:
+        return len(pc.unique(ids)) == len(ids)
+    if bool(pc.all(pc.greater(ids.slice(1), ids.slice(0, len(ids) - 1))).as_py()):
+        return True
+    if pa.types.is_integer(ids.type):
+        ordered = np.sort(ids.to_numpy())
+        return not bool((ordered[1:] == ordered[:-1]).any())
+    return len(pc.unique(ids)) == len(ids)
 
 
 def _check_splits(col: pa.ChunkedArray, problems: list[str]) -> np.ndarray:

@@ -29,21 +29,27 @@ class Predictions:
     fused_logits: np.ndarray | None = None  # [N, C]
     embeddings: dict[str, np.ndarray] = field(default_factory=dict)  # modality -> [N, D]
     grad_norm: np.ndarray | None = None  # [N]
-    _log_probs: dict = field(default_factory=dict, repr=False, compare=False)
+    _softmax: dict = field(default_factory=dict, repr=False, compare=False)
 
     def heads(self) -> dict[str, np.ndarray]:
         """Every head's logits: the modalities, then ``fused`` when present."""
         return {**self.logits, **({"fused": self.fused_logits} if self.fused_logits is not None else {})}
 
+    def softmax(self, head: str) -> tuple[np.ndarray, np.ndarray]:
+        """A head's class-major exp(z - max) [C, N] (softmax up to each column's positive scale:
+        enough for a cosine) and per-sample CE(z, y) [N], float64, once per head (see
+        :func:`softmax_and_loss`)."""
+        if head not in self._softmax:
+            self._softmax[head] = softmax_and_loss(self.heads()[head], self.labels)
+        return self._softmax[head]
+
     def log_probs(self, head: str) -> np.ndarray:
-        """log softmax of a head's logits, computed once per head (scoring reuses it)."""
-        if head not in self._log_probs:
-            self._log_probs[head] = log_softmax(self.heads()[head])
-        return self._log_probs[head]
+        """log softmax of a head's logits, [N, C]."""
+        return log_softmax(self.heads()[head])
 
     def head_loss(self, head: str) -> np.ndarray:
         """Per-sample CE(z_head, y) >= 0."""
-        return -np.take_along_axis(self.log_probs(head), self.labels[:, None], axis=1)[:, 0]
+        return self.softmax(head)[1]
 
 
 @dataclass(frozen=True)
@@ -62,10 +68,28 @@ def log_softmax(z: np.ndarray) -> np.ndarray:
     return out
 
 
-def _rowwise_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    num = np.einsum("ij,ij->i", a, b)
-    na = np.sqrt(np.einsum("ij,ij->i", a, a))
-    nb = np.sqrt(np.einsum("ij,ij->i", b, b))
+def softmax_and_loss(z: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """exp(z - max) of logits ``z`` [N, C], class-major ([C, N]), and CE(z_i, y_i) [N], float64.
+
+    Class-major because rows of C values are short: the max and the sum then run across C
+    contiguous arrays of N values (vectorised), not along N tiny rows; one exp per value. The
+    softmax is column i divided by its sum; the cosine of two softmaxes needs no division (a
+    cosine ignores positive scale), so none is made.
+    """
+    zt = np.array(np.asarray(z).T, dtype=np.float64, order="C")
+    zt -= zt.max(axis=0)
+    shifted_y = zt[np.asarray(labels), np.arange(zt.shape[1])]
+    np.exp(zt, out=zt)
+    return zt, np.log(zt.sum(axis=0)) - shifted_y
+
+
+def _cosine(a: np.ndarray, b: np.ndarray, axis: int) -> np.ndarray:
+    """Cosine of matching vectors along ``axis`` (1: rows of [N, D]; 0: columns of class-major [C, N])."""
+    if axis == 1:
+        num, aa, bb = np.einsum("ij,ij->i", a, b), np.einsum("ij,ij->i", a, a), np.einsum("ij,ij->i", b, b)
+    else:
+        num, aa, bb = (a * b).sum(axis=0), (a * a).sum(axis=0), (b * b).sum(axis=0)
+    na, nb = np.sqrt(aa), np.sqrt(bb)
     den = na * nb
     out = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
     # Two zero vectors agree perfectly; one zero vector has no direction to agree with.
@@ -73,17 +97,18 @@ def _rowwise_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def _mean_pairwise_cosine(vectors: list[np.ndarray]) -> np.ndarray:
+def _mean_pairwise_cosine(vectors: list[np.ndarray], axis: int = 1) -> np.ndarray:
     pairs = list(combinations(range(len(vectors)), 2))
-    total = np.zeros(len(vectors[0]), dtype=np.float64)
+    total = np.zeros(vectors[0].shape[1 - axis], dtype=np.float64)
     for i, j in pairs:
-        total += _rowwise_cosine(vectors[i], vectors[j])
+        total += _cosine(vectors[i], vectors[j], axis)
     return total / len(pairs)
 
 
 def prediction_similarity(p: Predictions, weights: LossWeights) -> np.ndarray:
-    """Mean over modality pairs of cosine(softmax(z_a), softmax(z_b)); in (0, 1], higher = agree."""
-    return _mean_pairwise_cosine([np.exp(p.log_probs(m)) for m in p.logits])
+    """Mean over modality pairs of cosine(softmax(z_a), softmax(z_b)); in (0, 1], higher = agree.
+    (Computed on exp(z - max), which is each softmax times a positive number: the same cosine.)"""
+    return _mean_pairwise_cosine([p.softmax(m)[0] for m in p.logits], axis=0)
 
 
 def feature_similarity(p: Predictions, weights: LossWeights) -> np.ndarray:
@@ -96,7 +121,7 @@ def feature_similarity(p: Predictions, weights: LossWeights) -> np.ndarray:
     dims = {m: e.shape[1] for m, e in p.embeddings.items()}
     if len(set(dims.values())) > 1:
         raise PredictionsError(f"feature-sim needs embeddings of one size across modalities, found {dims}")
-    return _mean_pairwise_cosine([np.asarray(e, np.float64) for e in p.embeddings.values()])
+    return _mean_pairwise_cosine([np.asarray(e, np.float64) for e in p.embeddings.values()], axis=1)
 
 
 def training_loss(p: Predictions, weights: LossWeights) -> np.ndarray:

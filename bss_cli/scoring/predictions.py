@@ -36,7 +36,7 @@ from bss_cli.errors import rows_text as _rows
 from bss_cli.scoring.criteria import CRITERIA, LossWeights, Predictions, RowParts, get_criterion, row_parts
 
 
-BATCH_ROWS = 1 << 16  # predictions rows converted at a time: bounded memory whatever N is
+BATCH_ROWS = 1 << 17  # predictions rows converted at a time: bounded memory whatever N is
 
 
 @dataclass

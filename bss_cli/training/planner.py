@@ -15,7 +15,7 @@ from bss_cli.artifacts import fingerprint_file, read_metadata, write_table
 from bss_cli.errors import ArtifactError, ConfigError, rows_text
 from bss_cli.scheduling.schedule_io import ScheduleFile, ScheduleJob
 from bss_cli.scheduling.schedulers import Accumulator, ScheduleConfig
-from bss_cli.scoring.scores import SCHEDULE_COLUMNS, Scores, read_scores
+from bss_cli.scoring.scores import SCHEDULE_COLUMNS, WRITE_OPTIONS, Scores, read_scores
 from bss_cli.training.config import TrainConfig
 
 ACCUMULATED = "accumulated_balance"  # a plan file's extra column: the accumulated scores that order the epoch
@@ -66,7 +66,7 @@ def save_scores_file(path: Path, scores: Scores, accumulated: np.ndarray | None 
     table = scores.table.replace_schema_metadata(None)
     if accumulated is not None:
         table = table.append_column(ACCUMULATED, pa.array(np.asarray(accumulated, np.float64)))
-    write_table(table, path, dict(scores.metadata))
+    write_table(table, path, dict(scores.metadata), **WRITE_OPTIONS)
     return {"file": f"{Path(path).parent.name}/{Path(path).name}", "fingerprint": fingerprint_file(path)}
 
 
