@@ -107,7 +107,9 @@ def read_table(path: Path, lean: bool = False) -> tuple[pa.Table, pa.Schema]:
             if lean:
                 schema = pq.read_schema(path)
                 columns = [c for c in S.REQUIRED_MANIFEST_COLUMNS if schema.names.count(c) == 1]
-                return pq.read_table(path, columns=columns), schema
+                text = [c for c in (S.SPLIT,) if c in columns and schema.field(c).type in (pa.string(), pa.large_string())]
+                # the split column as a dictionary: one int32 per row instead of a string
+                return pq.read_table(path, columns=columns, read_dictionary=text), schema
             table = pq.read_table(path)
             return table, table.schema
         if fmt == "csv":
@@ -191,14 +193,19 @@ def _unique(ids: pa.Array) -> bool:
 
 def _check_splits(col: pa.ChunkedArray, problems: list[str]) -> np.ndarray:
     """Split codes (int8 positions in ``schema.SPLITS``), through a dictionary: no string per row."""
-    enc = col.cast(pa.string()).fill_null("<empty>").combine_chunks().dictionary_encode()
-    names = enc.dictionary.to_pylist()
-    remap = np.array([S.SPLITS.index(v) if v in S.SPLITS else -1 for v in names] or [0], np.int8)
-    indices = enc.indices.to_numpy()
+    if not pa.types.is_dictionary(col.type):
+        col = col.cast(pa.string()).dictionary_encode()
+    arr = col.unify_dictionaries().combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    names = arr.dictionary.cast(pa.string()).to_pylist()
+    remap = np.array([S.SPLITS.index(v) if v in S.SPLITS else -1 for v in names] + [-1], np.int8)
+    indices = arr.indices.fill_null(len(names)).to_numpy()  # an empty cell: the extra code
+    names.append("<empty>")
     for k in sorted(range(len(names)), key=names.__getitem__):
         if remap[k] < 0:
             rows = np.flatnonzero(indices == k)
-            problems.append(f"{_rows(rows)}: column 'split' has unknown value {names[k]!r}; expected one of {', '.join(S.SPLITS)}")
+            if len(rows):
+                problems.append(f"{_rows(rows)}: column 'split' has unknown value {names[k]!r}; expected one of "
+                                f"{', '.join(S.SPLITS)}")
     codes = remap[indices]
     if not (codes == S.SPLITS.index("train")).any():
         problems.append("the train split is empty; mark at least one row with split 'train'")

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bss_cli import schema as S
-from bss_cli.artifacts import fingerprint_file
+from bss_cli.artifacts import fingerprint_file, prefetched
 from bss_cli.data.columns import vector_column
 from bss_cli.data.manifest import Manifest
 from bss_cli.errors import PredictionsError
@@ -88,6 +88,8 @@ def _matrix(name: str, col, rows_of, width: int | None, expected: str, problems:
     if x.dtype != np.float32:
         x = x.astype(np.float64, copy=False)
     x = x.reshape(len(arr), width)
+    if np.isfinite(x).all():  # one flat pass; rows are located only when something is wrong
+        return x
     bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
     if len(bad):
         problems.append(f"{_rows(rows_of(bad))}: column '{name}' holds NaN or infinite values")
@@ -165,6 +167,7 @@ def read_parts(path: str | Path, manifest: Manifest, split: str, criterion: str,
         parts = None
     if parts is None:
         dest = _align(path, pf, manifest, split, wanted)
+        pa.default_memory_pool().release_unused()
         parts = _score_batches(path, pf, manifest, split, wanted, dest, columns, crit, weights, batch_rows, progress)
     thread.join()
     return LoadedParts(wanted, parts, box["fp"])
@@ -207,6 +210,16 @@ def _align(path: Path, pf: pq.ParquetFile, manifest: Manifest, split: str, wante
     return dest
 
 
+def _batches(pf: pq.ParquetFile, batch_rows: int, columns: list[str]):
+    """The file's rows ``batch_rows`` at a time, one row group after another: memory holds one row
+    group's column chunks (iterating the whole file at once pre-buffers every row group: the file)."""
+    def read():
+        for group in range(pf.metadata.num_row_groups):
+            yield from pf.iter_batches(batch_size=batch_rows, row_groups=[group], columns=columns)
+
+    return prefetched(read())  # the next batch decodes while this one is scored
+
+
 def _score_batches(path: Path, pf: pq.ParquetFile, manifest: Manifest, split: str, wanted: np.ndarray,
                    dest: np.ndarray | None, columns: list[str], crit, weights: LossWeights, batch_rows: int,
                    progress) -> RowParts:
@@ -221,7 +234,7 @@ def _score_batches(path: Path, pf: pq.ParquetFile, manifest: Manifest, split: st
     out: RowParts | None = None
     widths: dict[str, int] = {}
     offset = filled = 0
-    for batch in pf.iter_batches(batch_size=batch_rows, columns=[S.SAMPLE_ID, *columns]):
+    for batch in _batches(pf, batch_rows, [S.SAMPLE_ID, *columns]):
         k = batch.num_rows
         ids = batch.column(0)
         if dest is None:

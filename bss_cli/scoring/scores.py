@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from bss_cli import schema as S
-from bss_cli.artifacts import atomic_path, base_metadata, require_kind, write_table
+from bss_cli.artifacts import atomic_path, base_metadata, prefetched, require_kind, write_table
 from bss_cli.data.manifest import Manifest
 from bss_cli.errors import ArtifactError, ConfigError
 from bss_cli.scoring.criteria import (
@@ -109,14 +109,19 @@ class ScoreSet:
         """Write the scores file atomically, one chunk (row group) at a time."""
         import pyarrow.parquet as pq
 
-        first = pa.table(self.columns(0, min(CHUNK_ROWS, len(self))))
-        schema = first.schema.with_metadata(self.metadata)
+        chunks = (pa.table(self.columns(start, min(start + CHUNK_ROWS, len(self))))
+                  for start in range(0, max(len(self), 1), CHUNK_ROWS))
         with atomic_path(path) as tmp:
-            with pq.ParquetWriter(tmp, schema, **WRITE_OPTIONS) as writer:
-                writer.write_table(first.replace_schema_metadata(self.metadata), row_group_size=CHUNK_ROWS)
-                for start in range(CHUNK_ROWS, len(self), CHUNK_ROWS):
-                    chunk = pa.table(self.columns(start, min(start + CHUNK_ROWS, len(self))), schema=schema)
-                    writer.write_table(chunk, row_group_size=CHUNK_ROWS)
+            writer = None
+            try:
+                for chunk in prefetched(chunks):  # the next chunk's columns are built while this one is encoded
+                    if writer is None:
+                        schema = chunk.schema.with_metadata(self.metadata)
+                        writer = pq.ParquetWriter(tmp, schema, **WRITE_OPTIONS)
+                    writer.write_table(chunk.cast(schema), row_group_size=CHUNK_ROWS)
+            finally:
+                if writer is not None:
+                    writer.close()
 
 
 def score_set(
@@ -236,6 +241,7 @@ def score_manifest(manifest_path: str | Path, *, criterion: str = "prediction-si
     get_criterion(criterion)  # an unknown criterion fails before any work
     if predictions is not None:
         manifest = load_manifest(manifest_path, load_features=False)
+        pa.default_memory_pool().release_unused()  # the read's buffers, kept by the pool, back to the OS
         _check_rows(manifest, split)
         return score_from_predictions(manifest, predictions, criterion=criterion, weights=weights, split=split,
                                       alpha=alpha, progress=progress and (lambda d, t: progress("scoring", d, t)))
