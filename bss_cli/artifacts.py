@@ -73,6 +73,23 @@ def prefetched(items: Iterable[T], depth: int = 2) -> Iterator[T]:
         thread.join()
 
 
+def fingerprint_bytes(data: bytes, length: int = 16) -> str:
+    """:func:`fingerprint_file` of a file holding ``data`` (no re-read of what was just written)."""
+    return hashlib.sha256(data).hexdigest()[:length]
+
+
+def table_bytes(table: pa.Table, metadata: dict[str, str], **kwargs) -> bytes:
+    """``table`` with ``metadata`` as Parquet bytes (small tables: hash and write them at once)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata}), sink, **kwargs)
+    return sink.getvalue().to_pybytes()
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
 def fingerprint_text(text: str, length: int = 16) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 

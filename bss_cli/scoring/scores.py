@@ -75,30 +75,41 @@ class ScoreSet:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def columns(self, start: int, stop: int) -> dict[str, pa.Array]:
-        """The scores table's columns for samples ``start:stop`` (any chunk gives the same values)."""
+    def columns(self, start: int, stop: int, only: tuple[str, ...] | None = None) -> dict[str, pa.Array]:
+        """The scores table's columns for samples ``start:stop`` (any chunk gives the same values);
+        ``only``: just these columns (e.g. :data:`SCHEDULE_COLUMNS`, all a scheduler reads)."""
+        want = (lambda name: True) if only is None else (lambda name: name in only)  # noqa: E731
         rows = self.rows[start:stop]
-        cols: dict[str, pa.Array] = {
-            S.SAMPLE_ID: self.manifest.sample_ids.take(pa.array(rows)),
-            S.ROW: pa.array(rows, pa.int64()),
-            S.LABEL: pa.array(self.parts.labels[start:stop].astype(np.int64)),
-            S.SPLIT: pa.array(S.SPLITS).take(pa.array(self.manifest.split_codes[rows])),
-        }
+        cols: dict[str, pa.Array] = {}
+        if want(S.SAMPLE_ID):
+            cols[S.SAMPLE_ID] = self.manifest.sample_ids.take(pa.array(rows))
+        if want(S.ROW):
+            cols[S.ROW] = pa.array(rows, pa.int64())
+        if want(S.LABEL):
+            cols[S.LABEL] = pa.array(self.parts.labels[start:stop].astype(np.int64))
+        if want(S.SPLIT):
+            cols[S.SPLIT] = pa.array(S.SPLITS).take(pa.array(self.manifest.split_codes[rows]))
         raw = {k: v[start:stop] for k, v in self.parts.raw.items()}
         for name, values in raw.items():
-            cols[name] = pa.array(values, pa.float64())
+            if want(name):
+                cols[name] = pa.array(values, pa.float64())
         for name, values in raw.items():
-            cols[name + S.NORM_SUFFIX] = pa.array(normalise(values, *self.ranges[name]), pa.float64())
-        cols[S.BALANCE] = pa.array(self.balance[start:stop], pa.float64())
-        cols[S.RANK] = pa.array(self.rank[start:stop].astype(np.int64))
+            if want(name + S.NORM_SUFFIX):
+                cols[name + S.NORM_SUFFIX] = pa.array(normalise(values, *self.ranges[name]), pa.float64())
+        if want(S.BALANCE):
+            cols[S.BALANCE] = pa.array(self.balance[start:stop], pa.float64())
+        if want(S.RANK):
+            cols[S.RANK] = pa.array(self.rank[start:stop].astype(np.int64))
         for head, loss in self.parts.head_loss.items():
             loss = loss[start:stop]
-            cols[S.LOSS_PREFIX + head] = pa.array(loss, pa.float32())
-            cols[S.PTRUE_PREFIX + head] = pa.array(np.exp(-loss), pa.float32())
+            if want(S.LOSS_PREFIX + head):
+                cols[S.LOSS_PREFIX + head] = pa.array(loss, pa.float32())
+            if want(S.PTRUE_PREFIX + head):
+                cols[S.PTRUE_PREFIX + head] = pa.array(np.exp(-loss), pa.float32())
         return cols
 
-    def to_scores(self) -> Scores:
-        return Scores(pa.table(self.columns(0, len(self))), self.metadata)
+    def to_scores(self, only: tuple[str, ...] | None = None) -> Scores:
+        return Scores(pa.table(self.columns(0, len(self), only)), self.metadata)
 
     @property
     def table(self) -> pa.Table:
@@ -164,9 +175,10 @@ def score_set(
     return ScoreSet(manifest, rows, parts, criterion, alpha, ranges, balance, balance_rank(balance), meta)
 
 
-def build_scores(manifest: Manifest, rows: np.ndarray, parts: RowParts, **kwargs) -> Scores:
-    """:func:`score_set` as an in-memory table (the trainer's scores; small files)."""
-    return score_set(manifest, rows, parts, **kwargs).to_scores()
+def build_scores(manifest: Manifest, rows: np.ndarray, parts: RowParts, only: tuple[str, ...] | None = None,
+                 **kwargs) -> Scores:
+    """:func:`score_set` as an in-memory table (the trainer's scores), of ``only`` these columns."""
+    return score_set(manifest, rows, parts, **kwargs).to_scores(only)
 
 
 def score_from_predictions(manifest: Manifest, predictions_path: str | Path, *, criterion: str,

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bss_cli import schema as S
-from bss_cli.artifacts import fingerprint_file, read_metadata, write_table
+from bss_cli.artifacts import fingerprint_bytes, fingerprint_file, read_metadata, table_bytes, write_bytes
 from bss_cli.errors import ArtifactError, ConfigError, rows_text
 from bss_cli.scheduling.schedule_io import ScheduleFile, ScheduleJob
 from bss_cli.scheduling.schedulers import Accumulator, ScheduleConfig
@@ -66,8 +66,9 @@ def save_scores_file(path: Path, scores: Scores, accumulated: np.ndarray | None 
     table = scores.table.replace_schema_metadata(None)
     if accumulated is not None:
         table = table.append_column(ACCUMULATED, pa.array(np.asarray(accumulated, np.float64)))
-    write_table(table, path, dict(scores.metadata), **WRITE_OPTIONS)
-    return {"file": f"{Path(path).parent.name}/{Path(path).name}", "fingerprint": fingerprint_file(path)}
+    data = table_bytes(table, dict(scores.metadata), **WRITE_OPTIONS)
+    write_bytes(path, data)
+    return {"file": f"{Path(path).parent.name}/{Path(path).name}", "fingerprint": fingerprint_bytes(data)}
 
 
 def load_scores_file(run: Path, entry: dict) -> tuple[Scores, np.ndarray | None]:

@@ -37,7 +37,7 @@ from bss_cli.scoring.predict import (
     predict,
     predict_parts,
 )
-from bss_cli.scoring.scores import Scores, build_scores
+from bss_cli.scoring.scores import SCHEDULE_COLUMNS, Scores, build_scores
 from bss_cli.training import runs
 from bss_cli.training.config import RESUME_FREE, TrainConfig
 from bss_cli.training.metrics import evaluate
@@ -124,7 +124,10 @@ class Trainer:
 
     def _scores(self, preds: RowParts, source: str) -> Scores:
         fp = fingerprint_text(f"{source}|seed={self.cfg.seed}|{self.model_cfg.to_dict()}|{self.manifest.fingerprint}")
-        return build_scores(self.manifest, self.train_rows, preds, criterion=self.cfg.criterion, weights=self.weights,
+        # without epoch artifacts nobody reads more than the scheduler's columns: build only those
+        only = None if self.cfg.epoch_artifacts else SCHEDULE_COLUMNS
+        return build_scores(self.manifest, self.train_rows, preds, only, criterion=self.cfg.criterion,
+                            weights=self.weights,
                             source=source, source_fingerprint=fp, seed=self.cfg.seed, split="train",
                             alpha=self.cfg.alpha)
 
