@@ -1,7 +1,8 @@
 """Per-epoch cost of the learned scheduler's re-scoring against plain shuffled training.
 
 Same data, model, seed and run; ``none`` is the baseline measured in the same process. Epoch
-time = training pass + re-scoring (the validation pass is the same for every mode and left out).
+time = the wall time from one epoch's end to the next: plan, training pass, re-scoring,
+validation, metrics and checkpoint (work overlapped by a thread is counted once, as it is paid).
 Two settings: the model widened until compute dominates (mfeat, 6 modalities, hidden 512, 3
 layers) and bss train's defaults on HTAD (width 64: 0.1 s epochs, where fixed per-epoch costs
 show; more epochs and repeats there, since this VM's noise is of the same size).
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,7 @@ def _ratios(manifest: str, epochs: int, repeats: int, **model) -> dict:
     import torch
 
     from bss_cli.training.config import TrainConfig
-    from bss_cli.training.trainer import train
+    from bss_cli.training.trainer import Callbacks, train
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     modes = {"none": {"scheduler": "none"}, "learned/pass": {"scheduler": "learned", "rescore": "pass"},
@@ -30,11 +32,13 @@ def _ratios(manifest: str, epochs: int, repeats: int, **model) -> dict:
     times: dict[str, list[float]] = {m: [] for m in modes}
     for _ in range(repeats):  # interleave modes so drift hits them alike
         for name, extra in modes.items():
+            ends: list[float] = []
             with tempfile.TemporaryDirectory() as tmp:
-                r = train(TrainConfig(manifest=manifest, out=f"{tmp}/run", epochs=epochs, epoch_artifacts=False,
-                                      quiet=True, **model, **extra))
-            # skip epoch 0 (warm-up of allocator and caches); epoch time = train + re-score
-            times[name] += [h["train_seconds"] + h["score_seconds"] + h["plan_seconds"] for h in r.history[1:-1]]
+                train(TrainConfig(manifest=manifest, out=f"{tmp}/run", epochs=epochs, epoch_artifacts=False,
+                                  quiet=True, **model, **extra),
+                      Callbacks(on_epoch_end=lambda row: ends.append(time.perf_counter())))
+            # whole epochs, end to end; epoch 0 (warm-up of allocator and caches) is not timed
+            times[name] += list(np.diff(ends))
     base = float(np.median(times["none"]))
     return {"epochs_timed": len(times["none"]),
             **{name: {"median_epoch_seconds": float(np.median(t)), "ratio_to_none": float(np.median(t)) / base}
