@@ -100,7 +100,7 @@ def _measure(n: int, classes: int, seed: int, shuffled: bool, repeat: int) -> di
         return out
 
 
-def run(n: int = 1_000_000, classes: int = 10, seed: int = 0, repeat: int = 3) -> dict:
+def run(n: int = 10_000_000, classes: int = 10, seed: int = 0, repeat: int = 3) -> dict:
     """Time ratio at ``n``; memory per row from the peaks at ``n`` and ``n / 10`` (the slope
     separates the per-row state from constant buffers such as one decoded row group)."""
     small, big = _measure(n // 10, classes, seed, False, 1), _measure(n, classes, seed, True, repeat)
@@ -120,4 +120,4 @@ def run(n: int = 1_000_000, classes: int = 10, seed: int = 0, repeat: int = 3) -
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(int(float(sys.argv[1])) if len(sys.argv) > 1 else 1_000_000), indent=2))
+    print(json.dumps(run(int(float(sys.argv[1])) if len(sys.argv) > 1 else 10_000_000), indent=2))
