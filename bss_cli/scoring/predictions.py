@@ -33,7 +33,7 @@ from bss_cli.data.columns import vector_column
 from bss_cli.data.manifest import Manifest
 from bss_cli.errors import PredictionsError
 from bss_cli.errors import rows_text as _rows
-from bss_cli.scoring.criteria import CRITERIA, LossWeights, Predictions, RowParts, get_criterion, row_parts
+from bss_cli.scoring.criteria import LossWeights, Predictions, RowParts, get_criterion, row_parts
 
 
 BATCH_ROWS = 1 << 17  # predictions rows converted at a time: bounded memory whatever N is
@@ -160,7 +160,8 @@ def read_parts(path: str | Path, manifest: Manifest, split: str, criterion: str,
     n_file = pf.metadata.num_rows
     if n_file in (len(wanted), manifest.n):
         try:
-            parts = _score_batches(path, pf, manifest, split, wanted, None, columns, crit, weights, batch_rows, progress)
+            parts = _score_batches(path, pf, manifest, split, wanted, None, columns, criterion, weights, batch_rows,
+                                   progress)
         except _NotAligned:
             parts = None
     else:
@@ -168,9 +169,10 @@ def read_parts(path: str | Path, manifest: Manifest, split: str, criterion: str,
     if parts is None:
         dest = _align(path, pf, manifest, split, wanted)
         pa.default_memory_pool().release_unused()
-        parts = _score_batches(path, pf, manifest, split, wanted, dest, columns, crit, weights, batch_rows, progress)
+        parts = _score_batches(path, pf, manifest, split, wanted, dest, columns, criterion, weights, batch_rows,
+                               progress)
     thread.join()
-    return LoadedParts(wanted, parts, box["fp"])
+    return LoadedParts(wanted, parts, box.get("fp") or fingerprint_file(path))
 
 
 def _align(path: Path, pf: pq.ParquetFile, manifest: Manifest, split: str, wanted: np.ndarray) -> np.ndarray:
@@ -221,7 +223,7 @@ def _batches(pf: pq.ParquetFile, batch_rows: int, columns: list[str]):
 
 
 def _score_batches(path: Path, pf: pq.ParquetFile, manifest: Manifest, split: str, wanted: np.ndarray,
-                   dest: np.ndarray | None, columns: list[str], crit, weights: LossWeights, batch_rows: int,
+                   dest: np.ndarray | None, columns: list[str], criterion: str, weights: LossWeights, batch_rows: int,
                    progress) -> RowParts:
     """One pass over the file, ``batch_rows`` at a time: each batch becomes per-sample parts,
     written into place. ``dest`` None: the file is the split's rows (or the manifest's) in order,
@@ -229,7 +231,6 @@ def _score_batches(path: Path, pf: pq.ParquetFile, manifest: Manifest, split: st
     n, n_file = len(wanted), pf.metadata.num_rows
     whole = dest is None and n_file == manifest.n and n != manifest.n  # the manifest's rows, all splits
     in_split = (manifest.split_codes == S.SPLITS.index(split)) if whole and split != "all" else None
-    criterion = next(k for k, v in CRITERIA.items() if v == crit)
     labels_dtype = np.min_scalar_type(max(manifest.n_classes - 1, 0))
     out: RowParts | None = None
     widths: dict[str, int] = {}

@@ -106,9 +106,8 @@ class Trainer:
         self.best = {"epoch": -1, "val_acc": -math.inf}
         self.start_epoch = 0
         self.amp = cfg.amp and self.device.type == "cuda"
-        self.pos_of_row = torch.full((m.n,), -1, dtype=torch.long, device=self.device)  # manifest row -> train position
-        self.pos_of_row[torch.as_tensor(self.train_rows, device=self.device)] = torch.arange(
-            len(self.train_rows), device=self.device)
+        self.pos_of_row = np.full(m.n, -1, np.int64)  # manifest row -> train position
+        self.pos_of_row[self.train_rows] = np.arange(len(self.train_rows))
 
     def _fresh_model(self):
         cfg = self.cfg
@@ -162,12 +161,11 @@ class Trainer:
             xb = {k: v.to(self.device, non_blocking=True) for k, v in xb.items()}
             yb = yb.to(self.device, non_blocking=True)
             out, loss = train_step(model, self.opt, xb, yb, self.weights, self.amp)
-            if online is not None:  # statistics of the training pass itself, no extra forward
-                pos = self.pos_of_row[rows.to(self.device, non_blocking=True)]
+            if online is not None:  # statistics of the training pass itself, no extra forward:
+                online["rows"].append(rows)  # kept as they are; scattered once at the epoch's end
                 for head, z in {**out.logits, "fused": out.fused}.items():
                     if z is not None:
-                        online[head][pos] = z.detach().float()
-                online["seen"][pos] = True
+                        online[head].append(z.detach())
             sums.append(loss.sum())
             count += len(yb)
             if self.cb.on_batch:  # progress bars want the loss now (a sync, only when someone watches)
@@ -191,16 +189,30 @@ class Trainer:
                 "then start a new run in another --out")
 
     def _online_buffers(self) -> dict:
+        """Per-batch lists of the training pass's rows and logits (appending costs nothing per batch)."""
+        return {"rows": [], **{m: [] for m in self.manifest.modality_names}, "fused": []}
+
+    def _online_logits(self, online: dict) -> dict:
+        """The epoch's logits per head as [N, C] float32 arrays in train-row order (zeros where a
+        sample was not trained on), and ``seen``; one scatter per head, a later batch winning."""
         n, c = len(self.train_rows), self.manifest.n_classes
-        buf = {m: torch.zeros(n, c, device=self.device) for m in self.manifest.modality_names}
-        buf["fused"] = torch.zeros(n, c, device=self.device)
-        buf["seen"] = torch.zeros(n, dtype=torch.bool, device=self.device)
-        return buf
+        rows = torch.cat(online["rows"]).cpu().numpy() if online["rows"] else np.zeros(0, np.int64)
+        pos = self.pos_of_row[rows]
+        last = len(pos) - 1 - np.unique(pos[::-1], return_index=True)[1]  # each sample's last batch
+        out = {"seen": np.zeros(n, bool)}
+        out["seen"][pos] = True
+        for head in [*self.manifest.modality_names, "fused"]:
+            buf = np.zeros((n, c), np.float32)
+            if online[head]:
+                z = torch.cat(online[head]).float().cpu().numpy()
+                buf[pos[last]] = z[last]
+            out[head] = buf
+        return out
 
     def _online_predictions(self, buf: dict) -> RowParts:
         """Each rank reduces the logits it saw this epoch to scoring parts; two tensor all_reduces
         merge them (a sample's values come from the rank that saw it)."""
-        local = {k: v.cpu().numpy() for k, v in buf.items()}
+        local = self._online_logits(buf)
         labels = self.manifest.labels[self.train_rows]
         preds = Predictions(labels=labels, logits={m: local[m] for m in self.manifest.modality_names},
                             fused_logits=local["fused"])
