@@ -272,6 +272,7 @@ def test_streamed_scoring_is_the_same_whatever_the_batches_and_the_file_order(ti
 
     monkeypatch.setattr(P, "BATCH_ROWS", 7)
     monkeypatch.setattr(SC, "CHUNK_ROWS", 5)
+    monkeypatch.setattr(P, "SPILL_ROWS", 1)  # files in manifest order keep their parts in temporary files
     n = len(rows)
     late = np.r_[np.arange(n - 2), n - 1, n - 2]
     every = np.arange(m.n)
@@ -293,6 +294,7 @@ def test_streamed_scoring_is_the_same_whatever_the_batches_and_the_file_order(ti
         s = SC.score_from_predictions(m, tmp_path / f"{name}.parquet", criterion="prediction-sim+loss",
                                       weights=LossWeights())
         SC.write_scores(s, tmp_path / f"{name}-scores.parquet")
+        assert isinstance(s.parts.raw["loss"], P.SpilledColumn) == (name in ("in-order", "whole-manifest")), name
         assert pq.ParquetFile(tmp_path / f"{name}-scores.parquet").metadata.num_row_groups == -(-n // 5)
         assert pq.read_table(tmp_path / f"{name}-scores.parquet").equals(pq.read_table(tmp_path / "reference.parquet")), name
         assert read_scores(tmp_path / f"{name}-scores.parquet").metadata == reference.metadata | {
@@ -313,3 +315,16 @@ def test_streamed_problems_name_the_file_row(tiny_manifest, tmp_path, monkeypatc
         row = 9 if name == "in-order" else len(rows) - 1 - 9
         with pytest.raises(PredictionsError, match=f"row {row}: column 'logits_b' holds NaN or infinite values"):
             score_from_predictions(m, tmp_path / "p.parquet", criterion="loss", weights=LossWeights())
+
+
+def test_row_ranges_index_like_the_rows_they_stand_for():
+    from bss_cli.data.manifest import RowRange, compact_rows
+
+    rows = np.arange(5, 12)
+    r = compact_rows(rows)
+    assert isinstance(r, RowRange) and len(r) == 7
+    for key in (slice(2, 5), slice(None), np.array([0, 6, 3]), rows % 2 == 0):
+        np.testing.assert_array_equal(r[key], rows[key])
+    assert np.asarray(r).tolist() == r.tolist() == rows.tolist()
+    gaps = np.array([1, 2, 4])
+    assert compact_rows(gaps) is gaps

@@ -53,7 +53,7 @@ class Manifest:
     path: Path
     fingerprint: str
     sample_ids: pa.Array  # strings or integers, as in the file
-    labels: np.ndarray  # int64 class codes
+    labels: np.ndarray  # class codes: int64 (without load_features: the smallest integer type)
     classes: list
     split_codes: np.ndarray  # int8: position in schema.SPLITS (one byte per row, not a string)
     modalities: dict[str, Modality]
@@ -89,6 +89,39 @@ class Manifest:
         return np.flatnonzero(self.split_codes == S.SPLITS.index(split))
 
 
+class RowRange:
+    """Manifest rows start, start + 1, ..., stop - 1 without an array of them (8 bytes a row saved
+    at scale): indexing gives numpy arrays, as indexing the array would."""
+
+    def __init__(self, start: int, stop: int):
+        self.start, self.stop = int(start), int(stop)
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            a, b, step = key.indices(len(self))
+            return np.arange(self.start + a, self.start + b, step)
+        key = np.asarray(key)
+        if key.dtype == bool:
+            return np.arange(self.start, self.stop)[key]
+        return self.start + key
+
+    def __array__(self, dtype=None, copy=None):
+        return np.arange(self.start, self.stop, dtype=dtype)
+
+    def tolist(self) -> list[int]:
+        return list(range(self.start, self.stop))
+
+
+def compact_rows(rows: np.ndarray) -> np.ndarray | RowRange:
+    """``rows`` as a :class:`RowRange` when they are consecutive, else unchanged."""
+    if len(rows) and int(rows[-1]) - int(rows[0]) + 1 == len(rows) and bool((np.diff(rows) == 1).all()):
+        return RowRange(rows[0], rows[-1] + 1)
+    return rows
+
+
 def read_table(path: Path, lean: bool = False) -> tuple[pa.Table, pa.Schema]:
     """Read a manifest file (Parquet, CSV or JSON Lines) into an Arrow table, and its schema.
 
@@ -108,8 +141,16 @@ def read_table(path: Path, lean: bool = False) -> tuple[pa.Table, pa.Schema]:
                 schema = pq.read_schema(path)
                 columns = [c for c in S.REQUIRED_MANIFEST_COLUMNS if schema.names.count(c) == 1]
                 text = [c for c in (S.SPLIT,) if c in columns and schema.field(c).type in (pa.string(), pa.large_string())]
-                # the split column as a dictionary: one int32 per row instead of a string
-                return pq.read_table(path, columns=columns, read_dictionary=text), schema
+                # One column at a time, each made one contiguous array before the next is read (the
+                # peak is one column twice, not all of them), the split column as a dictionary: one
+                # int32 per row instead of a string.
+                arrays = {}
+                for c in columns:
+                    col = pq.read_table(path, columns=[c], read_dictionary=[c] if c in text else None).column(0)
+                    arrays[c] = col.unify_dictionaries().combine_chunks() if c in text else col.combine_chunks()
+                    del col
+                    pa.default_memory_pool().release_unused()  # the decode buffers, before the next column
+                return pa.table(arrays), schema
             table = pq.read_table(path)
             return table, table.schema
         if fmt == "csv":
@@ -315,4 +356,6 @@ def load_manifest(path: str | Path, *, load_features: bool = True, progress=None
         raise ManifestError(path, problems)
     if len(classes) < 2:
         raise ManifestError(path, [f"found {len(classes)} class(es) in column 'label'; classification needs two or more"])
+    if not load_features:  # nothing will make tensors of them: the smallest integer type holds the codes
+        labels = labels.astype(np.min_scalar_type(max(len(classes) - 1, 0)))
     return Manifest(path, fingerprint_file(path), ids, labels, classes, splits, modalities, features, raw_paths, media)

@@ -18,6 +18,7 @@ are, string labels in sorted order).
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +31,67 @@ import pyarrow.parquet as pq
 from bss_cli import schema as S
 from bss_cli.artifacts import fingerprint_file, prefetched
 from bss_cli.data.columns import vector_column
-from bss_cli.data.manifest import Manifest
+from bss_cli.data.manifest import Manifest, compact_rows
 from bss_cli.errors import PredictionsError
 from bss_cli.errors import rows_text as _rows
 from bss_cli.scoring.criteria import LossWeights, Predictions, RowParts, get_criterion, row_parts
 
 
 BATCH_ROWS = 1 << 17  # predictions rows converted at a time: bounded memory whatever N is
+# From this many rows, a file read in manifest order keeps its per-sample parts in temporary files
+# (read back a chunk at a time when the scores are written), not in memory.
+SPILL_ROWS = 1 << 22
+
+
+class SpilledColumn:
+    """One per-sample column kept in a temporary file and read back by slices.
+
+    Plain file reads, no memory map: the page cache holds the data, not this process. The min
+    and max are kept while writing (the normalisation needs them)."""
+
+    def __init__(self, folder: tempfile.TemporaryDirectory, name: str, dtype):
+        self._folder = folder  # the folder lives as long as a column of it does
+        self.path = Path(folder.name) / f"{name}.bin"
+        self.dtype = np.dtype(dtype)
+        self._file = open(self.path, "wb")
+        self.n = 0
+        self._lo = self._hi = None
+
+    def append(self, values: np.ndarray) -> None:
+        values = np.ascontiguousarray(values, self.dtype)
+        if len(values):
+            lo, hi = values.min(), values.max()
+            self._lo = lo if self._lo is None else min(self._lo, lo)
+            self._hi = hi if self._hi is None else max(self._hi, hi)
+        self._file.write(values.tobytes())
+        self.n += len(values)
+
+    def done(self) -> None:
+        self._file.close()
+
+    def __len__(self) -> int:
+        return self.n
+
+    def min(self):
+        return self._lo
+
+    def max(self):
+        return self._hi
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        start, stop, step = key.indices(self.n)
+        if step != 1:
+            raise IndexError("spilled columns are read by contiguous slices")
+        count = max(stop - start, 0)
+        return np.fromfile(self.path, self.dtype, count=count, offset=start * self.dtype.itemsize)
+
+
+def _spilled(part: RowParts) -> RowParts:
+    """Empty spilled columns shaped like ``part`` (in the system's temporary folder, $TMPDIR)."""
+    folder = tempfile.TemporaryDirectory(prefix="bss-score-")
+    return RowParts(SpilledColumn(folder, "labels", part.labels.dtype),
+                    {k: SpilledColumn(folder, f"raw-{k}", np.float64) for k in part.raw},
+                    {k: SpilledColumn(folder, f"loss-{k}", np.float32) for k in part.head_loss})
 
 
 @dataclass
@@ -156,7 +211,7 @@ def read_parts(path: str | Path, manifest: Manifest, split: str, criterion: str,
         raise PredictionsError(f"{path}: " + "\n  - ".join(["problems in the predictions file:"] + problems))
 
     thread, box = _fingerprint_in_background(path)
-    wanted = manifest.indices(split)
+    wanted = compact_rows(manifest.indices(split))
     n_file = pf.metadata.num_rows
     if n_file in (len(wanted), manifest.n):
         try:
@@ -177,6 +232,7 @@ def read_parts(path: str | Path, manifest: Manifest, split: str, criterion: str,
 
 def _align(path: Path, pf: pq.ParquetFile, manifest: Manifest, split: str, wanted: np.ndarray) -> np.ndarray:
     """For each file row, its position among the split's rows (-1: a row of another split)."""
+    wanted = np.asarray(wanted)
     pred_ids = pf.read(columns=[S.SAMPLE_ID]).column(0).combine_chunks()
     if pred_ids.null_count:
         bad = np.flatnonzero(pred_ids.is_null().to_numpy(zero_copy_only=False))
@@ -233,6 +289,7 @@ def _score_batches(path: Path, pf: pq.ParquetFile, manifest: Manifest, split: st
     in_split = (manifest.split_codes == S.SPLITS.index(split)) if whole and split != "all" else None
     labels_dtype = np.min_scalar_type(max(manifest.n_classes - 1, 0))
     out: RowParts | None = None
+    spill = False
     widths: dict[str, int] = {}
     offset = filled = 0
     for batch in _batches(pf, batch_rows, [S.SAMPLE_ID, *columns]):
@@ -240,7 +297,7 @@ def _score_batches(path: Path, pf: pq.ParquetFile, manifest: Manifest, split: st
         ids = batch.column(0)
         if dest is None:
             expected = manifest.sample_ids.slice(offset, k) if (whole or n == manifest.n) else \
-                manifest.sample_ids.take(pa.array(wanted[offset:offset + k]))
+                manifest.sample_ids.take(pa.array(wanted[offset:offset + k]))  # noqa: E501
             if not _same_ids(ids, expected):
                 raise _NotAligned
             if in_split is not None:
@@ -282,19 +339,31 @@ def _score_batches(path: Path, pf: pq.ParquetFile, manifest: Manifest, split: st
         preds = Predictions(labels=labels, logits=logits, fused_logits=fused, embeddings=emb, grad_norm=grad)
         part = row_parts(preds, criterion, weights)
         if out is None:
-            out = RowParts(np.empty(n, labels_dtype), {name: np.empty(n, np.float64) for name in part.raw},
-                           {h: np.empty(n, np.float32) for h in part.head_loss})
-        out.labels[where] = part.labels
-        for name, v in part.raw.items():
-            out.raw[name][where] = v
-        for h, v in part.head_loss.items():
-            out.head_loss[h][where] = v
+            spill = dest is None and n >= SPILL_ROWS  # in order: the parts arrive in the order they are written
+            out = _spilled(part) if spill else RowParts(
+                np.empty(n, labels_dtype), {name: np.empty(n, np.float64) for name in part.raw},
+                {h: np.empty(n, np.float32) for h in part.head_loss})
+        if spill:
+            out.labels.append(part.labels.astype(labels_dtype))
+            for name, v in part.raw.items():
+                out.raw[name].append(v)
+            for h, v in part.head_loss.items():
+                out.head_loss[h].append(v)
+        else:
+            out.labels[where] = part.labels
+            for name, v in part.raw.items():
+                out.raw[name][where] = v
+            for h, v in part.head_loss.items():
+                out.head_loss[h][where] = v
         offset += k
         filled += len(where)
         if progress:
             progress(offset, n_file)
     if out is None:
         raise PredictionsError(f"{path}: the file has no rows; predict every sample of split '{split}'")
+    if spill:
+        for column in [out.labels, *out.raw.values(), *out.head_loss.values()]:
+            column.done()
     return out
 
 
