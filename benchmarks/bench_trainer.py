@@ -89,7 +89,7 @@ def compare(name: str, manifest: Path, hidden: int, layers: int, epochs: int = 8
 
 
 def run() -> dict:
-    return {"htad_default_width": compare("htad", ROOT / "sample_data" / "htad.parquet", 64, 2),
+    return {"htad_default_width": compare("htad", ROOT / "sample_data" / "htad.parquet", 64, 2, epochs=24),
             "mfeat_width_512": compare("mfeat", ROOT / "sample_data" / "mfeat.parquet", 512, 3)}
 
 

@@ -170,3 +170,32 @@ def test_digits_av_sample_set(tmp_path):
     for d in range(10):
         assert (splits[labels == d] == "train").sum() == 210
     assert digits_av_table(seed=0).equals(t) and not digits_av_table(seed=1)["image"].equals(t["image"])
+
+
+def test_lean_manifest_reads_compact_columns_and_does_not_trust_statistics(tmp_path, monkeypatch):
+    """Without features, a Parquet manifest is read a row group at a time into compact arrays:
+    labels in the smallest type their values need, splits as codes. A file whose statistics
+    understate its labels still gets every label right."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bss_cli.data.manifest import load_manifest
+
+    n = 50
+    labels = np.arange(n) % 3
+    table = pa.table({"sample_id": np.arange(n) * 2, "label": labels,
+                      "split": ["train", "val", "test", "train", "train"] * 10,
+                      "a": [[0.0]] * n, "b": [[1.0]] * n})
+    pq.write_table(table, tmp_path / "m.parquet", row_group_size=8)
+    lean, full = load_manifest(tmp_path / "m.parquet", load_features=False), load_manifest(tmp_path / "m.parquet")
+    assert lean.labels.dtype == np.uint8 and full.labels.dtype == np.int64
+    np.testing.assert_array_equal(lean.labels, full.labels)
+    np.testing.assert_array_equal(lean.split_codes, full.split_codes)
+    assert lean.sample_ids.equals(full.sample_ids)
+    import bss_cli.data.manifest as M
+
+    big = table.set_column(1, "label", pa.array(np.where(np.arange(n) == 30, 300, labels)))
+    pq.write_table(big, tmp_path / "big.parquet", row_group_size=8)
+    monkeypatch.setattr(M, "_stored_int_type", lambda pf, name: np.uint8)  # statistics that understate
+    lean = load_manifest(tmp_path / "big.parquet", load_features=False)
+    assert lean.labels[30] == 300 and lean.labels[31] == labels[31]

@@ -122,6 +122,65 @@ def compact_rows(rows: np.ndarray) -> np.ndarray | RowRange:
     return rows
 
 
+def _stored_int_type(pf, name: str):
+    """int64, or for a label column whose row-group statistics say it holds small non-negative
+    integers, the smallest type that holds them (1 byte a row instead of 8 for most data sets)."""
+    if name != S.LABEL:
+        return np.int64
+    index = pf.schema_arrow.get_field_index(name)
+    lows, highs = [], []
+    for g in range(pf.metadata.num_row_groups):
+        stats = pf.metadata.row_group(g).column(index).statistics
+        if stats is None or not stats.has_min_max:
+            return np.int64
+        lows.append(stats.min)
+        highs.append(stats.max)
+    if not lows or min(lows) < 0:
+        return np.int64
+    return np.min_scalar_type(max(highs))
+
+
+def _lean_column(pf, name: str, t: pa.DataType) -> pa.Array:
+    """One column of a Parquet manifest, read a row group at a time into one compact array: integers
+    into an int64 array, the split names as int16 indices into a dictionary of the names found.
+    Memory holds the result and one row group, never the whole column twice. Other types (string
+    ids, labels) and columns with empty cells are read whole (validation then names the rows)."""
+    groups = range(pf.metadata.num_row_groups)
+    n = pf.metadata.num_rows
+    if pa.types.is_integer(t) or pa.types.is_dictionary(pf.schema_arrow.field(name).type):
+        dictionary = pa.types.is_dictionary(pf.schema_arrow.field(name).type)
+        out = np.empty(n, np.int16 if dictionary else _stored_int_type(pf, name))
+        names: dict[str, int] = {}
+        pos = 0
+        for g in groups:
+            col = pf.read_row_group(g, columns=[name]).column(0)
+            if col.null_count:
+                break
+            for chunk in col.chunks:
+                k = len(chunk)
+                if dictionary:
+                    remap = np.array([names.setdefault(v, len(names)) for v in chunk.dictionary.to_pylist()] or [0],
+                                     np.int16)
+                    out[pos:pos + k] = remap[chunk.indices.to_numpy()]
+                else:
+                    if out.dtype != np.int64:  # statistics are the writer's word: check the values
+                        low, high = (v.as_py() for v in pc.min_max(chunk).values())
+                        if low is None or low < 0 or high > np.iinfo(out.dtype).max:
+                            out = None
+                            break
+                    out[pos:pos + k] = chunk.to_numpy()
+                pos += k
+            if out is None:
+                break
+        else:
+            if not dictionary:
+                return pa.array(out)
+            if len(names) < 2**15:
+                return pa.DictionaryArray.from_arrays(pa.array(out), pa.array(list(names), pa.string()))
+    col = pf.read(columns=[name]).column(0)
+    return col.unify_dictionaries().combine_chunks() if pa.types.is_dictionary(col.type) else col.combine_chunks()
+
+
 def read_table(path: Path, lean: bool = False) -> tuple[pa.Table, pa.Schema]:
     """Read a manifest file (Parquet, CSV or JSON Lines) into an Arrow table, and its schema.
 
@@ -144,11 +203,10 @@ def read_table(path: Path, lean: bool = False) -> tuple[pa.Table, pa.Schema]:
                 # One column at a time, each made one contiguous array before the next is read (the
                 # peak is one column twice, not all of them), the split column as a dictionary: one
                 # int32 per row instead of a string.
+                pf = pq.ParquetFile(path, read_dictionary=text)
                 arrays = {}
                 for c in columns:
-                    col = pq.read_table(path, columns=[c], read_dictionary=[c] if c in text else None).column(0)
-                    arrays[c] = col.unify_dictionaries().combine_chunks() if c in text else col.combine_chunks()
-                    del col
+                    arrays[c] = _lean_column(pf, c, schema.field(c).type)
                     pa.default_memory_pool().release_unused()  # the decode buffers, before the next column
                 return pa.table(arrays), schema
             table = pq.read_table(path)
@@ -174,8 +232,8 @@ def _encode_labels(col: pa.ChunkedArray, problems: list[str]) -> tuple[np.ndarra
     t = col.type
     if pa.types.is_integer(t) and len(col):
         low = pc.min_max(col)["min"].as_py()
-        if low >= 0:  # the common case, checked without a float copy of the column
-            codes = col.to_numpy().astype(np.int64, copy=False)
+        if low >= 0:  # the common case, checked without a float copy (the caller picks the final type)
+            codes = col.chunk(0).to_numpy() if col.num_chunks == 1 else col.to_numpy()
             return codes, list(range(int(pc.max(col).as_py()) + 1))
     if pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_floating(t):
         values = col.to_numpy().astype(np.float64)
@@ -201,7 +259,7 @@ def _encode_labels(col: pa.ChunkedArray, problems: list[str]) -> tuple[np.ndarra
 
 
 def _check_ids(col: pa.ChunkedArray, problems: list[str]) -> pa.Array:
-    ids = col.combine_chunks()
+    ids = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
     if not (pa.types.is_integer(ids.type) or pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type)):
         problems.append(f"column 'sample_id' has type {ids.type}; expected strings or integers")
         return ids
@@ -239,7 +297,7 @@ def _check_splits(col: pa.ChunkedArray, problems: list[str]) -> np.ndarray:
     arr = col.unify_dictionaries().combine_chunks() if col.num_chunks != 1 else col.chunk(0)
     names = arr.dictionary.cast(pa.string()).to_pylist()
     remap = np.array([S.SPLITS.index(v) if v in S.SPLITS else -1 for v in names] + [-1], np.int8)
-    indices = arr.indices.fill_null(len(names)).to_numpy()  # an empty cell: the extra code
+    indices = (arr.indices.fill_null(len(names)) if arr.null_count else arr.indices).to_numpy()  # empty: extra code
     names.append("<empty>")
     for k in sorted(range(len(names)), key=names.__getitem__):
         if remap[k] < 0:
@@ -356,6 +414,6 @@ def load_manifest(path: str | Path, *, load_features: bool = True, progress=None
         raise ManifestError(path, problems)
     if len(classes) < 2:
         raise ManifestError(path, [f"found {len(classes)} class(es) in column 'label'; classification needs two or more"])
-    if not load_features:  # nothing will make tensors of them: the smallest integer type holds the codes
-        labels = labels.astype(np.min_scalar_type(max(len(classes) - 1, 0)))
+    # without features nothing makes tensors of them: the smallest integer type holds the codes
+    labels = labels.astype(np.int64 if load_features else np.min_scalar_type(max(len(classes) - 1, 0)), copy=False)
     return Manifest(path, fingerprint_file(path), ids, labels, classes, splits, modalities, features, raw_paths, media)
