@@ -142,43 +142,65 @@ def _stored_int_type(pf, name: str):
 
 def _lean_column(pf, name: str, t: pa.DataType) -> pa.Array:
     """One column of a Parquet manifest, read a row group at a time into one compact array: integers
-    into an int64 array, the split names as int16 indices into a dictionary of the names found.
-    Memory holds the result and one row group, never the whole column twice. Other types (string
-    ids, labels) and columns with empty cells are read whole (validation then names the rows)."""
-    groups = range(pf.metadata.num_row_groups)
-    n = pf.metadata.num_rows
-    if pa.types.is_integer(t) or pa.types.is_dictionary(pf.schema_arrow.field(name).type):
-        dictionary = pa.types.is_dictionary(pf.schema_arrow.field(name).type)
-        out = np.empty(n, np.int16 if dictionary else _stored_int_type(pf, name))
-        names: dict[str, int] = {}
-        pos = 0
-        for g in groups:
-            col = pf.read_row_group(g, columns=[name]).column(0)
-            if col.null_count:
-                break
-            for chunk in col.chunks:
-                k = len(chunk)
-                if dictionary:
-                    remap = np.array([names.setdefault(v, len(names)) for v in chunk.dictionary.to_pylist()] or [0],
-                                     np.int16)
-                    out[pos:pos + k] = remap[chunk.indices.to_numpy()]
-                else:
-                    if out.dtype != np.int64:  # statistics are the writer's word: check the values
-                        low, high = (v.as_py() for v in pc.min_max(chunk).values())
-                        if low is None or low < 0 or high > np.iinfo(out.dtype).max:
-                            out = None
-                            break
-                    out[pos:pos + k] = chunk.to_numpy()
-                pos += k
-            if out is None:
-                break
-        else:
-            if not dictionary:
-                return pa.array(out)
-            if len(names) < 2**15:
-                return pa.DictionaryArray.from_arrays(pa.array(out), pa.array(list(names), pa.string()))
+    into an int64 array (labels: the type their values need), split names as int16 indices into a
+    dictionary of the names found. Memory holds the result and one row group, never the whole
+    column twice. Other types (string ids or labels) and columns with empty cells are read whole
+    (validation then names the rows)."""
+    dictionary = pa.types.is_dictionary(pf.schema_arrow.field(name).type)
+    compact = None
+    if dictionary:
+        compact = _compact_dictionary(pf, name)
+    elif pa.types.is_integer(t):
+        compact = _compact_integers(pf, name)
+    if compact is not None:
+        return compact
     col = pf.read(columns=[name]).column(0)
-    return col.unify_dictionaries().combine_chunks() if pa.types.is_dictionary(col.type) else col.combine_chunks()
+    return col.unify_dictionaries().combine_chunks() if dictionary else col.combine_chunks()
+
+
+def _chunks(pf, name: str):
+    """The column's chunks, a row group at a time; :class:`_HasNulls` at a row group with empty cells."""
+    for g in range(pf.metadata.num_row_groups):
+        col = pf.read_row_group(g, columns=[name]).column(0)
+        if col.null_count:
+            raise _HasNulls
+        yield from col.chunks
+
+
+class _HasNulls(Exception):
+    pass
+
+
+def _compact_integers(pf, name: str) -> pa.Array | None:
+    out = np.empty(pf.metadata.num_rows, _stored_int_type(pf, name))
+    pos = 0
+    try:
+        for chunk in _chunks(pf, name):
+            if out.dtype != np.int64:  # statistics are the writer's word: check the values
+                low, high = (v.as_py() for v in pc.min_max(chunk).values())
+                if low is None or low < 0 or high > np.iinfo(out.dtype).max:
+                    return None
+            out[pos:pos + len(chunk)] = chunk.to_numpy()
+            pos += len(chunk)
+    except _HasNulls:
+        return None
+    return pa.array(out)
+
+
+def _compact_dictionary(pf, name: str) -> pa.Array | None:
+    out = np.empty(pf.metadata.num_rows, np.int16)
+    names: dict[str, int] = {}
+    pos = 0
+    try:
+        for chunk in _chunks(pf, name):
+            remap = [names.setdefault(v, len(names)) for v in chunk.dictionary.to_pylist()]
+            if len(names) >= 2**15:
+                return None
+            out[pos:pos + len(chunk)] = np.array(remap or [0], np.int16)[chunk.indices.to_numpy()]
+            pos += len(chunk)
+    except _HasNulls:
+        return None
+    return pa.DictionaryArray.from_arrays(pa.array(out), pa.array(list(names), pa.string()))
 
 
 def read_table(path: Path, lean: bool = False) -> tuple[pa.Table, pa.Schema]:

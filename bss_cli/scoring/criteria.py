@@ -43,10 +43,6 @@ class Predictions:
             self._softmax[head] = softmax_and_loss(self.heads()[head], self.labels)
         return self._softmax[head]
 
-    def log_probs(self, head: str) -> np.ndarray:
-        """log softmax of a head's logits, [N, C]."""
-        return log_softmax(self.heads()[head])
-
     def head_loss(self, head: str) -> np.ndarray:
         """Per-sample CE(z_head, y) >= 0."""
         return self.softmax(head)[1]
@@ -58,14 +54,6 @@ class LossWeights:
 
     fused: float = 1.0
     unimodal: float = 1.0
-
-
-def log_softmax(z: np.ndarray) -> np.ndarray:
-    """Row-wise log softmax in float64, in place on one copy (this is scoring's hot loop)."""
-    out = np.array(z, dtype=np.float64)
-    out -= out.max(axis=1, keepdims=True)
-    out -= np.log(np.exp(out).sum(axis=1, keepdims=True))
-    return out
 
 
 def softmax_and_loss(z: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -283,10 +271,7 @@ def compute_balance(p: Predictions, criterion: str, weights: LossWeights = LossW
                     alpha: float = 0.5) -> CriterionResult:
     """Raw parts, their min-max normalisation over the given samples, and the balance score
     (:func:`balance_from_parts` of :func:`row_parts`)."""
-    if not 0 <= alpha <= 1:
-        raise ConfigError(f"--alpha {alpha}: expected a value in [0, 1]")
-    crit = get_criterion(criterion)
-    return balance_from_parts({name: RAW[name](p, weights) for name in crit.parts}, criterion, alpha)
+    return balance_from_parts({name: RAW[name](p, weights) for name in get_criterion(criterion).parts}, criterion, alpha)
 
 
 def balance_rank(balance: np.ndarray) -> np.ndarray:

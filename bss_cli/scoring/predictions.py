@@ -243,14 +243,14 @@ def _align(path: Path, pf: pq.ParquetFile, manifest: Manifest, split: str, wante
     if not (pa.types.is_integer(pred_ids.type) and pa.types.is_integer(manifest_ids.type)):
         pred_ids, manifest_ids = pred_ids.cast(pa.string()), manifest_ids.cast(pa.string())
     found = pc.index_in(pred_ids, value_set=manifest_ids)
-    del pred_ids
     if found.null_count:
         unknown = np.flatnonzero(found.is_null().to_numpy(zero_copy_only=False))
-        first = pf.read(columns=[S.SAMPLE_ID]).column(0)[int(unknown[0])].as_py()
+        first = pred_ids[int(unknown[0])].as_py()
         raise PredictionsError(
             f"{path}: {_rows(unknown)}: sample_id {first!r} is not in the manifest "
             f"{manifest.path}; predictions must come from the same data set"
         )
+    del pred_ids
     pos = found.to_numpy().astype(np.int64)
     slot = np.full(manifest.n, -1, np.int64)
     slot[wanted] = np.arange(len(wanted))

@@ -79,10 +79,10 @@ def load_scores_file(run: Path, entry: dict) -> tuple[Scores, np.ndarray | None]
     if not path.is_file():
         raise ArtifactError(f"{path}: missing, and the checkpoint needs it to resume (it holds the scores that "
                             "order the next epoch); the run folder is damaged, start the run again")
-    if fingerprint_file(path) != entry.get("fingerprint"):
-        raise ArtifactError(f"{path}: changed since the checkpoint was written (fingerprint "
-                            f"{fingerprint_file(path)}, checkpoint: {entry.get('fingerprint')}); the run folder is "
-                            "damaged, start the run again")
+    found = fingerprint_file(path)
+    if found != entry.get("fingerprint"):
+        raise ArtifactError(f"{path}: changed since the checkpoint was written (fingerprint {found}, checkpoint: "
+                            f"{entry.get('fingerprint')}); the run folder is damaged, start the run again")
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:

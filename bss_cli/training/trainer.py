@@ -95,6 +95,7 @@ class Trainer:
         self.weights = LossWeights(cfg.fused_weight, cfg.unimodal_weight)
         self.data = ManifestData(m, device=self.device, workers=cfg.workers, cache_dir=cfg.cache_dir)
         self.model, self.model_cfg = self._fresh_model()
+        self.model_text = str(self.model_cfg.to_dict())  # in every scores fingerprint; fixed for the run
         self.model.to(self.device)
         self.min_batch = min_batch(self.model)  # BatchNorm cannot train on a final batch of one
         self.opt = make_optimizer(self.model, OptimConfig(cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay))
@@ -122,9 +123,7 @@ class Trainer:
                              weights=self.weights, amp=self.amp)
 
     def _scores(self, preds: RowParts, source: str) -> Scores:
-        if not hasattr(self, "_model_text"):  # the model's settings do not change during a run
-            self._model_text = str(self.model_cfg.to_dict())
-        fp = fingerprint_text(f"{source}|seed={self.cfg.seed}|{self._model_text}|{self.manifest.fingerprint}")
+        fp = fingerprint_text(f"{source}|seed={self.cfg.seed}|{self.model_text}|{self.manifest.fingerprint}")
         # without epoch artifacts nobody reads more than the scheduler's columns: build only those
         only = None if self.cfg.epoch_artifacts else SCHEDULE_COLUMNS
         return build_scores(self.manifest, self.train_rows, preds, only, criterion=self.cfg.criterion,
@@ -278,11 +277,7 @@ class Trainer:
         """Train under the run folder's lock (rank 0 holds it; the other ranks write nothing)."""
         with runs.run_lock(self.run) if self.info.is_main else _nothing():
             barrier(self.info)
-            try:
-                return self._fit()
-            finally:
-                if hasattr(self, "_writer"):
-                    self._writer.shutdown(wait=True)
+            return self._fit()
 
     def _fit(self) -> TrainResult:
         cfg, main = self.cfg, self.info.is_main
@@ -313,24 +308,13 @@ class Trainer:
         return self._finish()
 
     def _save_plan(self, epoch: int) -> None:
-        """Write the scores that order ``epoch`` to their plan file (rank 0; every rank holds them),
-        by a thread: the encoding overlaps the validation pass; :meth:`_plan_saved` waits for it."""
+        """Write the scores that order ``epoch`` to their plan file (rank 0; every rank holds them)."""
         if self.info.is_main:
-            from concurrent.futures import ThreadPoolExecutor
-
-            if not hasattr(self, "_writer"):
-                self._writer = ThreadPoolExecutor(1, thread_name_prefix="bss-plan")
-            self._plan_pending = self._writer.submit(self.plan.save, runs.plan_path(self.run, epoch))
-
-    def _plan_saved(self) -> None:
-        pending, self._plan_pending = getattr(self, "_plan_pending", None), None
-        if pending is not None:
-            self.plan_files["plan"] = pending.result()  # a write error surfaces here, before the checkpoint
+            self.plan_files["plan"] = self.plan.save(runs.plan_path(self.run, epoch))
 
     def _run_epoch(self, epoch: int, model) -> None:
         cfg, main = self.cfg, self.info.is_main
         t0 = time.perf_counter()
-        self._plan_saved()
         table, job = self.planner.epoch_table(epoch, self.plan)
         if main and cfg.epoch_artifacts and job is not None:
             folder = runs.epoch_dir(self.run, epoch)
@@ -363,7 +347,6 @@ class Trainer:
         if improved:
             self.best = {"epoch": epoch, "val_acc": val["acc"]}
         if main:
-            self._plan_saved()
             C.save_checkpoint(self.run / runs.LAST, self._state(epoch))
             runs.remove_plan_files(self.run, {e["file"] for e in self.plan_files.values() if e})
             if improved:  # the same bytes: copied, not serialised twice
