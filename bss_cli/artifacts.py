@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator, TypeVar
+from typing import Iterable, Iterator, Self, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -86,8 +87,100 @@ def table_bytes(table: pa.Table, metadata: dict[str, str], **kwargs) -> bytes:
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    """``path`` holds ``data`` afterwards, atomically (a temporary file renamed onto it).
+
+    The lean form of :func:`atomic_path` for data already in memory: one exclusive create with the
+    usual permissions (umask applied by the system), one write, one rename.
+    """
+    target = Path(path)
+    tmp = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for attempt in itertools.count():
+            tmp = target.parent / f".{target.name}.{os.getpid()}-{next(_TEMPORARIES)}.tmp"
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+                break
+            except FileExistsError:  # left by an earlier process of the same pid: take another name
+                if attempt > 100:
+                    raise
+        with open(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, target)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(exc, IsADirectoryError) and target.is_dir():
+            raise ArtifactError(f"{target}: is a folder; name a file to write") from None
+        if isinstance(exc, OSError):
+            kept = " (the existing file is unchanged)" if target.exists() else ""
+            raise ArtifactError(f"cannot write {target}: {_why(exc)}; nothing was written{kept}") from None
+        raise
+
+
+_TEMPORARIES = itertools.count()
+
+
+class FileWriter:
+    """Writes files on one background thread, in the order they were asked for.
+
+    A training epoch hands over what it wrote (checkpoint bytes, metrics, artifacts) and goes on
+    training; the writes' system calls wait on the disk in the thread. Order is kept, so a file
+    written after another (a checkpoint after the plan file it names) never lands before it, and a
+    kill leaves whatever had landed: each file is atomic on its own. A write that failed is raised
+    (as :class:`ArtifactError`) by the next call, by :meth:`flush` or on leaving the ``with``.
+    ``background=False`` writes at once, in the caller.
+    """
+
+    def __init__(self, background: bool = True):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bss-writer") if background else None
+        self._pending: list = []
+
+    def write(self, path: str | os.PathLike, data: bytes) -> None:
+        self.call(write_bytes, path, data)
+
+    def write_table(self, path: str | os.PathLike, table: pa.Table, metadata: dict[str, str], **kwargs) -> None:
+        """:func:`write_table`: encoded here, written on the thread. (Encoding on the thread too
+        was slower on a 2-core machine: it competes with torch's threads for the cores.)"""
+        self.write(path, table_bytes(table, metadata, **kwargs))
+
+    def call(self, fn, *args, **kwargs) -> None:
+        """Run ``fn(*args, **kwargs)`` (a file operation) after everything asked for before it."""
+        self._raise_failed()
+        if self._pool is None:
+            fn(*args, **kwargs)
+        else:
+            self._pending.append(self._pool.submit(fn, *args, **kwargs))
+
+
+    def _raise_failed(self) -> None:
+        done = [f for f in self._pending if f.done()]
+        self._pending = [f for f in self._pending if not f.done()]
+        for f in done:
+            f.result()  # raises what the write raised
+
+    def flush(self) -> None:
+        """Wait until every write asked for has landed; raise the first that failed."""
+        pending, self._pending = self._pending, []
+        for f in pending:
+            f.result()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        try:
+            if kind is None:
+                self.flush()
+            else:  # the writes of finished epochs still land; the error in flight is the one to report
+                with contextlib.suppress(Exception):
+                    self.flush()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
 
 
 def fingerprint_text(text: str, length: int = 16) -> str:

@@ -450,6 +450,43 @@ def test_full_disk_and_dev_full_keep_existing_files(ws, tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+def test_full_disk_during_training_stops_with_the_file_named(ws, tmp_path):
+    """Checkpoints are written on a background thread; a write that fails still stops the run with
+    exit 1, naming the file, leaving no temporary file and no half-written checkpoint."""
+    import resource
+
+    out = tmp_path / "r"
+
+    def small_files():  # the plan and schedule files fit; a checkpoint (~19 kB) does not
+        resource.setrlimit(resource.RLIMIT_FSIZE, (12000, 12000))
+
+    r = _cli("train", ws / "m.parquet", "--out", out, "--epochs", "3", "--hidden", "8", "--quiet",
+             preexec_fn=small_files)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "cannot write" in r.stderr and str(out / "last.pt") in r.stderr, r.stderr
+    assert not (out / "last.pt").exists() and not list(out.rglob("*.tmp"))
+
+
+def test_file_writer_keeps_order_and_reports_a_failed_write(tmp_path):
+    from bss_cli.artifacts import FileWriter
+    from bss_cli.errors import ArtifactError
+
+    seen = []
+    with FileWriter() as files:
+        for i in range(20):
+            files.write(tmp_path / "f", str(i).encode())
+            files.call(lambda i=i: seen.append((i, (tmp_path / "f").read_text())))
+    assert seen == [(i, str(i)) for i in range(20)]  # each write landed before what was asked after it
+    (tmp_path / "dir").mkdir()
+    files = FileWriter()
+    files.write(tmp_path / "dir", b"x")  # a folder in the way: fails on the thread
+    with pytest.raises(ArtifactError, match="is a folder"):
+        files.flush()
+    with pytest.raises(KeyError), FileWriter() as files:  # the error in flight is the one reported
+        files.write(tmp_path / "dir", b"x")
+        raise KeyError("first")
+
+
 def test_read_only_folder(ws, tmp_path):
     if os.geteuid() == 0:
         target = Path("/sys/bss-test.parquet")  # root ignores permission bits; sysfs refuses new files

@@ -142,3 +142,17 @@ def test_npy_reads_from_a_pipe(scores_file, tmp_path):
 def run_ref(scores_file, tmp_path):
     run("schedule", scores_file, "-o", tmp_path / "ref.parquet", "--epochs", "2")
     return tmp_path / "ref.parquet"
+
+
+def test_one_epoch_file_encodes_what_write_schedule_writes(scores_file, tmp_path):
+    """The trainer's per-epoch schedule artifact (encoded apart from writing) is the same file."""
+    from bss_cli.artifacts import write_table
+    from bss_cli.scheduling.schedule_io import ScheduleJob, one_epoch_file, write_schedule
+    from bss_cli.scheduling.schedulers import ScheduleConfig
+
+    job = ScheduleJob(read_scores(scores_file), ScheduleConfig(scheduler="learned", seed=2), [3])
+    table = next(job.tables())
+    write_schedule(job, tmp_path / "a.parquet", tables=[table])
+    file_table, options = one_epoch_file(job, table)
+    write_table(file_table, tmp_path / "b.parquet", {}, **options)
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()

@@ -55,10 +55,11 @@ class ManifestData:
 
     def batch(self, idx, train: bool = False) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         idx = torch.as_tensor(idx, dtype=torch.long)
-        out = {m: v.index_select(0, idx.to(self.device)) for m, v in self.x.items()}
+        on_device = idx.to(self.device)
+        out = {m: v.index_select(0, on_device) for m, v in self.x.items()}
         for m in self.raw:
             out[m] = torch.stack([self._decode(m, int(r), train) for r in idx.tolist()]).to(self.device)
-        return {m: out[m] for m in self.names}, self.y.index_select(0, idx.to(self.device))
+        return {m: out[m] for m in self.names}, self.y.index_select(0, on_device)
 
     def iter_batches(self, rows: np.ndarray, batch_size: int):
         """(inputs, labels) of ``rows`` in order; raw modalities are decoded by the workers."""
@@ -90,8 +91,10 @@ class _Batches(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         return self.__getitems__([i])
 
-    def __getitems__(self, rows: list[int]):
-        rows_t = torch.as_tensor(rows, dtype=torch.long)
+    def __getitems__(self, rows):
+        """``rows``: a list (from a DataLoader) or a numpy slice of a schedule's order (read-only:
+        copied, 8 bytes a row)."""
+        rows_t = torch.tensor(rows, dtype=torch.long)
         x, y = self.data.batch(rows_t, train=self.train)
         return rows_t, x, y
 
@@ -111,7 +114,7 @@ def batch_loader(data: ManifestData, sampler, batch_size: int, device: torch.dev
         torch.utils.data.BatchSampler(sampler, batch_size, drop_last=False)
     if data.workers == 0:  # in this process: the batches themselves, without a DataLoader's per-batch cost
         source = _Batches(data, train)
-        return (source.__getitems__(rows) for rows in batches)
+        return (source.__getitems__(rows) for rows in (batches.slices() if hasattr(batches, "slices") else batches))
     pin = torch.device(device).type == "cuda"
     return torch.utils.data.DataLoader(_Batches(data, train), batch_sampler=batches, num_workers=data.workers,
                                        collate_fn=_as_is, pin_memory=pin,

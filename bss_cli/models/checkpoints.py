@@ -8,13 +8,14 @@ names that plug-in again on the command line.
 
 from __future__ import annotations
 
+import io
 import pickle
 from dataclasses import fields
 from pathlib import Path
 
 import torch
 
-from bss_cli.artifacts import atomic_path, copy_file, fingerprint_file
+from bss_cli.artifacts import copy_file, fingerprint_file, write_bytes
 from bss_cli.errors import ArtifactError, ConfigError
 from bss_cli.models.fusion import ModelConfig, build_model
 
@@ -50,14 +51,20 @@ def to_arrays(state):
     return state
 
 
-def save_checkpoint(path: str | Path, state: dict) -> None:
-    """Write ``state`` (plus the format version) atomically.
+def checkpoint_bytes(state: dict) -> bytes:
+    """``state`` (plus the format version) as checkpoint file bytes.
 
-    Saved through an open file so the zip archive's inner name is fixed ("archive"), not the
-    temporary file's random name: the same state gives the same bytes.
+    Saved into a buffer, so the zip archive's inner name is fixed ("archive"), not a file's name:
+    the same state gives the same bytes.
     """
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save({FORMAT: VERSION, **state}, f)
+    buffer = io.BytesIO()
+    torch.save({FORMAT: VERSION, **state}, buffer)
+    return buffer.getvalue()
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Write ``state`` (plus the format version) atomically."""
+    write_bytes(path, checkpoint_bytes(state))
 
 
 def copy_checkpoint(src: str | Path, dst: str | Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from bss_cli.errors import ConfigError
@@ -22,5 +24,6 @@ def resolve_device(name: str) -> str:
 
 def autocast(device: torch.device | str, enabled: bool):
     """bf16 autocast on CUDA when ``enabled`` (bf16 needs no loss scaling); a no-op elsewhere."""
-    on = enabled and torch.device(device).type == "cuda"
-    return torch.autocast(device_type="cuda" if on else "cpu", dtype=torch.bfloat16, enabled=on)
+    if not (enabled and torch.device(device).type == "cuda"):
+        return contextlib.nullcontext()  # even a disabled torch.autocast costs ~50 us per training step
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16)

@@ -232,13 +232,19 @@ class ScheduleBatchSampler(Sampler[list[int]]):
         return -(-self._stop(len(self.sampler)) // self.batch_size)
 
     def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.slices():
+            yield batch.tolist()
+
+    def slices(self) -> Iterator[np.ndarray]:
+        """The same batches as numpy slices of the order (for a consumer in this process; a
+        DataLoader's batch sampler must yield lists)."""
         s = self.sampler
         mine = s._begin()
         stop = self._stop(len(mine))
         for i in range(0, stop, self.batch_size):
             batch = mine[i:i + self.batch_size]
             s._yielded = i + len(batch)
-            yield batch.tolist()
+            yield batch
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)

@@ -112,15 +112,29 @@ class ScheduleJob:
         return sum(scheduler.size(e) for e in self.epochs)
 
 
+PARQUET_OPTIONS = {"compression": "zstd"}
+
+
+def _file_schema(job: ScheduleJob) -> pa.Schema:
+    return schedule_schema(job.scores.table.schema.field(S.SAMPLE_ID).type, job.metadata(),
+                           labels=job.labels() is not None)
+
+
 def _write_parquet(sink, job: ScheduleJob, tables: Iterable[pa.Table]) -> int:
-    schema = schedule_schema(job.scores.table.schema.field(S.SAMPLE_ID).type, job.metadata(),
-                             labels=job.labels() is not None)
+    schema = _file_schema(job)
     n = 0
-    with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
+    with pq.ParquetWriter(sink, schema, **PARQUET_OPTIONS) as writer:
         for t in tables:
             writer.write_table(t.cast(schema), row_group_size=max(1, t.num_rows))
             n += t.num_rows
     return n
+
+
+def one_epoch_file(job: ScheduleJob, table: pa.Table) -> tuple[pa.Table, dict]:
+    """A one-epoch job's file as a table (the file's schema and metadata) and Parquet options:
+    ``pq.write_table(table, path, **options)`` writes what :func:`write_schedule` writes, and
+    the encoding can run on another thread (the trainer's per-epoch artifact)."""
+    return table.cast(_file_schema(job)), {**PARQUET_OPTIONS, "row_group_size": max(1, table.num_rows)}
 
 
 def _write_csv(sink: BinaryIO, job: ScheduleJob, tables: Iterable[pa.Table]) -> int:

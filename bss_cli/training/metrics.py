@@ -11,31 +11,39 @@ def accuracy(pred: np.ndarray, y: np.ndarray) -> float:
 
 def macro_f1(pred: np.ndarray, y: np.ndarray, n_classes: int) -> float:
     """Unweighted mean of per-class F1 over the classes present in ``y`` or ``pred``."""
-    f1s = []
-    for c in range(n_classes):
-        tp = np.sum((pred == c) & (y == c))
-        fp = np.sum((pred == c) & (y != c))
-        fn = np.sum((pred != c) & (y == c))
-        if tp + fp + fn == 0:
-            continue
-        f1s.append(2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(f1s)) if f1s else float("nan")
+    pred, y = np.asarray(pred, np.int64), np.asarray(y, np.int64)
+    tp = np.bincount(y[pred == y], minlength=n_classes)[:n_classes]
+    fp = np.bincount(pred, minlength=n_classes)[:n_classes] - tp
+    fn = np.bincount(y, minlength=n_classes)[:n_classes] - tp
+    present = tp + fp + fn > 0
+    f1 = 2 * tp[present] / (2 * tp[present] + fp[present] + fn[present])
+    return float(np.mean(f1)) if len(f1) else float("nan")
 
 
 def average_precision(score: np.ndarray, positive: np.ndarray) -> float:
     """AP = mean over positives of the precision at their rank (scores sorted descending)."""
-    order = np.argsort(-score, kind="stable")
-    hits = positive[order].astype(np.float64)
-    if hits.sum() == 0:
-        return float("nan")
-    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-    return float((precision * hits).sum() / hits.sum())
+    return float(_average_precisions(np.asarray(score)[None, :], np.asarray(positive, bool)[None, :])[0])
 
 
-def mean_average_precision(scores: np.ndarray, y: np.ndarray) -> float:
-    """One-vs-rest AP per class with at least one positive, averaged."""
-    aps = [average_precision(scores[:, c], y == c) for c in range(scores.shape[1]) if (y == c).any()]
-    return float(np.mean(aps)) if aps else float("nan")
+def _average_precisions(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """:func:`average_precision` of each row of ``scores`` [K, N] against ``positive`` [K, N]."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    hits = np.take_along_axis(positive, order, axis=1).astype(np.float64)
+    n_pos = hits.sum(1)
+    precision = np.cumsum(hits, axis=1) / np.arange(1, hits.shape[1] + 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_pos > 0, (precision * hits).sum(1) / n_pos, np.nan)
+
+
+def mean_average_precision(scores: np.ndarray, y: np.ndarray, block: int = 1 << 22) -> float:
+    """One-vs-rest AP per class with at least one positive, averaged (classes taken a block of
+    about ``block`` scores at a time, so memory stays bounded for many classes)."""
+    y = np.asarray(y)
+    classes = np.flatnonzero(np.bincount(y, minlength=scores.shape[1])[:scores.shape[1]])
+    step = max(1, block // max(len(y), 1))
+    aps = [_average_precisions(np.ascontiguousarray(scores[:, cs].T), y[None, :] == cs[:, None])
+           for cs in (classes[i:i + step] for i in range(0, len(classes), step))]
+    return float(np.mean(np.concatenate(aps))) if len(classes) else float("nan")
 
 
 def evaluate(head_logits: dict[str, np.ndarray], fused: np.ndarray | None, y: np.ndarray, n_classes: int,

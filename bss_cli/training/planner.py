@@ -3,6 +3,7 @@ schedule file, through the same scheduling code as ``bss schedule`` (torch only 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,7 +12,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bss_cli import schema as S
-from bss_cli.artifacts import fingerprint_bytes, fingerprint_file, read_metadata, table_bytes, write_bytes
+from bss_cli.artifacts import (
+    fingerprint_bytes,
+    fingerprint_file,
+    read_metadata,
+    table_bytes,
+    write_bytes,
+)
 from bss_cli.errors import ArtifactError, ConfigError, rows_text
 from bss_cli.scheduling.schedule_io import ScheduleFile, ScheduleJob
 from bss_cli.scheduling.schedulers import Accumulator, ScheduleConfig
@@ -34,13 +41,13 @@ class PlanState:
     balance: np.ndarray | None = None  # effective (possibly accumulated) scores for the next epoch
     extra: dict = field(default_factory=dict)
 
-    def save(self, path: Path) -> dict | None:
-        """Write the plan file (scores, plus the accumulated scores when accumulating); return the
-        plain-values entry a checkpoint keeps to find it again."""
+    def save(self, path: Path, write: Callable[[Path, bytes], None] = write_bytes) -> dict | None:
+        """Write the plan file (scores, plus the accumulated scores when accumulating) through
+        ``write``; return the plain-values entry a checkpoint keeps to find it again."""
         if self.scores is None:
             return None
         acc = self.accumulator
-        entry = save_scores_file(path, self.scores, None if acc is None else acc.total)
+        entry = save_scores_file(path, self.scores, None if acc is None else acc.total, write)
         if acc is not None:
             entry.update(acc_weight=acc.weight, acc_decay=acc.decay, acc_beta=acc.beta)
         return entry
@@ -61,13 +68,15 @@ class PlanState:
         return cls(scores=scores, accumulator=acc, balance=None if acc is None else acc.total.copy())
 
 
-def save_scores_file(path: Path, scores: Scores, accumulated: np.ndarray | None = None) -> dict:
-    """Write ``scores`` (and an ``accumulated_balance`` column) atomically; return {file, fingerprint}."""
+def save_scores_file(path: Path, scores: Scores, accumulated: np.ndarray | None = None,
+                     write: Callable[[Path, bytes], None] = write_bytes) -> dict:
+    """Write ``scores`` (and an ``accumulated_balance`` column) atomically through ``write``;
+    return {file, fingerprint}."""
     table = scores.table.replace_schema_metadata(None)
     if accumulated is not None:
         table = table.append_column(ACCUMULATED, pa.array(np.asarray(accumulated, np.float64)))
     data = table_bytes(table, dict(scores.metadata), **WRITE_OPTIONS)
-    write_bytes(path, data)
+    write(path, data)
     return {"file": f"{Path(path).parent.name}/{Path(path).name}", "fingerprint": fingerprint_bytes(data)}
 
 
@@ -183,6 +192,7 @@ class Planner:
                 raise ConfigError(f"--schedule {cfg.schedule}: made for another manifest (fingerprint {fp})")
             check_schedule_rows(self.file, cfg.epochs, manifest, train_rows)
         self.static: Scores | None = None
+        self._uniform: Scores | None = None  # the shuffled baseline's all-zero scores, built once
         if cfg.scheduler == "curriculum" and cfg.scores:  # read and checked before the run folder is made
             self.set_static_scores(read_scores(cfg.scores, SCHEDULE_COLUMNS), f"--scores {cfg.scores}")
 
@@ -203,8 +213,9 @@ class Planner:
         """The one-epoch schedule job of ``epoch``."""
         if self.cfg.scheduler == "learned":
             return ScheduleJob(state.scores, self.sched_cfg, [epoch], balance=state.balance)
-        scores = self.static if self.static is not None else uniform_scores(self.manifest, self.train_rows)
-        return ScheduleJob(scores, self.sched_cfg, [epoch])
+        if self.static is None and self._uniform is None:
+            self._uniform = uniform_scores(self.manifest, self.train_rows)
+        return ScheduleJob(self.static if self.static is not None else self._uniform, self.sched_cfg, [epoch])
 
     def epoch_table(self, epoch: int, state: PlanState) -> tuple[pa.Table, ScheduleJob | None]:
         if self.file is not None:

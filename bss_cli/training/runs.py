@@ -28,7 +28,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from bss_cli import schema as S
-from bss_cli.artifacts import atomic_path, base_metadata, file_in_the_way, write_table
+from bss_cli.artifacts import FileWriter, atomic_path, base_metadata, file_in_the_way
 from bss_cli.errors import ConfigError
 
 SETTINGS = "settings.json"
@@ -168,17 +168,19 @@ def remove_stale_temporaries(run: Path) -> list[Path]:
     return stale
 
 
-def write_metrics(run: Path, rows: list[dict], meta: dict) -> None:
-    """``metrics.parquet`` (what was computed) and ``timings.parquet`` (how long it took)."""
+def write_metrics(run: Path, rows: list[dict], meta: dict, files: FileWriter | None = None) -> None:
+    """``metrics.parquet`` (what was computed) and ``timings.parquet`` (how long it took), through
+    ``files`` when given (encoded and written on its thread), else at once."""
     if not rows:
         return
+    files = files or FileWriter(background=False)
     keys = list(dict.fromkeys(k for r in rows for k in r))
     measured = [k for k in keys if k not in TIMING_KEYS]
     timed = ["epoch"] + [k for k in keys if k in TIMING_KEYS]
-    write_table(pa.table({k: [r.get(k) for r in rows] for k in measured}), run / METRICS,
-                base_metadata(S.KIND_METRICS, **meta))
-    write_table(pa.table({k: [r.get(k) for r in rows] for k in timed}), run / TIMINGS,
-                base_metadata(S.KIND_TIMINGS, **meta))
+    files.write_table(run / METRICS, pa.table({k: [r.get(k) for r in rows] for k in measured}),
+                      base_metadata(S.KIND_METRICS, **meta))
+    files.write_table(run / TIMINGS, pa.table({k: [r.get(k) for r in rows] for k in timed}),
+                      base_metadata(S.KIND_TIMINGS, **meta))
 
 
 def without_timings(row: dict) -> dict:

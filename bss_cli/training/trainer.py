@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from bss_cli import __version__
-from bss_cli.artifacts import copy_file, fingerprint_text
+from bss_cli.artifacts import FileWriter, copy_file, fingerprint_text
 from bss_cli.data.datasets import ManifestData, batch_loader
 from bss_cli.data.manifest import load_manifest
 from bss_cli.errors import BSSError, ConfigError
@@ -28,7 +28,7 @@ from bss_cli.models import checkpoints as C
 from bss_cli.models.distributed import DistInfo, barrier, merge_owned, setup, teardown
 from bss_cli.models.step import OptimConfig, make_optimizer, min_batch, train_step
 from bss_cli.scheduling.sampler import ScheduleSampler
-from bss_cli.scheduling.schedule_io import write_schedule
+from bss_cli.scheduling.schedule_io import one_epoch_file
 from bss_cli.scoring.criteria import LossWeights, Predictions, RowParts, row_parts
 from bss_cli.scoring.predict import (
     ModelSource,
@@ -103,6 +103,7 @@ class Trainer:
         self.planner = Planner(cfg, m, self.train_rows)  # checks a --schedule file before anything is written
         self.plan = PlanState()
         self.plan_files: dict[str, dict | None] = {"plan": None, "static": None}  # what last.pt names
+        self.files = FileWriter(background=False)  # fit() replaces it with a background writer
         self.history: list[dict] = []
         self.best = {"epoch": -1, "val_acc": -math.inf}
         self.start_epoch = 0
@@ -274,8 +275,13 @@ class Trainer:
             self.cb.on_message(text)
 
     def fit(self) -> TrainResult:
-        """Train under the run folder's lock (rank 0 holds it; the other ranks write nothing)."""
-        with runs.run_lock(self.run) if self.info.is_main else _nothing():
+        """Train under the run folder's lock (rank 0 holds it; the other ranks write nothing).
+
+        Files are written by a background thread in the order asked for (checkpoints, metrics and
+        artifacts land while the next epoch trains); the run waits for them before it ends.
+        """
+        with runs.run_lock(self.run) if self.info.is_main else _nothing(), FileWriter(self.info.is_main) as files:
+            self.files = files
             barrier(self.info)
             return self._fit()
 
@@ -297,7 +303,8 @@ class Trainer:
             self._initial_scores()
             self._save_plan(0)
             if main and self.planner.static is not None:
-                self.plan_files["static"] = save_scores_file(runs.plan_path(self.run, None), self.planner.static)
+                self.plan_files["static"] = save_scores_file(runs.plan_path(self.run, None), self.planner.static,
+                                                             write=self.files.write)
         model = self.model
         if self.info.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -310,7 +317,7 @@ class Trainer:
     def _save_plan(self, epoch: int) -> None:
         """Write the scores that order ``epoch`` to their plan file (rank 0; every rank holds them)."""
         if self.info.is_main:
-            self.plan_files["plan"] = self.plan.save(runs.plan_path(self.run, epoch))
+            self.plan_files["plan"] = self.plan.save(runs.plan_path(self.run, epoch), self.files.write)
 
     def _run_epoch(self, epoch: int, model) -> None:
         cfg, main = self.cfg, self.info.is_main
@@ -318,11 +325,13 @@ class Trainer:
         table, job = self.planner.epoch_table(epoch, self.plan)
         if main and cfg.epoch_artifacts and job is not None:
             folder = runs.epoch_dir(self.run, epoch)
-            write_schedule(job, folder / runs.SCHEDULE_FILE, tables=[table])
+            file_table, options = one_epoch_file(job, table)  # encoded on the writer's thread
+            self.files.write_table(folder / runs.SCHEDULE_FILE, file_table, {}, **options)
             fresh, entry = ((self.plan.scores, self.plan_files["plan"]) if cfg.scheduler == "learned" else
                             (self.planner.static, self.plan_files["static"]) if epoch == 0 else (None, None))
             if fresh is not None and entry is not None and fresh.metadata.get("bss.kind") == "scores":
-                copy_file(self.run / entry["file"], folder / runs.SCORES_FILE)  # bytes, not re-serialised
+                # bytes, not re-serialised; after the plan file's own write, which the writer keeps in order
+                self.files.call(copy_file, self.run / entry["file"], folder / runs.SCORES_FILE)
         rescore_now = self.planner.rescoring and epoch + 1 < cfg.epochs and (epoch + 1) % cfg.rescore_every == 0
         online = self._online_buffers() if rescore_now and cfg.rescore == "online" else None
         t1 = time.perf_counter()
@@ -346,17 +355,20 @@ class Trainer:
         improved = val["acc"] > self.best["val_acc"]
         if improved:
             self.best = {"epoch": epoch, "val_acc": val["acc"]}
-        if main:
-            C.save_checkpoint(self.run / runs.LAST, self._state(epoch))
-            runs.remove_plan_files(self.run, {e["file"] for e in self.plan_files.values() if e})
-            if improved:  # the same bytes: copied, not serialised twice
-                C.copy_checkpoint(self.run / runs.LAST, self.run / runs.BEST)
-            runs.write_metrics(self.run, self.history, {"bss.scheduler": cfg.scheduler})
+        if main:  # encoded here, written by the writer thread in this order while the next epoch runs
+            checkpoint = C.checkpoint_bytes(self._state(epoch))
+            self.files.write(self.run / runs.LAST, checkpoint)
+            self.files.call(runs.remove_plan_files, self.run, {e["file"] for e in self.plan_files.values() if e})
+            if improved:  # the same bytes, not serialised twice
+                self.files.write(self.run / runs.BEST, checkpoint)
+            runs.write_metrics(self.run, self.history, {"bss.scheduler": cfg.scheduler}, self.files)
         barrier(self.info)
         if self.cb.on_epoch_end and main:
             self.cb.on_epoch_end(row)
 
     def _finish(self) -> TrainResult:
+        self.files.flush()
+        barrier(self.info)  # best.pt has landed before any rank reads it
         best = C.load_checkpoint(self.run / runs.BEST)
         model, _ = self._fresh_model()
         model.load_state_dict(best[C.MODEL_STATE])
