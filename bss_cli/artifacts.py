@@ -131,6 +131,11 @@ class FileWriter:
     kill leaves whatever had landed: each file is atomic on its own. A write that failed is raised
     (as :class:`ArtifactError`) by the next call, by :meth:`flush` or on leaving the ``with``.
     ``background=False`` writes at once, in the caller.
+
+    :meth:`hold` keeps what is asked for in memory, in order, until :meth:`release` hands it to the
+    thread (a trainer holds an epoch's files until it checkpoints); held work that was never
+    released is dropped on leaving the ``with`` on an error, so the folder stays as it was at the
+    last release.
     """
 
     def __init__(self, background: bool = True):
@@ -138,23 +143,47 @@ class FileWriter:
 
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bss-writer") if background else None
         self._pending: list = []
+        self._held: list | None = None
+        self.held_bytes = 0  # the size of the held data (bytes to write)
+
+    def hold(self) -> None:
+        """From now on, keep what is asked for until :meth:`release`."""
+        if self._held is None:
+            self._held = []
+
+    def release(self) -> None:
+        """Hand everything held to the thread, in order (held tables are encoded now), and stop holding."""
+        held, self._held, self.held_bytes = self._held or [], None, 0
+        for again in held:
+            again()
 
     def write(self, path: str | os.PathLike, data: bytes) -> None:
+        if self._held is not None:
+            self._held.append(lambda: self.write(path, data))
+            self.held_bytes += len(data)
+            return
         self.call(write_bytes, path, data)
 
     def write_table(self, path: str | os.PathLike, table: pa.Table, metadata: dict[str, str], **kwargs) -> None:
-        """:func:`write_table`: encoded here, written on the thread. (Encoding on the thread too
-        was slower on a 2-core machine: it competes with torch's threads for the cores.)"""
+        """:func:`write_table`: encoded in the caller (when held: at release), written on the thread.
+        (Encoding on the thread as well was slower on a 2-core machine: it competes with torch's
+        threads for the cores.)"""
+        if self._held is not None:
+            self._held.append(lambda: self.write_table(path, table, metadata, **kwargs))
+            self.held_bytes += table.nbytes
+            return
         self.write(path, table_bytes(table, metadata, **kwargs))
 
     def call(self, fn, *args, **kwargs) -> None:
         """Run ``fn(*args, **kwargs)`` (a file operation) after everything asked for before it."""
+        if self._held is not None:
+            self._held.append(lambda: self.call(fn, *args, **kwargs))
+            return
         self._raise_failed()
         if self._pool is None:
             fn(*args, **kwargs)
         else:
             self._pending.append(self._pool.submit(fn, *args, **kwargs))
-
 
     def _raise_failed(self) -> None:
         done = [f for f in self._pending if f.done()]
@@ -163,7 +192,8 @@ class FileWriter:
             f.result()  # raises what the write raised
 
     def flush(self) -> None:
-        """Wait until every write asked for has landed; raise the first that failed."""
+        """Wait until every write handed to the thread has landed (held work stays held); raise the
+        first that failed."""
         pending, self._pending = self._pending, []
         for f in pending:
             f.result()
@@ -174,6 +204,7 @@ class FileWriter:
     def __exit__(self, kind, exc, tb) -> None:
         try:
             if kind is None:
+                self.release()
                 self.flush()
             else:  # the writes of finished epochs still land; the error in flight is the one to report
                 with contextlib.suppress(Exception):

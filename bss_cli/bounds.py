@@ -68,6 +68,7 @@ BOUNDS: dict[str, Bound] = {
     "batch_size": _POSITIVE_INT,
     "workers": _COUNT,
     "threads": Bound(int, 1, optional=True),
+    "save_every": Bound(float, 0),
     "warmup": _COUNT,
     "hidden": _POSITIVE_INT,
     "fused_weight": _WEIGHT,

@@ -83,10 +83,11 @@ def crash_at(epoch, batch):
     {"scheduler": "none", "lr_schedule": "step", "lr_step": 2, "optimizer": "adam", "lr": 0.01},
 ])
 def test_killed_and_resumed_run_equals_uninterrupted(tiny_manifest, tmp_path, settings):
-    base = dict(manifest=str(tiny_manifest), epochs=4, batch_size=8, dropout=0.3, **settings)
+    base = dict(manifest=str(tiny_manifest), epochs=4, batch_size=8, dropout=0.3, save_every=0, **settings)
     straight = train(TrainConfig(out=str(tmp_path / "a"), **base))
     with pytest.raises(Crash):
         train(TrainConfig(out=str(tmp_path / "b"), **base), crash_at(epoch=2, batch=2))
+    assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["epoch"] == 1  # saved after every epoch
     resumed = train(TrainConfig(out=str(tmp_path / "b"), resume=True, **base))
     assert metrics(tmp_path / "a") == metrics(tmp_path / "b")
     assert resumed.test == straight.test
@@ -94,6 +95,44 @@ def test_killed_and_resumed_run_equals_uninterrupted(tiny_manifest, tmp_path, se
         a = torch.load(tmp_path / "a" / name, weights_only=True)["model"]
         b = torch.load(tmp_path / "b" / name, weights_only=True)["model"]
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def folder_bytes(run_dir):
+    return {p.relative_to(run_dir).as_posix(): p.read_bytes() for p in sorted(run_dir.rglob("*"))
+            if p.is_file() and p.name not in ("settings.json", "timings.parquet", ".bss-lock")}
+
+
+@pytest.mark.parametrize("settings", [{"scheduler": "learned", "accumulate": True},
+                                      {"scheduler": "learned", "rescore": "online"},
+                                      {"scheduler": "curriculum", "t_grow": 3}, {"scheduler": "none"}])
+def test_saving_only_at_the_end_leaves_the_same_folder(tiny_manifest, tmp_path, settings):
+    """--save-every holds each epoch's files back until the folder is brought up to date: a run
+    saved once, at its end, leaves the same bytes as one saved after every epoch (best.pt from
+    the state held since its epoch, the epoch artifacts, the plan files the checkpoint names)."""
+    base = dict(manifest=str(tiny_manifest), epochs=5, batch_size=8, dropout=0.3, **settings)
+    every = train(TrainConfig(out=str(tmp_path / "a"), save_every=0, **base))
+    once = train(TrainConfig(out=str(tmp_path / "b"), save_every=3600, **base))
+    assert once.test == every.test
+    a, b = folder_bytes(tmp_path / "a"), folder_bytes(tmp_path / "b")
+    assert sorted(a) == sorted(b) and [k for k in a if a[k] != b[k]] == ["summary.json"]
+    summaries = [json.loads(x["summary.json"]) for x in (a, b)]
+    assert [{k: v for k, v in x.items() if k != "settings_fingerprint"} for x in summaries] == \
+        [{k: v for k, v in summaries[0].items() if k != "settings_fingerprint"}] * 2  # settings.json differs
+    assert "best.pt" in a and "epochs/epoch=4/schedule.parquet" in a
+    assert torch.load(tmp_path / "b" / "best.pt", weights_only=True)["epoch"] == every.best_epoch
+    if settings["scheduler"] == "none":  # the case of a best.pt held back for epochs since its epoch
+        assert every.best_epoch < 4
+
+
+def test_a_kill_between_saves_leaves_the_folder_as_last_saved(tiny_manifest, tmp_path):
+    base = dict(manifest=str(tiny_manifest), epochs=4, batch_size=8, scheduler="learned", save_every=3600)
+    straight = train(TrainConfig(out=str(tmp_path / "a"), **base))
+    with pytest.raises(Crash):
+        train(TrainConfig(out=str(tmp_path / "b"), **base), crash_at(epoch=2, batch=2))
+    left = sorted(p.relative_to(tmp_path / "b").as_posix() for p in (tmp_path / "b").rglob("*") if p.is_file())
+    assert left == [".bss-lock", "settings.json"]  # the held files were dropped
+    resumed = train(TrainConfig(out=str(tmp_path / "b"), resume=True, **base))  # starts over
+    assert resumed.test == straight.test and metrics(tmp_path / "a") == metrics(tmp_path / "b")
 
 
 @pytest.mark.parametrize("settings", [{"scheduler": "learned", "accumulate": True},

@@ -163,6 +163,10 @@ def train(
     workers: Annotated[Optional[int], typer.Option(help="DataLoader worker processes, >= 0 (default: 0).")] = None,
     epoch_artifacts: Annotated[Optional[bool], typer.Option("--epoch-artifacts/--no-epoch-artifacts",
                                                             help="Save each epoch's scores and schedule in the run folder (default: on).")] = None,
+    save_every: Annotated[Optional[float], typer.Option(
+        metavar="SECONDS", help="Bring the run folder up to date (last.pt, metrics, epoch artifacts) at most every "
+                                "SECONDS, and after the last epoch; 0 = after every epoch. A kill loses at most this "
+                                "much training plus one epoch (default: 1).")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Cache decoded spectrograms in this folder (default: no cache).")] = None,
     encoder_weights: Annotated[Optional[list[str]], typer.Option(
         metavar="MODALITY=FILE", help="Initial encoder weights: 'modality=file.pt' (a state_dict, read safely; repeatable) (default: none).")] = None,

@@ -13,7 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -51,6 +51,7 @@ class ScheduleJob:
     epochs: list[int]
     history: tuple[Scores, ...] = ()
     balance: np.ndarray | None = None  # the scores to draw from, when the caller accumulated them itself
+    fingerprint: str | None = None  # scores_fingerprint(scores), when the caller knows it already
 
     def effective_balance(self) -> np.ndarray:
         if self.balance is not None:
@@ -75,7 +76,7 @@ class ScheduleJob:
             S.META_SEED: str(self.config.seed),
             S.META_EPOCHS: self.epochs,
             S.META_N_SAMPLES: str(len(self.scores.balance)),
-            S.META_SCORES_FINGERPRINT: scores_fingerprint(self.scores),
+            S.META_SCORES_FINGERPRINT: self.fingerprint or scores_fingerprint(self.scores),
             S.META_MANIFEST_FINGERPRINT: m.get(S.META_MANIFEST_FINGERPRINT, ""),
             S.META_CRITERION: m.get(S.META_CRITERION, ""),
             S.META_CLASSES: meta_json(m, S.META_CLASSES, []),
@@ -89,11 +90,19 @@ class ScheduleJob:
 
     def tables(self) -> Iterator[pa.Table]:
         """One table per epoch, in order; only one epoch is in memory at a time."""
+        draw = self.drawer()
+        for e in self.epochs:
+            yield draw(e)
+
+    def drawer(self) -> Callable[[int], pa.Table]:
+        """A function giving any epoch's table, with the scheduler built once (a trainer draws one
+        epoch at a time from fixed scores)."""
         balance = self.effective_balance()
         labels = self.labels()
         scheduler = make_scheduler(balance, self.config, labels)
         ids, rows = self.scores.table[S.SAMPLE_ID].combine_chunks(), self.scores.rows
-        for e in self.epochs:
+
+        def draw(e: int) -> pa.Table:
             idx, prob = scheduler.epoch(e)
             cols = {
                 S.EPOCH: pa.array(np.full(len(idx), e, np.int32)),
@@ -105,7 +114,9 @@ class ScheduleJob:
             }
             if labels is not None:
                 cols[S.LABEL] = pa.array(labels[idx], pa.int64())
-            yield pa.table(cols)
+            return pa.table(cols)
+
+        return draw
 
     def total_rows(self) -> int:
         scheduler = make_scheduler(self.scores.balance, self.config, self.labels())

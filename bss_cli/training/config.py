@@ -20,7 +20,7 @@ PREDICT_WITH = ("sum", "unimodal", "fused")
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("auto", "cpu", "cuda")
 # Settings that may differ when a run is resumed (they do not change what is computed).
-RESUME_FREE = ("resume", "quiet", "workers", "device", "threads")
+RESUME_FREE = ("resume", "quiet", "workers", "device", "threads", "save_every")
 
 
 @dataclass
@@ -74,6 +74,8 @@ class TrainConfig:
     workers: int = 0
     threads: int | None = None  # torch CPU threads (None: torch's default, or OMP_NUM_THREADS)
     epoch_artifacts: bool = True  # save each epoch's scores and schedule in the run folder
+    save_every: float = 1.0  # seconds: bring the run folder up to date (checkpoint, metrics, artifacts) at most
+    # this often, and after the last epoch; 0 = after every epoch. A kill loses at most this much (plus an epoch)
     cache_dir: str | None = None  # cache decoded spectrograms here
     encoder_weights: list[str] | None = None  # 'modality=path' state_dict files for encoders
     resume: bool = False

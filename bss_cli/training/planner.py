@@ -3,6 +3,7 @@ schedule file, through the same scheduling code as ``bss schedule`` (torch only 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from bss_cli.artifacts import (
     write_bytes,
 )
 from bss_cli.errors import ArtifactError, ConfigError, rows_text
-from bss_cli.scheduling.schedule_io import ScheduleFile, ScheduleJob
+from bss_cli.scheduling.schedule_io import ScheduleFile, ScheduleJob, scores_fingerprint
 from bss_cli.scheduling.schedulers import Accumulator, ScheduleConfig
 from bss_cli.scoring.scores import SCHEDULE_COLUMNS, WRITE_OPTIONS, Scores, read_scores
 from bss_cli.training.config import TrainConfig
@@ -41,16 +42,16 @@ class PlanState:
     balance: np.ndarray | None = None  # effective (possibly accumulated) scores for the next epoch
     extra: dict = field(default_factory=dict)
 
-    def save(self, path: Path, write: Callable[[Path, bytes], None] = write_bytes) -> dict | None:
-        """Write the plan file (scores, plus the accumulated scores when accumulating) through
-        ``write``; return the plain-values entry a checkpoint keeps to find it again."""
+    def encode(self, path: Path) -> tuple[bytes, dict] | None:
+        """The plan file's bytes (scores, plus the accumulated scores when accumulating) and the
+        plain-values entry a checkpoint keeps to find it again at ``path``; None without scores."""
         if self.scores is None:
             return None
         acc = self.accumulator
-        entry = save_scores_file(path, self.scores, None if acc is None else acc.total, write)
+        data, entry = scores_file_bytes(path, self.scores, None if acc is None else acc.total)
         if acc is not None:
             entry.update(acc_weight=acc.weight, acc_decay=acc.decay, acc_beta=acc.beta)
-        return entry
+        return data, entry
 
     @classmethod
     def load(cls, run: Path, entry: dict | None) -> "PlanState":
@@ -68,16 +69,23 @@ class PlanState:
         return cls(scores=scores, accumulator=acc, balance=None if acc is None else acc.total.copy())
 
 
-def save_scores_file(path: Path, scores: Scores, accumulated: np.ndarray | None = None,
-                     write: Callable[[Path, bytes], None] = write_bytes) -> dict:
-    """Write ``scores`` (and an ``accumulated_balance`` column) atomically through ``write``;
-    return {file, fingerprint}."""
+def scores_file_bytes(path: Path, scores: Scores, accumulated: np.ndarray | None = None) -> tuple[bytes, dict]:
+    """``scores`` (and an ``accumulated_balance`` column) as Parquet bytes, and the entry
+    {file: ``path`` relative to the run folder, fingerprint} a checkpoint names it by."""
     table = scores.table.replace_schema_metadata(None)
     if accumulated is not None:
         table = table.append_column(ACCUMULATED, pa.array(np.asarray(accumulated, np.float64)))
     data = table_bytes(table, dict(scores.metadata), **WRITE_OPTIONS)
+    return data, {"file": f"{Path(path).parent.name}/{Path(path).name}", "fingerprint": fingerprint_bytes(data)}
+
+
+def save_scores_file(path: Path, scores: Scores, accumulated: np.ndarray | None = None,
+                     write: Callable[[Path, bytes], None] = write_bytes) -> dict:
+    """Write ``scores`` (and an ``accumulated_balance`` column) atomically through ``write``;
+    return {file, fingerprint}."""
+    data, entry = scores_file_bytes(path, scores, accumulated)
     write(path, data)
-    return {"file": f"{Path(path).parent.name}/{Path(path).name}", "fingerprint": fingerprint_bytes(data)}
+    return entry
 
 
 def load_scores_file(run: Path, entry: dict) -> tuple[Scores, np.ndarray | None]:
@@ -192,7 +200,8 @@ class Planner:
                 raise ConfigError(f"--schedule {cfg.schedule}: made for another manifest (fingerprint {fp})")
             check_schedule_rows(self.file, cfg.epochs, manifest, train_rows)
         self.static: Scores | None = None
-        self._uniform: Scores | None = None  # the shuffled baseline's all-zero scores, built once
+        self._fixed_for: Scores | None = None  # the static scores _fixed_job was made for
+        self._fixed_job: tuple[ScheduleJob, Callable[[int], pa.Table]] | None = None
         if cfg.scheduler == "curriculum" and cfg.scores:  # read and checked before the run folder is made
             self.set_static_scores(read_scores(cfg.scores, SCHEDULE_COLUMNS), f"--scores {cfg.scores}")
 
@@ -213,15 +222,23 @@ class Planner:
         """The one-epoch schedule job of ``epoch``."""
         if self.cfg.scheduler == "learned":
             return ScheduleJob(state.scores, self.sched_cfg, [epoch], balance=state.balance)
-        if self.static is None and self._uniform is None:
-            self._uniform = uniform_scores(self.manifest, self.train_rows)
-        return ScheduleJob(self.static if self.static is not None else self._uniform, self.sched_cfg, [epoch])
+        return dataclasses.replace(self._fixed()[0], epochs=[epoch])
+
+    def _fixed(self) -> tuple[ScheduleJob, Callable[[int], pa.Table]]:
+        """For fixed scores (a curriculum's, or the shuffled baseline's all-zero ones): a job without
+        epochs and its drawer, made once (the scores hashed once, the scheduler built once)."""
+        if self._fixed_for is not self.static or self._fixed_job is None:
+            scores = self.static if self.static is not None else uniform_scores(self.manifest, self.train_rows)
+            job = ScheduleJob(scores, self.sched_cfg, [], fingerprint=scores_fingerprint(scores))
+            self._fixed_for, self._fixed_job = self.static, (job, job.drawer())
+        return self._fixed_job
 
     def epoch_table(self, epoch: int, state: PlanState) -> tuple[pa.Table, ScheduleJob | None]:
         if self.file is not None:
             return self.file.epoch(epoch), None
         job = self.job(epoch, state)
-        return next(job.tables()), job
+        table = next(job.tables()) if self.cfg.scheduler == "learned" else self._fixed()[1](epoch)
+        return table, job
 
     def update(self, state: PlanState, scores: Scores) -> None:
         """New scores for the next epoch (learned); the accumulated rule folds them in."""

@@ -9,6 +9,7 @@ the best-by-validation checkpoint is tested once. Everything an epoch needs from
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import time
@@ -47,6 +48,9 @@ from bss_cli.training.planner import (
     load_scores_file,
     save_scores_file,
 )
+
+
+HELD_BYTES = 64 << 20  # the run folder is brought up to date early when the held files grow past this
 
 
 @dataclass
@@ -104,6 +108,12 @@ class Trainer:
         self.plan = PlanState()
         self.plan_files: dict[str, dict | None] = {"plan": None, "static": None}  # what last.pt names
         self.files = FileWriter(background=False)  # fit() replaces it with a background writer
+        self.saved_epoch: int | None = None  # the epoch last.pt holds
+        # the plan file of the scores that order the next epoch: (path, bytes, entry), encoded when
+        # first needed (a save naming it, an epoch artifact); bytes None: already on disk (resumed)
+        self._plan_epoch, self._plan_cache, self._plan_written = 0, None, None
+        self._saved_at = 0.0  # when the run folder was last brought up to date (perf_counter)
+        self._best_state: dict | None = None  # best.pt's state, held while the folder is not up to date
         self.history: list[dict] = []
         self.best = {"epoch": -1, "val_acc": -math.inf}
         self.start_epoch = 0
@@ -182,7 +192,7 @@ class Trainer:
         return float(sums.sum()) / max(count, 1), count
 
     def _divergence(self, epoch: int, batch: int, value: float) -> str:
-        kept = (f"{self.run / runs.LAST} keeps epoch {self.history[-1]['epoch']}" if self.history
+        kept = (f"{self.run / runs.LAST} keeps epoch {self.saved_epoch}" if self.saved_epoch is not None
                 else "no checkpoint was written")
         return (f"training diverged: the loss is {value} at epoch {epoch}, batch {batch}; the run stopped ({kept}). "
                 f"Try a lower --lr (now {self.cfg.lr}), --lr-schedule cosine, or check the inputs for extreme values; "
@@ -227,6 +237,7 @@ class Trainer:
 
     # --- checkpoints -----------------------------------------------------------------------
     def _state(self, epoch: int) -> dict:
+        self.plan_files["plan"] = self._plan_file()[2]  # the scores that order the next epoch
         return {
             C.MODEL_STATE: self.model.state_dict(), C.MODEL_CONFIG: self.model_cfg.to_dict(),
             C.MODEL_FACTORY: self.cfg.model, C.OPTIMIZER_STATE: self.opt.state_dict(),
@@ -267,7 +278,11 @@ class Trainer:
                               "written by another version of bss train; start the run again") from None
         self.planner.static = None if static is None else load_scores_file(self.run, static)[0]
         self.plan_files = files
+        if files["plan"] is not None:  # on disk, checked against its fingerprint above
+            self._plan_cache = (self.run / files["plan"]["file"], None, files["plan"])
+            self._plan_written = files["plan"]
         self.start_epoch = state[C.EPOCH] + 1
+        self.saved_epoch = state[C.EPOCH]
 
     # --- the run ---------------------------------------------------------------------------
     def _say(self, text: str) -> None:
@@ -310,14 +325,24 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             model = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.files.hold()  # each epoch's files wait in memory until the folder is brought up to date
+        self._saved_at = time.perf_counter()
         for epoch in range(self.start_epoch, cfg.epochs):
             self._run_epoch(epoch, model)
         return self._finish()
 
     def _save_plan(self, epoch: int) -> None:
-        """Write the scores that order ``epoch`` to their plan file (rank 0; every rank holds them)."""
-        if self.info.is_main:
-            self.plan_files["plan"] = self.plan.save(runs.plan_path(self.run, epoch), self.files.write)
+        """The scores that order ``epoch`` on are new: their plan file is encoded when first needed and
+        written by the next save, before the checkpoint that names it (a plan superseded before any
+        save names it is never written)."""
+        self._plan_epoch, self._plan_cache = epoch, None
+
+    def _plan_file(self) -> tuple[Path, bytes | None, dict | None]:
+        if self._plan_cache is None:
+            path = runs.plan_path(self.run, self._plan_epoch)
+            encoded = self.plan.encode(path)
+            self._plan_cache = (path, *encoded) if encoded else (path, None, None)
+        return self._plan_cache
 
     def _run_epoch(self, epoch: int, model) -> None:
         cfg, main = self.cfg, self.info.is_main
@@ -327,11 +352,15 @@ class Trainer:
             folder = runs.epoch_dir(self.run, epoch)
             file_table, options = one_epoch_file(job, table)  # encoded on the writer's thread
             self.files.write_table(folder / runs.SCHEDULE_FILE, file_table, {}, **options)
-            fresh, entry = ((self.plan.scores, self.plan_files["plan"]) if cfg.scheduler == "learned" else
-                            (self.planner.static, self.plan_files["static"]) if epoch == 0 else (None, None))
-            if fresh is not None and entry is not None and fresh.metadata.get("bss.kind") == "scores":
-                # bytes, not re-serialised; after the plan file's own write, which the writer keeps in order
-                self.files.call(copy_file, self.run / entry["file"], folder / runs.SCORES_FILE)
+            if cfg.scheduler == "learned" and self.plan.scores is not None:  # the plan file's bytes
+                path, data, _ = self._plan_file()
+                if data is not None:
+                    self.files.write(folder / runs.SCORES_FILE, data)
+                else:  # a resumed run's plan file, on disk
+                    self.files.call(copy_file, path, folder / runs.SCORES_FILE)
+            elif epoch == 0 and self.plan_files["static"] is not None and \
+                    self.planner.static.metadata.get("bss.kind") == "scores":
+                self.files.call(copy_file, self.run / self.plan_files["static"]["file"], folder / runs.SCORES_FILE)
         rescore_now = self.planner.rescoring and epoch + 1 < cfg.epochs and (epoch + 1) % cfg.rescore_every == 0
         online = self._online_buffers() if rescore_now and cfg.rescore == "online" else None
         t1 = time.perf_counter()
@@ -355,16 +384,40 @@ class Trainer:
         improved = val["acc"] > self.best["val_acc"]
         if improved:
             self.best = {"epoch": epoch, "val_acc": val["acc"]}
-        if main:  # encoded here, written by the writer thread in this order while the next epoch runs
-            checkpoint = C.checkpoint_bytes(self._state(epoch))
-            self.files.write(self.run / runs.LAST, checkpoint)
-            self.files.call(runs.remove_plan_files, self.run, {e["file"] for e in self.plan_files.values() if e})
-            if improved:  # the same bytes, not serialised twice
-                self.files.write(self.run / runs.BEST, checkpoint)
-            runs.write_metrics(self.run, self.history, {"bss.scheduler": cfg.scheduler}, self.files)
+        if main:
+            if self._save_due(epoch):
+                self._save(epoch, improved)
+            elif improved:  # best.pt is written at the next save, with this epoch's state
+                self._best_state = copy.deepcopy(self._state(epoch))
         barrier(self.info)
         if self.cb.on_epoch_end and main:
             self.cb.on_epoch_end(row)
+
+    def _save_due(self, epoch: int) -> bool:
+        return (epoch + 1 == self.cfg.epochs or time.perf_counter() - self._saved_at >= self.cfg.save_every
+                or self.files.held_bytes >= HELD_BYTES)
+
+    def _save(self, epoch: int, improved: bool) -> None:
+        """Bring the run folder up to date with ``epoch``: the files the epochs since the last save
+        held back (plan files, epoch artifacts), then last.pt (after the plan files it names), best.pt
+        when a better epoch came since, the metrics. Encoded here; written by the writer thread, in
+        this order, while the next epoch trains."""
+        path, data, entry = self._plan_file()
+        if entry is not None and entry != self._plan_written:  # before the checkpoint that names it
+            self.files.write(path, data)
+            self._plan_written = entry
+        checkpoint = C.checkpoint_bytes(self._state(epoch))
+        self.files.write(self.run / runs.LAST, checkpoint)
+        self.files.call(runs.remove_plan_files, self.run, {e["file"] for e in self.plan_files.values() if e})
+        if improved:  # the same bytes, not serialised twice
+            self.files.write(self.run / runs.BEST, checkpoint)
+        elif self._best_state is not None:
+            self.files.write(self.run / runs.BEST, C.checkpoint_bytes(self._best_state))
+        self._best_state = None
+        runs.write_metrics(self.run, self.history, {"bss.scheduler": self.cfg.scheduler}, self.files)
+        self.files.release()
+        self.files.hold()
+        self.saved_epoch, self._saved_at = epoch, time.perf_counter()
 
     def _finish(self) -> TrainResult:
         self.files.flush()
