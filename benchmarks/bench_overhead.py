@@ -3,7 +3,9 @@
 Same data, model, seed and run; ``none`` is the baseline measured in the same process. Epoch
 time = the wall time from one epoch's end to the next: plan, training pass, re-scoring,
 validation, metrics and checkpoint (work overlapped by a thread is counted once, as it is paid);
-the ratios are of mean epoch times (the whole run's), with the medians' beside them.
+the ratios are of mean epoch times (the whole run's), taken within each repeat (paired) and
+reported as the median over repeats with their range, for the wall clock and for the process's
+CPU time (all threads; steadier on this shared VM, whose wall clock swings when the host is busy).
 Two settings: the model widened until compute dominates (mfeat, 6 modalities, hidden 512, 3
 layers) and bss train's defaults on HTAD (width 64: 0.1 s epochs, where fixed per-epoch costs
 show; more epochs and repeats there, since this VM's noise is of the same size).
@@ -30,31 +32,34 @@ def _ratios(manifest: str, epochs: int, repeats: int, **model) -> dict:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     modes = {"none": {"scheduler": "none"}, "learned/pass": {"scheduler": "learned", "rescore": "pass"},
              "learned/online": {"scheduler": "learned", "rescore": "online"}}
-    times: dict[str, list[float]] = {m: [] for m in modes}
+    means: dict[str, list[np.ndarray]] = {m: [] for m in modes}  # per repeat: [wall, cpu]
     for _ in range(repeats):  # interleave modes so drift hits them alike
         for name, extra in modes.items():
-            ends: list[float] = []
+            ends: list[tuple[float, float]] = []  # (wall clock, CPU time of the process: all threads)
             with tempfile.TemporaryDirectory() as tmp:
                 train(TrainConfig(manifest=manifest, out=f"{tmp}/run", epochs=epochs, epoch_artifacts=False,
                                   quiet=True, **model, **extra),
-                      Callbacks(on_epoch_end=lambda row: ends.append(time.perf_counter())))
-            # whole epochs, end to end; epoch 0 (warm-up of allocator and caches) is not timed
-            times[name] += list(np.diff(ends))
-    # the mean is the run's time per epoch: bss train saves its folder at most once a second by
-    # default (--save-every), so on short epochs the saves land on some epochs only
-    base, base_median = float(np.mean(times["none"])), float(np.median(times["none"]))
-    return {"epochs_timed": len(times["none"]),
-            **{name: {"mean_epoch_seconds": float(np.mean(t)), "ratio_to_none": float(np.mean(t)) / base,
-                      "median_ratio_to_none": float(np.median(t)) / base_median}
-               for name, t in times.items()}}
+                      Callbacks(on_epoch_end=lambda row: ends.append((time.perf_counter(), time.process_time()))))
+            # whole epochs, end to end; epoch 0 (warm-up of allocator and caches) is not timed. The
+            # mean is the run's time per epoch: bss train saves its folder at most once a second by
+            # default (--save-every), so on short epochs the saves land on some epochs only
+            means[name].append(np.diff(np.array(ends), axis=0).mean(0))
+    out = {"epochs_per_run": epochs - 1, "repeats": repeats}
+    for name, m in means.items():  # ratios within a repeat (paired), median and range over repeats
+        r = np.array(m) / np.array(means["none"])
+        out[name] = {"mean_epoch_seconds": float(np.median(np.array(m)[:, 0])),
+                     **{f"{clock}_ratio_to_none": {"median": float(np.median(r[:, i])), "min": float(r[:, i].min()),
+                                                   "max": float(r[:, i].max())}
+                        for i, clock in enumerate(("wall", "cpu"))}}
+    return out
 
 
-def run(epochs: int = 6, repeats: int = 2) -> dict:
+def run(epochs: int = 6, repeats: int = 3) -> dict:
     out = {"mfeat, MLP encoders hidden 512 x 3 layers, 6 modalities, batch 32":
            _ratios(str(ROOT / "sample_data" / "mfeat.parquet"), epochs, repeats, hidden=512, layers=3)}
     htad = ROOT / "sample_data" / "htad.parquet"
     if htad.exists():
-        out["HTAD, bss train defaults (width 64)"] = _ratios(str(htad), 4 * epochs, 2 * repeats)
+        out["HTAD, bss train defaults (width 64)"] = _ratios(str(htad), 4 * epochs, 3 * repeats)
     return out
 
 
