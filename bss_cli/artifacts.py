@@ -186,9 +186,8 @@ class FileWriter:
             self._pending.append(self._pool.submit(fn, *args, **kwargs))
 
     def _raise_failed(self) -> None:
-        done = [f for f in self._pending if f.done()]
-        self._pending = [f for f in self._pending if not f.done()]
-        for f in done:
+        done, self._pending = [], [f for f in self._pending if not f.done() or done.append(f)]
+        for f in done:  # one look per future: one that finishes meanwhile stays pending, not lost
             f.result()  # raises what the write raised
 
     def flush(self) -> None:

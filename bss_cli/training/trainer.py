@@ -1,9 +1,11 @@
 """``bss train``: BSS training end to end (torch). One process, or many under torchrun.
 
 Per epoch: take the epoch's order from the planner (the same code as ``bss schedule``), shard it
-over ranks, train, evaluate on val, re-score for the next epoch (learned), checkpoint. At the end,
-the best-by-validation checkpoint is tested once. Everything an epoch needs from the past is in
-``last.pt``, so a run killed at any point and resumed computes the same thing.
+over ranks, train, evaluate on val, re-score for the next epoch (learned), and at most every
+``--save-every`` seconds (and after the last epoch) save the run folder: last.pt, best.pt, metrics,
+the held epoch files. At the end, the best-by-validation checkpoint is tested once. Everything an
+epoch needs from the past is in ``last.pt``, so a run killed at any point and resumed computes the
+same thing.
 """
 
 from __future__ import annotations
@@ -350,7 +352,7 @@ class Trainer:
         table, job = self.planner.epoch_table(epoch, self.plan)
         if main and cfg.epoch_artifacts and job is not None:
             folder = runs.epoch_dir(self.run, epoch)
-            file_table, options = one_epoch_file(job, table)  # encoded on the writer's thread
+            file_table, options = one_epoch_file(job, table)  # encoded when the folder is next saved
             self.files.write_table(folder / runs.SCHEDULE_FILE, file_table, {}, **options)
             if cfg.scheduler == "learned" and self.plan.scores is not None:  # the plan file's bytes
                 path, data, _ = self._plan_file()
