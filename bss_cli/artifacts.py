@@ -186,8 +186,11 @@ class FileWriter:
             self._pending.append(self._pool.submit(fn, *args, **kwargs))
 
     def _raise_failed(self) -> None:
-        done, self._pending = [], [f for f in self._pending if not f.done() or done.append(f)]
-        for f in done:  # one look per future: one that finishes meanwhile stays pending, not lost
+        done, pending = [], []
+        for f in self._pending:  # one look per future: one that finishes meanwhile stays pending, not lost
+            (done if f.done() else pending).append(f)
+        self._pending = pending
+        for f in done:
             f.result()  # raises what the write raised
 
     def flush(self) -> None:
