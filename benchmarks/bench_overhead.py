@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+
+from common import now, paired_ratios
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,18 +40,15 @@ def _ratios(manifest: str, epochs: int, repeats: int, **model) -> dict:
             with tempfile.TemporaryDirectory() as tmp:
                 train(TrainConfig(manifest=manifest, out=f"{tmp}/run", epochs=epochs, epoch_artifacts=False,
                                   quiet=True, **model, **extra),
-                      Callbacks(on_epoch_end=lambda row: ends.append((time.perf_counter(), time.process_time()))))
+                      Callbacks(on_epoch_end=lambda row: ends.append(now())))
             # whole epochs, end to end; epoch 0 (warm-up of allocator and caches) is not timed. The
             # mean is the run's time per epoch: bss train saves its folder at most once a second by
             # default (--save-every), so on short epochs the saves land on some epochs only
             means[name].append(np.diff(np.array(ends), axis=0).mean(0))
     out = {"epochs_per_run": epochs - 1, "repeats": repeats}
     for name, m in means.items():  # ratios within a repeat (paired), median and range over repeats
-        r = np.array(m) / np.array(means["none"])
         out[name] = {"mean_epoch_seconds": float(np.median(np.array(m)[:, 0])),
-                     **{f"{clock}_ratio_to_none": {"median": float(np.median(r[:, i])), "min": float(r[:, i].min()),
-                                                   "max": float(r[:, i].max())}
-                        for i, clock in enumerate(("wall", "cpu"))}}
+                     **{f"{clock}_ratio_to_none": r for clock, r in paired_ratios(m, means["none"]).items()}}
     return out
 
 

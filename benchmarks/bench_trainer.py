@@ -20,17 +20,13 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
+from common import now, paired_ratios
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _now() -> tuple[float, float]:
-    """(wall clock, CPU time of the whole process: every thread, the file writer's included)."""
-    return time.perf_counter(), time.process_time()
 
 
 def _diffs(stamps: list[tuple[float, float]]) -> np.ndarray:
@@ -55,7 +51,7 @@ def bare_loop(manifest: Path, epochs: int, hidden: int, layers: int, batch_size:
     x = {k: v for k, v in data.x.items()}
     y = data.y
     gen = torch.Generator().manual_seed(0)
-    stamps = [_now()]
+    stamps = [now()]
     for _ in range(epochs):
         model.train()
         order = train_rows[torch.randperm(len(train_rows), generator=gen)]
@@ -72,7 +68,7 @@ def bare_loop(manifest: Path, epochs: int, hidden: int, layers: int, batch_size:
             out = model({k: v[val_rows] for k, v in x.items()})
             logits = sum(out.logits.values()) + (out.fused if out.fused is not None else 0)
             float((logits.argmax(1) == y[val_rows]).float().mean())
-        stamps.append(_now())
+        stamps.append(now())
     return _diffs(stamps)
 
 
@@ -82,10 +78,10 @@ def bss_loop(manifest: Path, epochs: int, hidden: int, layers: int, **extra) -> 
 
     stamps: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        stamps.append(_now())
+        stamps.append(now())
         train(TrainConfig(manifest=str(manifest), out=f"{tmp}/run", epochs=epochs, hidden=hidden, layers=layers,
                           quiet=True, **extra),
-              Callbacks(on_epoch_end=lambda row: stamps.append(_now())))
+              Callbacks(on_epoch_end=lambda row: stamps.append(now())))
     return _diffs(stamps)
 
 
@@ -103,9 +99,7 @@ def compare(name: str, manifest: Path, hidden: int, layers: int, epochs: int = 8
             means[mode].append(bss_loop(manifest, epochs, hidden, layers, **extra)[1:].mean(0))
 
     def ratio(mode: str, base: str) -> dict:
-        r = np.array(means[mode]) / np.array(means[base])
-        return {clock: {"median": float(np.median(r[:, i])), "min": float(r[:, i].min()), "max": float(r[:, i].max())}
-                for i, clock in enumerate(("wall", "cpu"))}
+        return paired_ratios(means[mode], means[base])
 
     return {"data": name, "hidden": hidden, "layers": layers, "epochs_per_run": epochs, "repeats": repeats,
             "bare_epoch_seconds": float(np.median(np.array(means["bare"])[:, 0])),

@@ -1,9 +1,11 @@
-"""Timing helpers shared by the benchmarks: best-of-k wall time and peak RSS."""
+"""Timing helpers shared by the benchmarks: best-of-k wall time, paired ratios, peak RSS."""
 
 from __future__ import annotations
 
 import resource
 import time
+
+import numpy as np
 
 
 def best_of(fn, repeat: int = 3) -> float:
@@ -26,3 +28,16 @@ def peak_rss_mib() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def now() -> tuple[float, float]:
+    """(wall clock, CPU time of the whole process: every thread, a file writer's included)."""
+    return time.perf_counter(), time.process_time()
+
+
+def paired_ratios(values: list, base: list) -> dict:
+    """Per-repeat [wall, cpu] means of a variant over those of its baseline from the same repeat
+    (paired, so the machine's slow drift cancels): median and range over repeats, per clock."""
+    r = np.array(values) / np.array(base)
+    return {clock: {"median": float(np.median(r[:, i])), "min": float(r[:, i].min()), "max": float(r[:, i].max())}
+            for i, clock in enumerate(("wall", "cpu"))}

@@ -7,7 +7,6 @@ import hashlib
 import itertools
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, Self, TypeVar
 
@@ -87,39 +86,25 @@ def table_bytes(table: pa.Table, metadata: dict[str, str], **kwargs) -> bytes:
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """``path`` holds ``data`` afterwards, atomically (a temporary file renamed onto it).
-
-    The lean form of :func:`atomic_path` for data already in memory: one exclusive create with the
-    usual permissions (umask applied by the system), one write, one rename.
-    """
-    target = Path(path)
-    tmp = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        for attempt in itertools.count():
-            tmp = target.parent / f".{target.name}.{os.getpid()}-{next(_TEMPORARIES)}.tmp"
-            try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-                break
-            except FileExistsError:  # left by an earlier process of the same pid: take another name
-                if attempt > 100:
-                    raise
-        with open(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, target)
-    except BaseException as exc:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        if isinstance(exc, IsADirectoryError) and target.is_dir():
-            raise ArtifactError(f"{target}: is a folder; name a file to write") from None
-        if isinstance(exc, OSError):
-            kept = " (the existing file is unchanged)" if target.exists() else ""
-            raise ArtifactError(f"cannot write {target}: {_why(exc)}; nothing was written{kept}") from None
-        raise
+    """``path`` holds ``data`` afterwards, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 _TEMPORARIES = itertools.count()
+
+
+def _temporary(target: Path) -> Path:
+    """Create an empty temporary file next to ``target`` with the usual permissions (the system
+    applies the umask: no chmod, unlike mkstemp's 0600) and return its path."""
+    for attempt in itertools.count():
+        tmp = target.parent / f".{target.name}.{os.getpid()}-{next(_TEMPORARIES)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666))
+            return tmp
+        except FileExistsError:  # left by an earlier process of the same pid: take another name
+            if attempt > 100:
+                raise
 
 
 class FileWriter:
@@ -228,12 +213,6 @@ def base_metadata(kind: str, **extra: object) -> dict[str, str]:
     return meta
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto ``path`` only on success.
@@ -245,13 +224,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise ArtifactError(f"{target}: is a folder; name a file to write")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        tmp = _temporary(target)
     except OSError as exc:
         raise ArtifactError(f"cannot write {target}: {_why(exc)}; nothing was written") from None
-    os.close(fd)
     try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
+        yield tmp
         os.replace(tmp, target)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):

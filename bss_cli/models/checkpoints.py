@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from bss_cli.artifacts import copy_file, fingerprint_file, write_bytes
+from bss_cli.artifacts import fingerprint_file, write_bytes
 from bss_cli.errors import ArtifactError, ConfigError
 from bss_cli.models.fusion import ModelConfig, build_model
 
@@ -65,11 +65,6 @@ def checkpoint_bytes(state: dict) -> bytes:
 def save_checkpoint(path: str | Path, state: dict) -> None:
     """Write ``state`` (plus the format version) atomically."""
     write_bytes(path, checkpoint_bytes(state))
-
-
-def copy_checkpoint(src: str | Path, dst: str | Path) -> None:
-    """``dst`` becomes a byte copy of ``src``, atomically."""
-    copy_file(src, dst)
 
 
 def load_checkpoint(path: str | Path) -> dict:
