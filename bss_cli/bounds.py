@@ -90,6 +90,8 @@ BOUNDS: dict[str, Bound] = {
     "weight_decay": _WEIGHT,
     "lr_step": _POSITIVE_INT,
     "lr_gamma": _POSITIVE,
+    "lr_warmup": Bound(float, 0),
+    "clip_grad": Bound(float, 0),
     # media decoding (build-manifest)
     "sample_rate": _POSITIVE_INT,
     "seconds": _POSITIVE,

@@ -99,7 +99,7 @@ def test_every_option_has_help_with_its_default():
 def test_help_keeps_defaults_and_lists_choices():
     r = runner.invoke(app, ["train", "--help"], terminal_width=200)
     assert r.exit_code == 0
-    assert "Data order (default: learned)." in r.stdout and "<none|curriculum|learned>" in r.stdout
+    assert "Data order (default: learned)." in r.stdout and "<none|curriculum|anti-curriculum|paced-random|learned>" in r.stdout
     assert "<bool>" not in r.stdout and "list[" not in runner.invoke(app, ["schedule", "--help"]).stdout
 
 

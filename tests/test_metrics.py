@@ -18,6 +18,29 @@ def test_average_precision_hand_case():
     assert mean_average_precision(perfect, np.array([0, 1, 2, 1])) == 1.0
 
 
+def test_average_precision_counts_tied_scores_as_one_threshold():
+    # scores 0.5 tie between a positive and a negative: the positive gets the precision at the end
+    # of the tie (1/2), whatever order a sort puts them in; then 2/3 -> AP = (1/2 + 2/3) / 2
+    assert average_precision(np.array([0.5, 0.5, 0.1]), np.array([True, False, True])) == pytest.approx(7 / 12)
+    assert average_precision(np.array([0.5, 0.5, 0.1]), np.array([False, True, True])) == pytest.approx(7 / 12)
+
+
+def test_average_precision_matches_the_threshold_definition_with_many_ties():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        s = np.round(rng.random(40), 1)
+        y = rng.random(40) < 0.3
+        if not y.any():
+            continue
+        ap, prev = 0.0, 0.0
+        for t in np.unique(s)[::-1]:  # sum over distinct thresholds of (recall gain) x precision
+            sel = s >= t
+            rec = (y & sel).sum() / y.sum()
+            ap += (rec - prev) * (y & sel).sum() / sel.sum()
+            prev = rec
+        assert average_precision(s, y) == pytest.approx(ap, abs=1e-12)
+
+
 def test_evaluate_heads_and_imbalance():
     y = np.array([0, 1, 0, 1])
     a = np.array([[2, 0], [0, 2], [2, 0], [0, 2]], float)  # always right

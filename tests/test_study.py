@@ -21,13 +21,28 @@ def test_paired_interval_by_hand():
     vals = {0: 0.83, 1: 0.83, 2: 0.80, 3: 0.80}
     d = np.array([0.03, 0.01, 0.02, -0.01])
     res = stats.paired(vals, base)
-    half = 3.182 * d.std(ddof=1) / math.sqrt(4)
+    half = 3.182446305 * d.std(ddof=1) / math.sqrt(4)
     assert res["n"] == 4 and res["mean"] == pytest.approx(d.mean())
     assert res["low"] == pytest.approx(d.mean() - half) and res["high"] == pytest.approx(d.mean() + half)
     assert (res["wins"], res["losses"], res["ties"]) == (3, 1, 0) and res["significant"] is False
     sure = stats.paired({s: v + 0.05 for s, v in base.items()}, base)
     assert sure["significant"] is False or sure["sd"] == pytest.approx(0, abs=1e-12)
-    assert stats.t95(9) == 2.262 and stats.t95(35) == 2.021 and stats.t95(500) == 1.96
+
+
+@pytest.mark.parametrize("df, expected", [
+    # two-sided 95 % quantiles of Student's t (scipy.stats.t.ppf(0.975, df), 10 digits)
+    (1, 12.70620474), (2, 4.302652730), (3, 3.182446305), (9, 2.262157163), (30, 2.042272456),
+    (31, 2.039513446), (35, 2.030107928), (59, 2.000995378), (121, 1.979763763), (500, 1.964719837),
+    (10**7, 1.959964222),
+])
+def test_t_quantiles_are_exact_for_every_df(df, expected):
+    assert stats.t95(df) == pytest.approx(expected, rel=1e-8)
+
+
+def test_t_quantile_other_levels_and_refusals():
+    assert stats.t_quantile(0.995, 4) == pytest.approx(4.604094871, rel=1e-8)
+    assert stats.t_quantile(0.9, 1) == pytest.approx(3.077683537, rel=1e-8)
+    assert math.isnan(stats.t95(0)) and math.isnan(stats.t_quantile(0.4, 5))
 
 
 def test_summary_names_the_weak_head_and_its_change():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import sys
 import warnings
 from enum import Enum
 from typing import Callable
@@ -12,8 +14,17 @@ from rich.console import Console
 
 from bss_cli.errors import BSSError
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+def _console(stderr: bool = False) -> Console:
+    """A terminal gets tables that fit it; a pipe or file gets them whole (rich would cut them to 80
+    columns and show values as '0.…'), unless COLUMNS says otherwise."""
+    stream = sys.stderr if stderr else sys.stdout
+    wide = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=400 if wide else None)
+
+
+out = _console()
+err = _console(stderr=True)
 
 
 def choices(name: str, keys) -> type[Enum]:

@@ -148,6 +148,13 @@ def render_run(s: dict) -> None:
         sm = s["summary"]
         out.print(_kv_table(f"best epoch {sm['best_epoch']} by val accuracy; test once with that checkpoint",
                             {k: f"{v:.4f}" for k, v in sm["test"].items()}))
+    st = s.get("stability") or {}
+    if st.get("unstable"):
+        out.print(f"[bold red]unstable training[/]: {st['why']}. A scheduler compared with this run may only be "
+                  "rescuing its optimisation; lower --lr, add --lr-warmup, or tune with bss study --tune-lr.")
+    elif st.get("best_epoch") is not None:
+        out.print(f"training looks stable: best epoch {st['best_epoch']}, val accuracy at most "
+                  f"{st['peak_drop']:.3f} below its peak afterwards")
     d = s.get("diagnosis")
     if d:
         trend = [e["imbalance"] for e in d["imbalance_over_epochs"] if e["imbalance"] is not None]
@@ -219,6 +226,10 @@ def _interval(d: dict | None) -> str:
     return f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
 
 
+def _sig(d: dict | None) -> str:
+    return ("yes" if d["significant"] else "no") if d and d["n"] > 1 else "-"
+
+
 def render_study_summary(summary: dict, path: str) -> None:
     from rich import box
 
@@ -226,21 +237,57 @@ def render_study_summary(summary: dict, path: str) -> None:
         out.print(f"[bold]study[/] {path}: no finished runs yet")
         return
     weak = summary.get("weak_head")
-    t = Table(title=f"study {path}: test accuracy over paired seeds; difference to {summary['baseline']!r} "
-                    "(95 % t-interval; sig. = it excludes 0)", title_justify="left", box=box.SIMPLE_HEAD,
-              pad_edge=False)
-    for col in ("variant", "n", "mean", "sd", "paired diff [95 % CI]", "sig.", "W/L/T",
-                f"{weak} head" if weak else "weak head", "imbal."):
-        t.add_column(col, justify="left" if col == "variant" else "right", no_wrap=True)
-    for name in summary.get("order") or list(summary["variants"]):
-        v = summary["variants"][name]
-        d = v.get("vs_baseline")
-        t.add_row(name, str(v["runs"]), f"{v['mean']:.4f}", f"{v['sd']:.4f}" if v["runs"] > 1 else "-",
-                  _interval(d), ("yes" if d["significant"] else "no") if d and d["n"] > 1 else "-",
-                  f"{d['wins']}/{d['losses']}/{d['ties']}" if d else "-",
-                  f"{v['weak_head_change']['mean']:+.4f}" if v.get("weak_head_change") else "-",
-                  f"{v['imbalance']:.3f}")
+    variants = summary["variants"]
+    tuned = summary.get("tuned")
+    t = Table(title=f"study {path}: test accuracy over paired seeds (checkpoint selected on validation); "
+                    f"differences to {summary['baseline']!r} and to each variant's random-order control "
+                    "(95 % t-intervals; sig. = the interval excludes 0)", title_justify="left",
+              box=box.SIMPLE_HEAD, pad_edge=False)
+    cols = ["variant"] + (["lr"] if tuned else []) + [
+        "n", "mean", "sd", "vs baseline [95 % CI]", "sig.", "W/L/T", "control", "ordering effect [95 % CI]", "sig.",
+        f"{weak} head change [95 % CI]" if weak else "weak head", "imbal.", "unstable"]
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("variant", "control") else "right", no_wrap=True)
+    for name in summary.get("order") or list(variants):
+        v = variants[name]
+        d, c = v.get("vs_baseline"), v.get("vs_control")
+        unstable = v.get("unstable_seeds") or []
+        cells = [name] + ([f"{v['lr']:g}" if v.get("lr") is not None else "-"] if tuned else []) + [
+            str(v["runs"]), f"{v['mean']:.4f}", f"{v['sd']:.4f}" if v["runs"] > 1 else "-", _interval(d), _sig(d),
+            f"{d['wins']}/{d['losses']}/{d['ties']}" if d else "-", v.get("control") or "-", _interval(c), _sig(c),
+            _interval(v.get("weak_head_change")), f"{v['imbalance']:.3f}",
+            f"[red]{len(unstable)}/{v['runs']}[/]" if unstable else f"0/{v['runs']}"]
+        t.add_row(*cells)
     out.print(t)
+    if tuned:
+        g = Table(title=f"learning-rate tuning ({tuned['mode']}): mean validation accuracy per rate; * = selected",
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        g.add_column("variant")
+        for lr in tuned["grid"]:
+            g.add_column(f"{lr:g}", justify="right")
+        for name in summary.get("order") or list(variants):
+            tu = variants[name].get("tuning") or {}
+            by = tu.get("val_acc_by_lr", {})
+            g.add_row(name, *[(f"{by[f'{lr:g}']:.4f}" + ("*" if lr == tu.get("selected_lr") else ""))
+                              if f"{lr:g}" in by else "-" for lr in tuned["grid"]])
+        out.print(g)
+        edge = [n for n in variants if (variants[n].get("tuning") or {}).get("at_grid_edge")]
+        if edge:
+            out.print(f"[yellow]note:[/] {', '.join(edge)} selected a rate at the edge of the grid; widen it")
+    if any(v.get("paper_protocol") for v in variants.values()):
+        p = Table(title="the paper's protocol: best TEST epoch per run (selected on test, so optimistic; shown only to "
+                        "see how much it inflates each variant)", title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False)
+        for col in ("variant", "best-test-epoch mean", "inflation over ours [95 % CI]", "vs baseline [95 % CI]"):
+            p.add_column(col, justify="left" if col == "variant" else "right", no_wrap=True)
+        for name in summary.get("order") or list(variants):
+            pp = variants[name].get("paper_protocol")
+            if pp:
+                p.add_row(name, f"{pp['mean']:.4f}", _interval(pp["inflation"]), _interval(pp.get("vs_baseline")))
+        out.print(p)
+    for line in summary.get("conclusion") or []:
+        out.print(("[bold red]" if line.startswith("WARNING") else "") + line.replace("[", "\\[")
+                  + ("[/]" if line.startswith("WARNING") else ""))
 
 
 def render_study(s: dict) -> None:

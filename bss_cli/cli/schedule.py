@@ -56,6 +56,9 @@ def schedule(
     beta: Annotated[float, typer.Option(help="learned --rule paper: EMA step over --history, in (0, 1].")] = 0.5,
     paced: Annotated[bool, typer.Option(help="learned: keep a growing prefix of each draw, paced like the "
                                              "curriculum.")] = False,
+    shuffle_scores: Annotated[bool, typer.Option(
+        help="learned, a control: each sample draws with another sample's score (a fixed seeded permutation).")
+    ] = False,
     eps: Annotated[float, typer.Option(help="learned: w = 1 + s + eps.")] = _D.eps,
     accumulate: Annotated[bool, typer.Option(help="learned: the paper's accumulated scores.")] = False,
     decay: Annotated[float, typer.Option(help="learned --accumulate: weight of older scores.")] = 1.0,
@@ -88,7 +91,8 @@ def schedule(
     cfg = ScheduleConfig(scheduler=SchedulerName(scheduler).value, seed=seed, pacing=Pacing(pacing).value,
                          lambda0=lambda0, t_grow=t_grow, shuffle=not ordered, stratify=stratify,
                          temperature=temperature, eps=eps, accumulate=accumulate, decay=decay,
-                         rule=Rule(rule).value, beta=beta, paced=paced).validate()
+                         rule=Rule(rule).value, beta=beta, paced=paced,
+                         shuffle_scores=shuffle_scores).validate()
     job = ScheduleJob(read_scores(scores, SCHEDULE_COLUMNS), cfg,
                       [epoch] if epoch is not None else list(range(epochs)),
                       tuple(read_scores(h, SCHEDULE_COLUMNS) for h in history or ()))

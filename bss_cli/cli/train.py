@@ -18,6 +18,7 @@ from bss_cli.scheduling.pacing import PACING
 from bss_cli.scoring.criteria import CRITERIA
 from bss_cli.training.config import (
     LR_SCHEDULES,
+    OPTIMIZERS,
     PREDICT_WITH,
     RESCORE_MODES,
     TRAIN_SCHEDULERS,
@@ -34,7 +35,7 @@ LrSchedule = choices("LrSchedule", LR_SCHEDULES)
 PredictWith = choices("PredictWith", PREDICT_WITH)
 Crit = choices("Crit", CRITERIA)
 Pace = choices("Pace", PACING)
-Optim = choices("Optim", ("sgd", "adam"))
+Optim = choices("Optim", OPTIMIZERS)
 Device = choices("Device", ("auto", "cpu", "cuda"))
 
 
@@ -132,6 +133,9 @@ def train(
              "scores) (default: scripts).")] = None,
     beta: Annotated[Optional[float], typer.Option(
         help="learned --rule paper: EMA step, s_hat = (1 - beta) s_hat + beta s, in (0, 1] (default: 0.5).")] = None,
+    shuffle_scores: Annotated[Optional[bool], typer.Option("--shuffle-scores/--no-shuffle-scores",
+        help="learned, a control: each sample draws with another sample's score (a fixed seeded permutation) "
+             "(default: off).")] = None,
     paced: Annotated[Optional[bool], typer.Option(
         "--paced/--no-paced", help="learned: train on a growing prefix of each epoch's draw, paced like the "
                                    "curriculum (--pacing, --lambda0, --t-grow) (default: off).")] = None,
@@ -153,7 +157,12 @@ def train(
     optimizer: Annotated[Optional[Optim], typer.Option(help=f"Optimiser (default: {_D.optimizer}).")] = None,
     lr: Annotated[Optional[float], typer.Option(help=f"Learning rate, > 0 (default: {_D.lr}).")] = None,
     lr_schedule: Annotated[Optional[LrSchedule], typer.Option(help=f"Learning-rate schedule (step: x lr_gamma at lr_step) (default: {_D.lr_schedule}).")] = None,
+    lr_warmup: Annotated[Optional[float], typer.Option(help=f"Epochs of linear learning-rate warm-up from 0, per step, the same for every scheduler, >= 0 (default: {_D.lr_warmup}).")] = None,
+    clip_grad: Annotated[Optional[float], typer.Option(help=f"Clip the gradient's global norm to this, 0 = off (default: {_D.clip_grad}).")] = None,
     epochs: Annotated[Optional[int], typer.Option(help=f"Epochs, >= 1 (default: {_D.epochs}).")] = None,
+    test_every_epoch: Annotated[Optional[bool], typer.Option("--test-every-epoch/--no-test-every-epoch",
+        help="Also evaluate test every epoch, for the paper's best-test-epoch protocol (optimistic; bss still "
+             "selects on validation and reports that) (default: off).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help=f"Batch size per process, >= 1 (default: {_D.batch_size}).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of the model, the data order and every draw, >= 0 (default: 0).")] = None,
     device: Annotated[Optional[Device], typer.Option(help="Device: cuda when available (auto), cpu or cuda (default: auto).")] = None,

@@ -16,7 +16,7 @@ from bss_cli.models.fusion import joint_loss
 if TYPE_CHECKING:  # a type only: the weights are the joint loss's, declared next to the criteria
     from bss_cli.scoring.criteria import LossWeights
 
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
 @dataclass
@@ -32,19 +32,25 @@ def make_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Opti
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.name == "adam":
         return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     raise ConfigError(f"unknown optimiser {cfg.name!r}; choose one of: {', '.join(OPTIMIZERS)}")
 
 
-def train_step(model, optimizer, xb: dict, yb: torch.Tensor, weights: LossWeights, amp: bool = False):
+def train_step(model, optimizer, xb: dict, yb: torch.Tensor, weights: LossWeights, amp: bool = False,
+               clip: float = 0.0):
     """One optimiser step on a batch; returns the model output and the per-sample loss (detached).
 
-    ``amp``: bf16 autocast on CUDA (no loss scaling needed with bf16).
+    ``amp``: bf16 autocast on CUDA (no loss scaling needed with bf16). ``clip`` > 0: the gradient's
+    global norm is clipped to it before the step.
     """
     with autocast(yb.device, amp):
         out = model(xb)
         loss = joint_loss(out, yb, weights.fused, weights.unimodal)
     optimizer.zero_grad(set_to_none=True)
     loss.mean().backward()
+    if clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     optimizer.step()
     return out, loss.detach()
 

@@ -160,8 +160,11 @@ def summarise_run(path: Path) -> dict:
         if scores.exists():
             b = _read_rows(scores, [S.BALANCE], table=True)[S.BALANCE].to_numpy()
             balance.append({"epoch": runs.epoch_of(folder), **describe(b), "histogram": histogram(b)})
+    from bss_cli.training.metrics import stability
+
     return {"kind": "run", "path": str(path), "settings": settings, "epochs": metrics, "summary": summary,
-            "balance": balance, "diagnosis": diagnose(metrics, summary)}
+            "balance": balance, "stability": stability([r.get("val_acc") for r in metrics]),
+            "diagnosis": diagnose(metrics, summary)}
 
 
 LEVEL, IMBALANCED = 0.05, 0.10  # spread of the heads' accuracies: below level, above imbalanced

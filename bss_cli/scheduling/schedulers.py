@@ -38,6 +38,7 @@ class ScheduleConfig:
     paced: bool = False  # learned: keep the first floor(N lambda(e + 1)) of each draw (the curriculum's pacing)
     accumulate: bool = False  # scripts rule: a decayed running mean of the epochs' scores
     decay: float = 1.0  # weight of older scores in that mean (1 = plain running mean)
+    shuffle_scores: bool = False  # learned, control: each sample draws with another sample's score
 
     def validate(self) -> "ScheduleConfig":
         """Check every number (type, finiteness, range) and the names; all problems at once."""
@@ -57,15 +58,27 @@ class ScheduleConfig:
         """The parameters that matter for this scheduler (saved in the artifact's metadata)."""
         keys = {"curriculum": ("pacing", "lambda0", "t_grow", "shuffle", "stratify"),
                 "anti-curriculum": ("pacing", "lambda0", "t_grow", "shuffle", "stratify"),
+                "paced-random": ("pacing", "lambda0", "t_grow", "shuffle", "stratify"),
                 "learned": (("rule", "temperature", "eps", "accumulate", "decay") if self.rule == "scripts"
                             else ("rule", "temperature", "beta"))
-                + (("paced", "pacing", "lambda0", "t_grow") if self.paced else ()),
+                + (("paced", "pacing", "lambda0", "t_grow") if self.paced else ())
+                + (("shuffle_scores",) if self.shuffle_scores else ()),
                 "random": ()}[self.scheduler]
         return {k: v for k, v in asdict(self).items() if k in keys}
 
 
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, epoch]))
+
+
+# The controls' fixed random orders draw from their own stream: (seed, CONTROL_STREAM) is no
+# epoch's (seed, epoch) pair, so a control's order is independent of every epoch's shuffle.
+CONTROL_STREAM = 2**63
+
+
+def control_permutation(seed: int, n: int) -> np.ndarray:
+    """A fixed, seeded permutation of ``n`` (the controls' random stand-in for a balance order)."""
+    return np.random.default_rng(np.random.SeedSequence([seed, CONTROL_STREAM])).permutation(n)
 
 
 class Scheduler(Protocol):
@@ -121,6 +134,16 @@ class Curriculum:
         return idx, np.full(n, 1.0 / n)
 
 
+def paced_random(balance: np.ndarray, cfg: ScheduleConfig, labels: np.ndarray | None = None) -> Curriculum:
+    """Control for the curriculum: the same growing prefix sizes (and, with ``stratify``, the same
+    per-class sizes) over a fixed seeded random order instead of the balance order. What the
+    curriculum gains over this is the effect of *which* samples come first; what this gains over
+    ``none`` is the effect of pacing alone (training on a growing subset, a warm-up of sorts)."""
+    key = np.empty(len(balance), np.float64)
+    key[control_permutation(cfg.seed, len(balance))] = np.arange(len(balance), dtype=np.float64)
+    return Curriculum(key, cfg, reverse=True, labels=labels)  # ascending key: the permutation's order
+
+
 RULES = ("scripts", "paper")
 
 
@@ -132,9 +155,14 @@ class Learned:
 
     Drawn as argsort(E_i / w_i) with E_i ~ Exp(1) (Efraimidis-Spirakis), which has the law of
     ``torch.multinomial(p, N, replacement=False)`` and costs one sort.
+
+    ``shuffle_scores`` (a control): sample i draws with the score of sample pi(i), pi a fixed
+    seeded permutation; the weights keep their distribution but lose their link to the samples.
     """
 
     def __init__(self, balance: np.ndarray, cfg: ScheduleConfig):
+        if cfg.shuffle_scores:
+            balance = np.asarray(balance)[control_permutation(cfg.seed, len(balance))]
         if cfg.rule == "paper":
             z = np.asarray(balance, np.float64) / cfg.temperature
             w = np.exp(z - z.max())
@@ -185,6 +213,7 @@ class Random:
 SCHEDULERS = {
     "curriculum": lambda b, c, labels=None: Curriculum(b, c, labels=labels),
     "anti-curriculum": lambda b, c, labels=None: Curriculum(b, c, reverse=True, labels=labels),
+    "paced-random": paced_random,
     "learned": lambda b, c, labels=None: Learned(b, c),
     "random": lambda b, c, labels=None: Random(b, c),
 }
@@ -195,7 +224,10 @@ def make_scheduler(balance: np.ndarray, cfg: ScheduleConfig, labels: np.ndarray 
     cfg.validate()
     if len(balance) == 0:
         raise ConfigError("no scores to schedule")
-    if cfg.stratify and cfg.scheduler not in ("curriculum", "anti-curriculum"):
+    if cfg.shuffle_scores and cfg.scheduler != "learned":
+        raise ConfigError(f"--shuffle-scores is a control of the learned scheduler; for {cfg.scheduler} use "
+                          "--scheduler paced-random (the curriculum's control)")
+    if cfg.stratify and cfg.scheduler not in ("curriculum", "anti-curriculum", "paced-random"):
         raise ConfigError(f"--stratify shapes a curriculum's growing prefix; {cfg.scheduler} has none")
     return SCHEDULERS[cfg.scheduler](np.asarray(balance, np.float64), cfg, labels=labels)
 

@@ -2,8 +2,11 @@
 
 Every variant is trained with the same seeds; seed s of a variant is compared with seed s of the
 baseline (same initialisation, same data), so the difference of each pair removes the seed's own
-luck. Reported: mean and sd per variant, the mean paired difference with a 95 % t-interval,
-wins / losses / ties, and how the weakest modality head of the baseline changed.
+luck. Reported: mean and sd per variant, the mean paired difference with a 95 % t-interval
+(exact Student-t quantiles), wins / losses / ties, how the weakest modality head of the baseline
+changed, the *ordering effect* (a variant against its random-order control: what the order
+itself adds beyond pacing or weighting), how many runs show the instability signature, and, when
+the runs recorded it, the paper's best-test-epoch figure beside ours.
 """
 
 from __future__ import annotations
@@ -12,21 +15,59 @@ import math
 
 import numpy as np
 
-# two-sided 95 % critical values of Student's t, by degrees of freedom
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-        11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
-        20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048,
-        29: 2.045, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
+def _betacf(a: float, b: float, x: float) -> float:
+    """The continued fraction of the regularised incomplete beta function (modified Lentz)."""
+    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 10_000):
+        m2 = 2 * m
+        for num in (m * (b - m) * x / ((qam + m2) * (a + m2)), -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-16:
+            break
+    return h
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """The regularised incomplete beta function I_x(a, b), x in [0, 1]."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The ``p`` quantile of Student's t with ``df`` > 0 degrees of freedom, p in (0.5, 1).
+
+    Exact to about 1e-12 for every df (no table): solves P(|T| > q) = I_x(df/2, 1/2) = 2 (1 - p) for
+    x = df / (df + q^2) by bisection (I_x is increasing in x), then q = sqrt(df (1 - x) / x).
+    """
+    if not 0.5 < p < 1 or not df > 0:
+        return math.nan
+    target, lo, hi = 2.0 * (1.0 - p), 0.0, 1.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if betainc(df / 2.0, 0.5, mid) < target:
+            lo = mid
+        else:
+            hi = mid
+    x = 0.5 * (lo + hi)
+    return math.sqrt(df * (1.0 - x) / x)
 
 
 def t95(df: int) -> float:
-    """The two-sided 95 % quantile of t with ``df`` degrees of freedom (table; 1.96 past 120)."""
-    if df < 1:
-        return math.nan
-    if df in _T95:
-        return _T95[df]
-    bigger = [k for k in _T95 if k > df]
-    return _T95[min(bigger)] if bigger else 1.960  # conservative: the next tabulated df down in value
+    """The two-sided 95 % critical value of t with ``df`` degrees of freedom (nan for df < 1)."""
+    return t_quantile(0.975, df) if df >= 1 else math.nan
 
 
 def paired(values: dict[int, float], base: dict[int, float], tie: float = 1e-9) -> dict:
@@ -42,8 +83,10 @@ def paired(values: dict[int, float], base: dict[int, float], tie: float = 1e-9) 
             "significant": bool(n > 1 and (mean - half > 0 or mean + half < 0))}
 
 
-def summarise(rows: list[dict], baseline: str, metric: str = "test_acc") -> dict:
-    """Per variant: mean, sd, paired difference to ``baseline``, and the weak head's change."""
+def summarise(rows: list[dict], baseline: str, metric: str = "test_acc",
+              controls: dict[str, str] | None = None) -> dict:
+    """Per variant: mean, sd, paired difference to ``baseline`` and to its control (``controls``:
+    variant -> its random-order control), the weak head's change, instability and paper figures."""
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     by = {v: {r["seed"]: r for r in rows if r["variant"] == v} for v in variants}
     heads = sorted({k[len("test_acc_"):] for r in rows for k in r if k.startswith("test_acc_") and r[k] is not None})
@@ -52,17 +95,109 @@ def summarise(rows: list[dict], baseline: str, metric: str = "test_acc") -> dict
         means = {h: np.mean([r.get(f"test_acc_{h}") for r in by[baseline].values()]) for h in heads}
         weak = min(means, key=means.get)
     out = {"baseline": baseline, "metric": metric, "weak_head": weak, "order": variants, "variants": {}}
+
+    def values(v: str, key: str) -> dict[int, float]:
+        return {s: r[key] for s, r in by.get(v, {}).items() if r.get(key) is not None}
+
     for v in variants:
-        vals = {s: r[metric] for s, r in by[v].items() if r.get(metric) is not None}
+        vals = values(v, metric)
         x = np.array(list(vals.values()), float)
+        unstable = sorted(s for s, r in by[v].items() if r.get("unstable"))
         entry = {"runs": len(x), "mean": float(x.mean()) if len(x) else math.nan,
                  "sd": float(x.std(ddof=1)) if len(x) > 1 else math.nan,
-                 "imbalance": float(np.mean([r.get("test_imbalance", math.nan) for r in by[v].values()]))}
+                 "imbalance": float(np.mean([r.get("test_imbalance", math.nan) for r in by[v].values()])),
+                 "unstable_seeds": unstable,
+                 "mean_best_epoch": float(np.mean([r.get("best_epoch", math.nan) for r in by[v].values()]))}
         if v != baseline and baseline in by:
-            entry["vs_baseline"] = paired(vals, {s: r[metric] for s, r in by[baseline].items()})
+            entry["vs_baseline"] = paired(vals, values(baseline, metric))
             if weak:
                 key = f"test_acc_{weak}"
-                entry["weak_head_change"] = paired({s: r[key] for s, r in by[v].items()},
-                                                   {s: r[key] for s, r in by[baseline].items()})
+                entry["weak_head_change"] = paired(values(v, key), values(baseline, key))
+        control = (controls or {}).get(v)
+        if control in by:
+            entry["control"] = control
+            entry["vs_control"] = paired(vals, values(control, metric))
+        paper = values(v, "paper_test_acc")
+        if paper:  # best test epoch: selected on test, so optimistic; shown to see how much it inflates
+            p = np.array(list(paper.values()), float)
+            entry["paper_protocol"] = {"mean": float(p.mean()), "inflation": paired(paper, vals)}
+            if v != baseline and baseline in by:
+                entry["paper_protocol"]["vs_baseline"] = paired(paper, values(baseline, "paper_test_acc"))
         out["variants"][v] = entry
+    return out
+
+
+def conclusion(summary: dict) -> list[str]:
+    """What the study says, in plain sentences, from its own figures only."""
+    base = summary["baseline"]
+    variants = summary["variants"]
+    lines = []
+    b = variants.get(base)
+    if b and b["unstable_seeds"]:
+        lines.append(f"WARNING: the baseline {base!r} shows the instability signature in {len(b['unstable_seeds'])} of "
+                     f"{b['runs']} seeds (its validation accuracy collapses after a peak, or it peaks in the first "
+                     "epochs): a variant that beats it may only be rescuing its optimisation (a curriculum's small "
+                     "early epochs act as a warm-up). Tune the learning rate (--tune-lr) or use a warm-up, then compare.")
+    ordering = [(v, e) for v, e in variants.items() if e.get("vs_control") and e["vs_control"]["n"] > 1]
+    for v, e in ordering:
+        d, c = e["vs_control"], e["control"]
+        verdict = ("balance-aware order helps" if d["significant"] and d["mean"] > 0 else
+                   "balance-aware order hurts" if d["significant"] else "no ordering effect detected")
+        lines.append(f"{v} vs its random-order control {c}: {d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] "
+                     f"-> {verdict}.")
+        vb = e.get("vs_baseline")
+        cb = variants[c].get("vs_baseline") if c in variants else None
+        if vb and vb["significant"] and vb["mean"] > 0 and not (d["significant"] and d["mean"] > 0):
+            extra = (f" (the control alone gains {cb['mean']:+.4f})" if cb and cb["n"] > 1 else "")
+            lines.append(f"{v}'s gain over {base} ({vb['mean']:+.4f}) is not explained by its order: its "
+                         f"random-order control does as well{extra}; the gain comes from pacing or weighting.")
+    if not ordering:
+        lines.append("No variant has its random-order control in this study, so a difference to the baseline cannot "
+                     "be told apart from pacing (add paced-random for a curriculum, learned-shuffled for learned).")
+    elif not any(e["vs_control"]["significant"] and e["vs_control"]["mean"] > 0 for _, e in ordering):
+        lines.append("Overall: no evidence here that balance-aware ordering improves test accuracy.")
+    return lines
+def select_rate(rows: list[dict], variant: str, grid: list[float], n_seeds: int,
+                metric: str = "val_acc") -> float | None:
+    """The rate of ``grid`` with the best mean *validation* accuracy of ``variant`` over its seeds
+    (ties: the lower rate); None until every rate has all ``n_seeds`` runs."""
+    means = rate_means(rows, variant, metric)
+    if any(len(v) < n_seeds for v in (means.get(lr, []) for lr in grid)) or not means:
+        return None
+    return max(grid, key=lambda lr: (float(np.mean(means[lr])), -lr))
+
+
+def rate_means(rows: list[dict], variant: str, metric: str = "val_acc") -> dict[float, list[float]]:
+    out: dict[float, list[float]] = {}
+    for r in rows:
+        if r["variant"] == variant and r.get("lr") is not None and r.get(metric) is not None:
+            out.setdefault(r["lr"], []).append(r[metric])
+    return out
+
+
+def summarise_study(rows: list[dict], baseline: str, controls: dict[str, str] | None = None,
+                    lr_grid: list[float] | None = None, tune: str = "per-variant", n_seeds: int = 0) -> dict:
+    """The study's summary: with a grid, each variant's rate is selected on validation first and
+    only that rate's runs are compared; then :func:`summarise` with the controls."""
+    tuning = {}
+    if lr_grid is not None:
+        variants = list(dict.fromkeys(r["variant"] for r in rows))
+        chosen = {}
+        shared = select_rate(rows, baseline, lr_grid, n_seeds) if tune == "shared" else None
+        for v in variants:
+            rate = shared if tune == "shared" else select_rate(rows, v, lr_grid, n_seeds)
+            means = {lr: float(np.mean(x)) for lr, x in sorted(rate_means(rows, v).items())}
+            tuning[v] = {"selected_lr": rate, "val_acc_by_lr": {f"{lr:g}": m for lr, m in means.items()},
+                         "at_grid_edge": rate is not None and len(lr_grid) > 1 and rate in (lr_grid[0], lr_grid[-1])
+                         and (tune == "per-variant" or v == baseline)}
+            if rate is not None:
+                chosen[v] = rate
+        rows = [r for r in rows if chosen.get(r["variant"]) == r.get("lr")]
+    out = summarise(rows, baseline, controls=controls)
+    for v, entry in out["variants"].items():
+        if v in tuning:
+            entry["lr"] = tuning[v]["selected_lr"]
+            entry["tuning"] = tuning[v]
+    out["tuned"] = None if lr_grid is None else {"grid": lr_grid, "mode": tune, "selected_on": "val_acc"}
+    out["conclusion"] = conclusion(out)
     return out

@@ -13,11 +13,14 @@ from bss_cli.errors import ConfigError
 from bss_cli.scheduling.pacing import PACING
 from bss_cli.scoring.criteria import CRITERIA
 
-TRAIN_SCHEDULERS = ("none", "curriculum", "learned")
+TRAIN_SCHEDULERS = ("none", "curriculum", "anti-curriculum", "paced-random", "learned")
+# Schedulers ordered by one fixed set of scores (of the initial model, a warm-up or --scores); the
+# paced-random control needs no scores, as none needs none.
+STATIC_SCORED = ("curriculum", "anti-curriculum")
 RESCORE_MODES = ("pass", "online")
 LR_SCHEDULES = ("none", "step", "cosine")
 PREDICT_WITH = ("sum", "unimodal", "fused")
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
 # Settings that may differ when a run is resumed (they do not change what is computed).
 RESUME_FREE = ("resume", "quiet", "workers", "device", "threads", "save_every")
@@ -28,7 +31,7 @@ class TrainConfig:
     manifest: str = ""
     out: str = ""
     # what orders the data
-    scheduler: str = "learned"  # none | curriculum | learned
+    scheduler: str = "learned"  # none | curriculum | anti-curriculum | paced-random | learned
     schedule: str | None = None  # a precomputed schedule file, used instead of --scheduler
     criterion: str = "prediction-sim+loss"
     scores: str | None = None  # curriculum: order from this scores file
@@ -48,6 +51,7 @@ class TrainConfig:
     rescore: str = "pass"  # pass | online
     rescore_every: int = 1  # learned: re-score every E epochs (k = floor(t / E))
     paced: bool = False  # learned: train on the first floor(N lambda(e + 1)) of each epoch's draw
+    shuffle_scores: bool = False  # learned, a control: each sample draws with another sample's score
     # model
     encoder: str = "mlp"
     array_encoder: str = "mlp"  # 2-D array modalities: mlp (flattened) or resnet18 (a one-channel map)
@@ -66,6 +70,8 @@ class TrainConfig:
     lr_schedule: str = "cosine"
     lr_step: int = 70  # step schedule: epoch of the x lr_gamma drop (the scripts' 70)
     lr_gamma: float = 0.1
+    lr_warmup: float = 0.0  # epochs of linear learning-rate warm-up from 0, per step, for every scheduler alike
+    clip_grad: float = 1.0  # clip the gradient's global norm to this (0 = off); see the README for why 1
     epochs: int = 30
     batch_size: int = 32
     seed: int = 0
@@ -74,6 +80,7 @@ class TrainConfig:
     workers: int = 0
     threads: int | None = None  # torch CPU threads (None: torch's default, or OMP_NUM_THREADS)
     epoch_artifacts: bool = True  # save each epoch's scores and schedule in the run folder
+    test_every_epoch: bool = False  # also evaluate test each epoch (the paper's protocol, for comparison only)
     save_every: float = 1.0  # seconds: bring the run folder up to date (checkpoint, metrics, artifacts) at most
     # this often, and after the last epoch; 0 = after every epoch. A kill loses at most this much (plus an epoch)
     cache_dir: str | None = None  # cache decoded spectrograms here
@@ -141,8 +148,16 @@ class TrainConfig:
             problems.append("--accumulate is the scripts rule's memory; the paper rule accumulates with --beta")
         if self.scores and self.warmup:
             problems.append("--scores and --warmup name two sources of the curriculum order; give one")
-        if (self.scores or self.warmup) and self.scheduler != "curriculum":
-            problems.append("--scores and --warmup choose the curriculum's order; use them with --scheduler curriculum")
+        if (self.scores or self.warmup) and self.scheduler not in STATIC_SCORED:
+            problems.append("--scores and --warmup choose the curriculum's order; use them with --scheduler "
+                            "curriculum or anti-curriculum")
+        if self.shuffle_scores and self.scheduler != "learned":
+            problems.append(f"--shuffle-scores is a control of the learned scheduler, not of {self.scheduler}; the "
+                            "curriculum's control is --scheduler paced-random")
+        if self.stratify and self.scheduler not in (*STATIC_SCORED, "paced-random"):
+            problems.append(f"--stratify shapes a curriculum's growing prefix; --scheduler {self.scheduler} has none")
+        if self.lr_warmup > self.epochs:
+            problems.append(f"--lr-warmup {self.lr_warmup} is longer than the run (--epochs {self.epochs})")
         if self.rescore == "online" and "grad_norm" in CRITERIA.get(self.criterion, CRITERIA["loss"]).parts:
             problems.append(f"--rescore online cannot compute per-sample gradients; use --rescore pass with "
                             f"--criterion {self.criterion}")

@@ -21,16 +21,26 @@ def macro_f1(pred: np.ndarray, y: np.ndarray, n_classes: int) -> float:
 
 
 def average_precision(score: np.ndarray, positive: np.ndarray) -> float:
-    """AP = mean over positives of the precision at their rank (scores sorted descending)."""
+    """AP = sum over thresholds of (recall gain) x precision, as scikit-learn's
+    ``average_precision_score`` and torchmetrics compute it: tied scores form one threshold, so each
+    positive counts the precision at the *end* of its group of ties (no order among ties is assumed)."""
     return float(_average_precisions(np.asarray(score)[None, :], np.asarray(positive, bool)[None, :])[0])
 
 
 def _average_precisions(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
     """:func:`average_precision` of each row of ``scores`` [K, N] against ``positive`` [K, N]."""
     order = np.argsort(-scores, axis=1, kind="stable")
+    ranked = np.take_along_axis(scores, order, axis=1)
     hits = np.take_along_axis(positive, order, axis=1).astype(np.float64)
+    k, n = hits.shape
     n_pos = hits.sum(1)
-    precision = np.cumsum(hits, axis=1) / np.arange(1, hits.shape[1] + 1)
+    tp = np.cumsum(hits, axis=1)
+    # the last position of each position's group of tied scores (a reversed running minimum)
+    is_end = np.ones((k, n), bool)
+    is_end[:, :-1] = ranked[:, :-1] != ranked[:, 1:]
+    ends = np.where(is_end, np.arange(n), n - 1)
+    ends = np.minimum.accumulate(ends[:, ::-1], axis=1)[:, ::-1]
+    precision = np.take_along_axis(tp, ends, axis=1) / (ends + 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n_pos > 0, (precision * hits).sum(1) / n_pos, np.nan)
 
@@ -67,3 +77,30 @@ def evaluate(head_logits: dict[str, np.ndarray], fused: np.ndarray | None, y: np
     out.update({f"acc_{m}": v for m, v in heads.items()})
     out["imbalance"] = float(max(heads.values()) - min(heads.values())) if heads else float("nan")
     return out
+
+
+UNSTABLE_DROP = 0.10  # validation accuracy falling more than this below its peak marks a run unstable
+EARLY_BEST = 2  # a best epoch at or before this (of a run of EARLY_MIN_EPOCHS or more) marks it unstable
+EARLY_MIN_EPOCHS = 10
+
+
+def stability(val_acc: list[float], drop: float = UNSTABLE_DROP) -> dict:
+    """The instability signature of a run from its per-epoch validation accuracy.
+
+    ``peak_drop`` = the peak minus the lowest accuracy of any later epoch. A run is ``unstable``
+    when that exceeds ``drop`` (training lost what it had learnt: a too-high learning rate, no
+    warm-up) or when its best epoch is <= 2 of 10 or more (it never got better after the start).
+    A scheduler that "wins" against an unstable baseline may only be rescuing its optimisation.
+    """
+    acc = np.asarray([np.nan if v is None else v for v in val_acc], np.float64)
+    if not len(acc) or np.isnan(acc).all():
+        return {"best_epoch": None, "peak_drop": None, "unstable": False, "why": ""}
+    best = int(np.nanargmax(acc))  # the first best, as the trainer selects
+    later = acc[best + 1:]
+    peak_drop = float(acc[best] - np.nanmin(later)) if len(later) and not np.isnan(later).all() else 0.0
+    why = []
+    if peak_drop > drop:
+        why.append(f"val accuracy fell {peak_drop:.3f} below its peak (epoch {best}) later")
+    if best <= EARLY_BEST and len(acc) >= EARLY_MIN_EPOCHS:
+        why.append(f"best epoch {best} of {len(acc)}")
+    return {"best_epoch": best, "peak_drop": peak_drop, "unstable": bool(why), "why": "; ".join(why)}

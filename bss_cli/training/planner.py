@@ -24,7 +24,7 @@ from bss_cli.errors import ArtifactError, ConfigError, rows_text
 from bss_cli.scheduling.schedule_io import ScheduleFile, ScheduleJob, scores_fingerprint
 from bss_cli.scheduling.schedulers import Accumulator, ScheduleConfig
 from bss_cli.scoring.scores import SCHEDULE_COLUMNS, WRITE_OPTIONS, Scores, read_scores
-from bss_cli.training.config import TrainConfig
+from bss_cli.training.config import STATIC_SCORED, TrainConfig
 
 ACCUMULATED = "accumulated_balance"  # a plan file's extra column: the accumulated scores that order the epoch
 
@@ -112,18 +112,20 @@ def load_scores_file(run: Path, entry: dict) -> tuple[Scores, np.ndarray | None]
 
 
 def schedule_config(cfg: TrainConfig) -> ScheduleConfig:
-    name = {"none": "random", "curriculum": "curriculum", "learned": "learned"}[cfg.scheduler]
+    name = "random" if cfg.scheduler == "none" else cfg.scheduler
     return ScheduleConfig(scheduler=name, seed=cfg.seed, pacing=cfg.pacing, lambda0=cfg.lambda0, t_grow=cfg.grow,
                           shuffle=not cfg.ordered, stratify=cfg.stratify, temperature=cfg.temperature, eps=cfg.eps,
                           accumulate=cfg.accumulate, decay=cfg.decay, rule=cfg.rule, beta=cfg.beta,
-                          paced=cfg.paced)
+                          paced=cfg.paced, shuffle_scores=cfg.shuffle_scores)
 
 
 def uniform_scores(manifest, train_rows: np.ndarray) -> Scores:
-    """Scores for the shuffled baseline: the random scheduler ignores them (all zero, no ranking)."""
+    """Scores for none and paced-random: their orders ignore them (all zero, no ranking); the
+    label column lets paced-random stratify by class."""
     return Scores(pa.table({S.SAMPLE_ID: manifest.sample_ids.take(pa.array(train_rows)),
                             S.ROW: pa.array(train_rows, pa.int64()),
-                            S.BALANCE: pa.array(np.zeros(len(train_rows)))}),
+                            S.BALANCE: pa.array(np.zeros(len(train_rows))),
+                            S.LABEL: pa.array(np.asarray(manifest.labels[train_rows], np.int64))}),
                   {S.META_MANIFEST_FINGERPRINT: manifest.fingerprint, S.META_CRITERION: "none"})
 
 
@@ -202,12 +204,12 @@ class Planner:
         self.static: Scores | None = None
         self._fixed_for: Scores | None = None  # the static scores _fixed_job was made for
         self._fixed_job: tuple[ScheduleJob, Callable[[int], pa.Table]] | None = None
-        if cfg.scheduler == "curriculum" and cfg.scores:  # read and checked before the run folder is made
+        if cfg.scheduler in STATIC_SCORED and cfg.scores:  # read and checked before the run folder is made
             self.set_static_scores(read_scores(cfg.scores, SCHEDULE_COLUMNS), f"--scores {cfg.scores}")
 
     @property
     def needs_initial_scores(self) -> bool:
-        return self.file is None and self.cfg.scheduler in ("curriculum", "learned") and not self.cfg.scores \
+        return self.file is None and self.cfg.scheduler in (*STATIC_SCORED, "learned") and not self.cfg.scores \
             and not self.cfg.warmup
 
     @property
@@ -225,7 +227,7 @@ class Planner:
         return dataclasses.replace(self._fixed()[0], epochs=[epoch])
 
     def _fixed(self) -> tuple[ScheduleJob, Callable[[int], pa.Table]]:
-        """For fixed scores (a curriculum's, or the shuffled baseline's all-zero ones): a job without
+        """For fixed scores (a curriculum's, or the all-zero ones of none and paced-random): a job without
         epochs and its drawer, made once (the scores hashed once, the scheduler built once)."""
         if self._fixed_for is not self.static or self._fixed_job is None:
             scores = self.static if self.static is not None else uniform_scores(self.manifest, self.train_rows)

@@ -41,8 +41,9 @@ from bss_cli.scoring.predict import (
     predict_parts,
 )
 from bss_cli.scoring.scores import SCHEDULE_COLUMNS, Scores, build_scores
+from bss_cli.training import lr as LR
 from bss_cli.training import runs
-from bss_cli.training.config import RESUME_FREE, TrainConfig
+from bss_cli.training.config import RESUME_FREE, STATIC_SCORED, TrainConfig
 from bss_cli.training.metrics import evaluate
 from bss_cli.training.planner import (
     Planner,
@@ -79,14 +80,6 @@ class TrainResult:
     summary: dict = field(default_factory=dict)
 
 
-def _lr_schedule(opt, cfg: TrainConfig):
-    if cfg.lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
-    if cfg.lr_schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-
-
 class Trainer:
     def __init__(self, cfg: TrainConfig, info: DistInfo, device: str, callbacks: Callbacks):
         self.cfg, self.info, self.device, self.cb = cfg, info, torch.device(device), callbacks
@@ -105,7 +98,6 @@ class Trainer:
         self.model.to(self.device)
         self.min_batch = min_batch(self.model)  # BatchNorm cannot train on a final batch of one
         self.opt = make_optimizer(self.model, OptimConfig(cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay))
-        self.lr_sched = _lr_schedule(self.opt, cfg)
         self.planner = Planner(cfg, m, self.train_rows)  # checks a --schedule file before anything is written
         self.plan = PlanState()
         self.plan_files: dict[str, dict | None] = {"plan": None, "static": None}  # what last.pt names
@@ -146,9 +138,9 @@ class Trainer:
 
     def _initial_scores(self) -> None:
         cfg = self.cfg
-        if cfg.scheduler == "curriculum" and cfg.scores:
+        if cfg.scheduler in STATIC_SCORED and cfg.scores:
             pass  # the planner read and checked the --scores file
-        elif cfg.scheduler == "curriculum" and cfg.warmup:
+        elif cfg.scheduler in STATIC_SCORED and cfg.warmup:
             src = ModelSource(kind="warmup", warmup_epochs=cfg.warmup, seed=cfg.seed, hidden=cfg.hidden, lr=cfg.lr,
                               batch_size=cfg.batch_size)
             warm, _ = model_for_source(src, self.manifest, self.data, self.weights, self.info)
@@ -156,7 +148,7 @@ class Trainer:
             self.planner.set_static_scores(self._scores(self._predict_split(self.train_rows, warm), src.describe()))
         elif self.planner.needs_initial_scores:
             scores = self._scores(self._predict_split(self.train_rows), "init")
-            if cfg.scheduler == "curriculum":
+            if cfg.scheduler in STATIC_SCORED:
                 self.planner.set_static_scores(scores)
             else:
                 self.planner.update(self.plan, scores)
@@ -168,11 +160,15 @@ class Trainer:
         if self.cb.on_epoch_start:
             self.cb.on_epoch_start(epoch, len(sampler))
         model.train()
+        warming, total = LR.warming(self.cfg, epoch), max(len(sampler), 1)
+        self._set_lr(LR.lr_at(self.cfg, epoch))
         sums, count = [], 0  # per-batch loss sums stay on the device: no host sync per batch
         for batch, (rows, xb, yb) in enumerate(loader):
             xb = {k: v.to(self.device, non_blocking=True) for k, v in xb.items()}
             yb = yb.to(self.device, non_blocking=True)
-            out, loss = train_step(model, self.opt, xb, yb, self.weights, self.amp)
+            if warming:  # the rate grows every step; past the warm-up it is set once per epoch
+                self._set_lr(LR.lr_at(self.cfg, epoch, min(1.0, (count + len(yb)) / total)))
+            out, loss = train_step(model, self.opt, xb, yb, self.weights, self.amp, clip=self.cfg.clip_grad)
             if online is not None:  # statistics of the training pass itself, no extra forward:
                 online["rows"].append(rows)  # kept as they are; scattered once at the epoch's end
                 for head, z in {**out.logits, "fused": out.fused}.items():
@@ -193,11 +189,15 @@ class Trainer:
             raise TrainingDiverged(self._divergence(epoch, int(bad[0]), float(sums[bad[0]])))
         return float(sums.sum()) / max(count, 1), count
 
+    def _set_lr(self, value: float) -> None:
+        for group in self.opt.param_groups:
+            group["lr"] = value
+
     def _divergence(self, epoch: int, batch: int, value: float) -> str:
         kept = (f"{self.run / runs.LAST} keeps epoch {self.saved_epoch}" if self.saved_epoch is not None
                 else "no checkpoint was written")
         return (f"training diverged: the loss is {value} at epoch {epoch}, batch {batch}; the run stopped ({kept}). "
-                f"Try a lower --lr (now {self.cfg.lr}), --lr-schedule cosine, or check the inputs for extreme values; "
+                f"Try a lower --lr (now {self.cfg.lr}), a longer --lr-warmup, --clip-grad 1, or check the inputs for extreme values; "
                 "then start a new run in another --out")
 
     def _online_buffers(self) -> dict:
@@ -243,7 +243,8 @@ class Trainer:
         return {
             C.MODEL_STATE: self.model.state_dict(), C.MODEL_CONFIG: self.model_cfg.to_dict(),
             C.MODEL_FACTORY: self.cfg.model, C.OPTIMIZER_STATE: self.opt.state_dict(),
-            C.LR_SCHEDULER_STATE: self.lr_sched.state_dict(), C.EPOCH: epoch,
+            C.LR_SCHEDULER_STATE: {"lr_at_epoch_end": LR.lr_at(self.cfg, epoch)},  # a pure function: no state
+            C.EPOCH: epoch,
             C.RNG_STATE: {"torch": torch.get_rng_state(),
                           "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
             C.TRAINER_STATE: {
@@ -258,7 +259,6 @@ class Trainer:
         state = C.load_checkpoint(self.run / runs.LAST)
         self.model.load_state_dict(state[C.MODEL_STATE])
         self.opt.load_state_dict(state[C.OPTIMIZER_STATE])
-        self.lr_sched.load_state_dict(state[C.LR_SCHEDULER_STATE])
         torch.set_rng_state(state[C.RNG_STATE]["torch"])
         if state[C.RNG_STATE]["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state[C.RNG_STATE]["cuda"])
@@ -367,7 +367,6 @@ class Trainer:
         online = self._online_buffers() if rescore_now and cfg.rescore == "online" else None
         t1 = time.perf_counter()
         loss, seen = self._train_epoch(epoch, model, table, online)
-        self.lr_sched.step()
         t2 = time.perf_counter()
         if rescore_now:  # k = floor(t / E): new scores after every E-th epoch
             preds = self._online_predictions(online) if online is not None else self._predict_split(self.train_rows)
@@ -375,11 +374,15 @@ class Trainer:
             self._save_plan(epoch + 1)
         t3 = time.perf_counter()
         val = self._evaluate(self.val_rows)
+        paper = {}  # the paper's protocol (a test figure every epoch), reported beside ours only, never selected on
+        if cfg.test_every_epoch and len(self.test_rows):
+            paper = {f"paper_test_{k}": v for k, v in self._evaluate(self.test_rows).items()
+                     if k in ("acc", "macro_f1", "map")}
         t4 = time.perf_counter()
         balance = table.column("balance").to_numpy()
-        row = {"epoch": epoch, "train_loss": loss, "lr": self.opt.param_groups[0]["lr"],
+        row = {"epoch": epoch, "train_loss": loss, "lr": LR.lr_at(cfg, epoch),
                "subset_size": table.num_rows, "mean_balance": float(balance.mean()), "rescored": rescore_now,
-               **{f"val_{k}": v for k, v in val.items()},
+               **{f"val_{k}": v for k, v in val.items()}, **paper,
                "plan_seconds": t1 - t0, "train_seconds": t2 - t1, "score_seconds": t3 - t2, "eval_seconds": t4 - t3,
                "samples_per_s": seen * self.info.world_size / max(t2 - t1, 1e-9)}
         self.history.append(row)
