@@ -81,6 +81,8 @@ def crash_at(epoch, batch):
     {"scheduler": "learned", "rescore": "online", "accumulate": True},
     {"scheduler": "curriculum", "t_grow": 3},
     {"scheduler": "none", "lr_schedule": "step", "lr_step": 2, "optimizer": "adam", "lr": 0.01},
+    {"scheduler": "paced-random", "t_grow": 3, "lr_warmup": 2.5, "optimizer": "adamw", "lr": 0.01},
+    {"scheduler": "learned", "shuffle_scores": True, "paced": True, "t_grow": 3, "clip_grad": 0.0},
 ])
 def test_killed_and_resumed_run_equals_uninterrupted(tiny_manifest, tmp_path, settings):
     base = dict(manifest=str(tiny_manifest), epochs=4, batch_size=8, dropout=0.3, save_every=0, **settings)
