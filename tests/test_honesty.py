@@ -49,8 +49,9 @@ def test_stability_signature():
     assert stability([0.5, 0.9, 0.5, 0.6])["unstable"]  # fell 0.4 after the peak
     s = stability([0.5, 0.9, 0.85, 0.88])
     assert not s["unstable"] and s["peak_drop"] == pytest.approx(0.05) and s["best_epoch"] == 1
-    early = stability([0.9] + [0.85] * 11)
+    early = stability([0.9] + [0.82] * 11)
     assert early["unstable"] and "best epoch 0 of 12" in early["why"]
+    assert not stability([0.8, 0.95, 0.97] + [0.965] * 27)["unstable"]  # an early plateau: saturation
     assert not stability([0.9, 0.85, 0.86])["unstable"]  # too short to judge the best epoch
     assert stability([0.5, 0.9, 0.85], drop=0.01)["unstable"]
 

@@ -202,13 +202,23 @@ def diagnose(metrics: list[dict], summary: dict | None) -> dict | None:
 
 
 def summarise_study(path: Path) -> dict:
-    """A study folder: its design, one row per finished run, and the paired statistics."""
-    from bss_cli.study.runner import DESIGN, SUMMARY, TABLE
+    """A study folder: its design, one row per finished run, and the paired statistics, computed
+    from the run folders themselves (so a running study shows the runs finished so far)."""
+    from bss_cli.errors import BSSError
+    from bss_cli.study import stats
+    from bss_cli.study.runner import DESIGN, StudyDesign, collect
 
-    design = _read_json(path / DESIGN)
-    rows = _read_rows(path / TABLE) if (path / TABLE).exists() else []
-    summary = _read_json(path / SUMMARY) if (path / SUMMARY).exists() else {}
-    return {"kind": "study", "path": str(path), "design": design, "runs": rows, "summary": summary}
+    raw = _read_json(path / DESIGN)
+    if not isinstance(raw, dict):
+        raise ArtifactError(f"{path / DESIGN}: not a bss study design (not a JSON object); the study folder is damaged")
+    try:
+        design = StudyDesign(**raw)
+    except (TypeError, BSSError) as exc:
+        raise ArtifactError(f"{path / DESIGN}: not a bss study design ({exc}); the study folder is damaged") from None
+    rows = collect(path, design)
+    summary = stats.summarise_study(rows, design.baseline, controls=design.controls(), lr_grid=design.lr_grid,
+                                    tune=design.tune, n_seeds=len(design.seeds)) if rows else {}
+    return {"kind": "study", "path": str(path), "design": design.to_dict(), "runs": rows, "summary": summary}
 
 
 def _read_json(path: Path):

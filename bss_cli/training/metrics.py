@@ -89,7 +89,9 @@ def stability(val_acc: list[float], drop: float = UNSTABLE_DROP) -> dict:
 
     ``peak_drop`` = the peak minus the lowest accuracy of any later epoch. A run is ``unstable``
     when that exceeds ``drop`` (training lost what it had learnt: a too-high learning rate, no
-    warm-up) or when its best epoch is <= 2 of 10 or more (it never got better after the start).
+    warm-up) or when its best epoch is <= 2 of 10 or more *and* the later epochs stay well below
+    it (median more than ``drop`` / 2 lower: it never recovered). A run that reaches its plateau
+    by epoch 2 and stays there is not flagged: an early best is then saturation, not instability.
     A scheduler that "wins" against an unstable baseline may only be rescuing its optimisation.
     """
     acc = np.asarray([np.nan if v is None else v for v in val_acc], np.float64)
@@ -101,6 +103,7 @@ def stability(val_acc: list[float], drop: float = UNSTABLE_DROP) -> dict:
     why = []
     if peak_drop > drop:
         why.append(f"val accuracy fell {peak_drop:.3f} below its peak (epoch {best}) later")
-    if best <= EARLY_BEST and len(acc) >= EARLY_MIN_EPOCHS:
-        why.append(f"best epoch {best} of {len(acc)}")
+    if best <= EARLY_BEST and len(acc) >= EARLY_MIN_EPOCHS and acc[best] - np.nanmedian(later) > drop / 2:
+        why.append(f"best epoch {best} of {len(acc)}, the later epochs a median "
+                   f"{acc[best] - np.nanmedian(later):.3f} below it")
     return {"best_epoch": best, "peak_drop": peak_drop, "unstable": bool(why), "why": "; ".join(why)}
