@@ -178,8 +178,16 @@ def test_the_conclusion_says_when_a_gain_is_pacing_and_when_the_baseline_is_unst
     assert "not explained by its order" in text and "no evidence here" in text
 
 
-def test_the_study_table_shows_rates_controls_intervals_and_the_papers_protocol(capsys):
+def test_the_study_table_shows_rates_controls_intervals_and_the_papers_protocol(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from bss_cli.cli import inspect as cli_inspect
     from bss_cli.cli.inspect import render_study_summary
+
+    buffer = io.StringIO()
+    monkeypatch.setattr(cli_inspect, "out", Console(file=buffer, width=400, highlight=False))
 
     rows = []
     for v, lr in (("none", 0.1), ("curriculum", 0.01), ("paced-random", 0.1)):
@@ -189,7 +197,7 @@ def test_the_study_table_shows_rates_controls_intervals_and_the_papers_protocol(
             rows.append(r)
     s = stats.summarise_study(rows, "none", controls={"curriculum": "paced-random"}, lr_grid=[0.01, 0.1], n_seeds=3)
     render_study_summary(s, "STUDY")
-    shown = capsys.readouterr().out
+    shown = buffer.getvalue()
     assert "b head change [95 % CI]" in shown and "+0.0100 [" in shown  # the weak head's interval
     assert "learning-rate tuning (per-variant)" in shown and "0.8010*" in shown
     assert "best TEST epoch" in shown and "+0.0200 [+0.0200, +0.0200]" in shown

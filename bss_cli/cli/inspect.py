@@ -239,10 +239,11 @@ def render_study_summary(summary: dict, path: str) -> None:
     weak = summary.get("weak_head")
     variants = summary["variants"]
     tuned = summary.get("tuned")
-    t = Table(title=f"study {path}: test accuracy over paired seeds (checkpoint selected on validation); "
-                    f"differences to {summary['baseline']!r} and to each variant's random-order control "
-                    "(95 % t-intervals; sig. = the interval excludes 0)", title_justify="left",
-              box=box.SIMPLE_HEAD, pad_edge=False)
+    # titles as lines of their own: a table's title would wrap to the table's width
+    out.print(f"[bold]study {path}[/]: test accuracy over paired seeds (checkpoint selected on validation); "
+              f"differences to {summary['baseline']!r} and to each variant's random-order control (95 % t-intervals; "
+              "sig. = the interval excludes 0)")
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     cols = ["variant"] + (["lr"] if tuned else []) + [
         "n", "mean", "sd", "vs baseline [95 % CI]", "sig.", "W/L/T", "control", "ordering effect [95 % CI]", "sig.",
         f"{weak} head change [95 % CI]" if weak else "weak head", "imbal.", "unstable"]
@@ -260,8 +261,8 @@ def render_study_summary(summary: dict, path: str) -> None:
         t.add_row(*cells)
     out.print(t)
     if tuned:
-        g = Table(title=f"learning-rate tuning ({tuned['mode']}): mean validation accuracy per rate; * = selected",
-                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        out.print(f"[bold]learning-rate tuning[/] ({tuned['mode']}): mean validation accuracy per rate; * = selected")
+        g = Table(box=box.SIMPLE_HEAD, pad_edge=False)
         g.add_column("variant")
         for lr in tuned["grid"]:
             g.add_column(f"{lr:g}", justify="right")
@@ -275,9 +276,9 @@ def render_study_summary(summary: dict, path: str) -> None:
         if edge:
             out.print(f"[yellow]note:[/] {', '.join(edge)} selected a rate at the edge of the grid; widen it")
     if any(v.get("paper_protocol") for v in variants.values()):
-        p = Table(title="the paper's protocol: best TEST epoch per run (selected on test, so optimistic; shown only to "
-                        "see how much it inflates each variant)", title_justify="left", box=box.SIMPLE_HEAD,
-                  pad_edge=False)
+        out.print("[bold]the paper's protocol[/]: best TEST epoch per run (selected on test, so optimistic; shown only "
+                  "to see how much it inflates each variant)")
+        p = Table(box=box.SIMPLE_HEAD, pad_edge=False)
         for col in ("variant", "best-test-epoch mean", "inflation over ours [95 % CI]", "vs baseline [95 % CI]"):
             p.add_column(col, justify="left" if col == "variant" else "right", no_wrap=True)
         for name in summary.get("order") or list(variants):
