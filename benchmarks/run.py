@@ -20,7 +20,6 @@ BENCHMARKS = {
     "schedule": ("bench_schedule", "run"),
     "overhead": ("bench_overhead", "run"),
     "trainer": ("bench_trainer", "run"),
-    "effect": ("bench_effect", "run"),
     "media": ("bench_media", "run"),
 }
 
