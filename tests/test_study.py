@@ -11,7 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from bss_cli.cli.app import app
+from bss_cli.errors import ConfigError
 from bss_cli.study import stats
+from bss_cli.study.runner import design_from
 
 runner = CliRunner()
 
@@ -87,9 +89,79 @@ def test_study_runs_every_pair_resumes_and_reports(tiny_manifest, tmp_path):
     r = runner.invoke(app, ["inspect", str(study), "--json"])
     assert r.exit_code == 0 and json.loads(r.stdout)["kind"] == "study"
     assert runner.invoke(app, ["inspect", str(study)], terminal_width=100).exit_code == 0
-    # another design in the same folder is refused, not mixed
+    # another design in the same folder is refused, not mixed, and the message says what differs
+    r = runner.invoke(app, [*args[:9], "epochs=3", *args[10:]])
+    assert r.exit_code == 1 and "holds a study of another design" in r.stderr and "base:" in r.stderr
+    # more seeds extend it: only the new seed is trained, the others are kept as they are
     r = runner.invoke(app, [*args[:7], "3", *args[8:]])
-    assert r.exit_code == 1 and "holds a study of another design" in r.stderr
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["variants"]["curriculum"]["vs_baseline"]["n"] == 3
+    assert (study / "runs" / "none" / "seed=0" / "last.pt").read_bytes() == kept
+
+
+@pytest.mark.slow
+def test_a_killed_study_leaves_no_run_behind(tiny_manifest, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    study = tmp_path / "study"
+    proc = subprocess.Popen([sys.executable, "-m", "bss_cli", "study", str(tiny_manifest), "--out", str(study),
+                             "--schedulers", "none", "--seeds", "1", "--set", "epochs=400", "--device", "cpu"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = study / "runs" / "none" / "seed=0"
+    deadline = time.time() + 60
+    while not (run / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert (run / "last.pt").exists()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(2)
+    # the bss train child died with the study: its lock is free, so the study continues at once
+    from bss_cli.training import runs
+
+    with runs.run_lock(run):
+        pass
+
+
+def test_study_checks_device_and_manifest_before_creating_anything(tiny_manifest, tmp_path):
+    for args, needle in ((["--device", "tpu"], "--device 'tpu'"), ([], "no such manifest file")):
+        manifest = str(tiny_manifest) if args else str(tmp_path / "missing.parquet")
+        r = runner.invoke(app, ["study", manifest, "--out", str(tmp_path / "s"), *args])
+        assert r.exit_code == 1 and needle in r.stderr, r.output
+        assert not (tmp_path / "s").exists()
+
+
+def test_a_study_folder_is_locked_and_never_written_through_a_link(tiny_manifest, tmp_path):
+    from bss_cli.training import runs
+
+    study = tmp_path / "s"
+    args = ["study", str(tiny_manifest), "--out", str(study), "--schedulers", "none", "--seeds", "1", "--set",
+            "epochs=1", "--device", "cpu"]
+    with runs.folder_lock(study, "--out", "the study folder", "busy"):
+        r = runner.invoke(app, args)
+    assert r.exit_code == 1 and "another bss study is running in this folder" in r.stderr
+    target = tmp_path / "elsewhere"
+    (study / ".bss-lock").unlink()
+    (study / ".bss-lock").symlink_to(target)
+    r = runner.invoke(app, args)
+    assert r.exit_code == 1 and "is a symbolic link" in r.stderr and not target.exists()
+
+
+def test_a_study_continued_from_another_folder_is_the_same_design(tiny_manifest, tmp_path, monkeypatch):
+    from bss_cli.study.runner import _check_design
+
+    monkeypatch.chdir(tiny_manifest.parent)
+    here = design_from(tiny_manifest.name, ["none"], None, 2, {}, None)
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "study.json").write_text(json.dumps(here.to_dict()))
+    monkeypatch.chdir(tmp_path)
+    _check_design(tmp_path / "s", design_from(str(tiny_manifest), ["none"], None, 2, {}, None))
+    _check_design(tmp_path / "s", design_from(str(tiny_manifest), ["none", "curriculum"], None, 4, {}, None))
+    with pytest.raises(ConfigError, match=r"seed\(s\) \[1\] missing"):
+        _check_design(tmp_path / "s", design_from(str(tiny_manifest), ["none"], None, 1, {}, None))
 
 
 def test_study_refuses_bad_designs_before_running(tiny_manifest, tmp_path):

@@ -187,14 +187,47 @@ def plan(study: Path, design: StudyDesign, rates: dict[str, list[float | None]] 
 
 
 def _check_design(study: Path, design: StudyDesign) -> None:
+    """The folder is empty, or holds this design, or one this design extends (more seeds or more
+    variants, everything else the same); otherwise say what differs."""
     path = study / DESIGN
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise ConfigError(f"--out {study}: {path} is not a regular file; the study folder is damaged")
     if path.exists():
-        saved = json.loads(path.read_text())
-        if saved != json.loads(json.dumps(design.to_dict())):
-            raise ConfigError(f"{study} holds a study of another design ({path}); continue it with the same "
-                              "manifest, variants, settings and seeds, or choose another --out")
-    elif study.exists() and any(study.iterdir()):
+        try:
+            saved = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--out {study}: {path} is not readable JSON ({exc}); the study folder is damaged") \
+                from None
+        new = json.loads(json.dumps(design.to_dict()))
+        if not isinstance(saved, dict):
+            raise ConfigError(f"--out {study}: {path} is not a study design; the study folder is damaged")
+        differs = [k for k in sorted(set(saved) | set(new)) if k not in ("seeds", "variants")
+                   and saved.get(k) != new.get(k)]
+        old_variants, old_seeds = saved.get("variants") or {}, saved.get("seeds") or []
+        changed = [v for v in old_variants if v in new["variants"] and old_variants[v] != new["variants"][v]]
+        dropped = [v for v in old_variants if v not in new["variants"]]
+        fewer = sorted(set(old_seeds) - set(new["seeds"]))
+        said = [f"{k}: {saved.get(k)!r} there, {new.get(k)!r} now" for k in differs]
+        said += [f"variant {v!r} has other settings" for v in changed]
+        said += [f"variant(s) {', '.join(dropped)} missing" for _ in dropped[:1]]
+        said += [f"seed(s) {fewer} missing" for _ in fewer[:1]]
+        if said:
+            raise ConfigError(f"--out {study} holds a study of another design ({path}): " + "; ".join(said)
+                              + ". Continue it with the same settings (more seeds or more variants extend it), or "
+                                "choose another --out")
+    elif study.exists() and (not study.is_dir() or any(p.name != runs.LOCK for p in study.iterdir())):
         raise ConfigError(f"--out {study}: the folder exists and is not a bss study; choose another --out")
+
+
+def _check_inputs(design: StudyDesign, device: str) -> None:
+    """What every run needs, checked before the study folder is created."""
+    from bss_cli.training.config import DEVICES
+
+    if device not in DEVICES:
+        raise ConfigError(f"--device {device!r}: expected one of {', '.join(DEVICES)}")
+    manifest = Path(design.manifest)
+    if not manifest.is_file():
+        raise ConfigError(f"{manifest}: no such manifest file (a study's runs all read it); check the path")
 
 
 def run_study(study: str | Path, design: StudyDesign, jobs: int = 1, device: str = "auto",
@@ -204,9 +237,17 @@ def run_study(study: str | Path, design: StudyDesign, jobs: int = 1, device: str
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs}: expected an integer >= 1")
     design.validate()
-    _check_design(study, design)
-    study.mkdir(parents=True, exist_ok=True)
-    runs.write_json(study / DESIGN, design.to_dict())
+    _check_inputs(design, device)
+    _check_design(study, design)  # before anything is created ...
+    with runs.folder_lock(study, "--out", "the study folder", "another bss study is running in this folder right "
+                                                              "now; wait for it to finish, or choose another --out"):
+        _check_design(study, design)  # ... and again under the lock: another study may have started it
+        runs.write_json(study / DESIGN, design.to_dict())
+        return _run_locked(study, design, jobs, device, on_run, unstable_drop)
+
+
+def _run_locked(study: Path, design: StudyDesign, jobs: int, device: str,
+                on_run: Callable[[RunRecord, str], None] | None, unstable_drop: float | None) -> dict:
     failures: list[str] = []
     _run_all([r for r in plan(study, design) if r.state != "done"], design, jobs, device, on_run, failures)
     if design.lr_grid is not None and design.tune == "shared" and not failures:
@@ -269,6 +310,22 @@ def _gpus() -> int:
         return 0
 
 
+def _die_with_parent() -> Callable[[], None] | None:
+    """A pre-exec hook that has the kernel send the child SIGTERM when the study dies (Linux
+    prctl PR_SET_PDEATHSIG): a killed study (even kill -9) leaves no bss train behind writing and
+    locking its run folder. Resolved here, in the parent, so the child only makes one call."""
+    import ctypes
+    import ctypes.util
+    import signal
+
+    try:
+        prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux: the runs outlive a killed study, as before
+        return None
+    pr_set_pdeathsig = 1
+    return lambda: prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _train(record: RunRecord, design: StudyDesign, slot: int, gpus: int, device: str) -> str:
     """One bss train process; 'done' or the reason it failed."""
     config = record.folder.parent / f"{record.folder.name}.json"
@@ -285,7 +342,7 @@ def _train(record: RunRecord, design: StudyDesign, slot: int, gpus: int, device:
         # One thread per CPU run: the thread count changes float summation order, so tying it to
         # --jobs would make the results depend on how many ran at once. --set threads=N overrides.
         cmd += ["--threads", "1"]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, preexec_fn=_die_with_parent())
     if done.returncode == 0:
         return "done"
     lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
@@ -359,5 +416,6 @@ def design_from(manifest: str, schedulers: list[str] | None, variants_file: str 
         raise ConfigError(f"--seeds {seeds}: expected an integer >= 1")
     if paper_protocol:
         base["test_every_epoch"] = True
-    return StudyDesign(manifest=str(manifest), variants=variants, seeds=list(range(seeds)), base=base,
+    # the manifest by its absolute path: the same study continued from another folder is the same design
+    return StudyDesign(manifest=str(Path(manifest).resolve()), variants=variants, seeds=list(range(seeds)), base=base,
                        baseline=baseline, lr_grid=lr_grid, tune=tune)

@@ -131,28 +131,38 @@ def check_run_folder(run: Path, settings: dict, resume: bool, free_keys: tuple[s
     return last.exists()
 
 
-@contextlib.contextmanager
 def run_lock(run: Path):
     """Hold an exclusive lock on the run folder while training writes it.
 
     ``flock`` on ``RUN/.bss-lock``: a second ``bss train`` on the same folder fails at once, and the
     lock dies with its process, so a kill -9 never leaves the folder locked.
     """
+    return folder_lock(run, "--out", "the run folder",
+                       "another bss train is writing this run folder right now; wait for it to finish (then "
+                       "--resume), or choose another --out")
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, flag: str, what: str, busy: str):
+    """``flock`` on ``FOLDER/.bss-lock`` (created; never through a symbolic link) while the body runs;
+    a second holder fails at once with ``flag folder: busy``."""
     import fcntl
 
-    run = Path(run)
+    folder = Path(folder)
     try:
-        run.mkdir(parents=True, exist_ok=True)
-        fd = os.open(run / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as exc:
-        raise ConfigError(f"--out {run}: cannot create the run folder ({exc.strerror})") from None
+        if exc.errno == errno.ELOOP:
+            raise ConfigError(f"{flag} {folder}: {folder / LOCK} is a symbolic link; bss never writes through one. "
+                              "Remove it and run again") from None
+        raise ConfigError(f"{flag} {folder}: cannot create {what} ({exc.strerror})") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
-                raise ConfigError(f"--out {run}: another bss train is writing this run folder right now; wait for "
-                                  "it to finish (then --resume), or choose another --out") from None
+                raise ConfigError(f"{flag} {folder}: {busy}") from None
             raise
         yield
     finally:
