@@ -114,7 +114,9 @@ class FileWriter:
     training; the writes' system calls wait on the disk in the thread. Order is kept, so a file
     written after another (a checkpoint after the plan file it names) never lands before it, and a
     kill leaves whatever had landed: each file is atomic on its own. A write that failed is raised
-    (as :class:`ArtifactError`) by the next call, by :meth:`flush` or on leaving the ``with``.
+    (as :class:`ArtifactError`) by the next call, by :meth:`flush` or on leaving the ``with``, and
+    every write queued after it is dropped, as a kill would: a checkpoint never lands after a file
+    it names (an epoch's artifacts, a plan file) failed to.
     ``background=False`` writes at once, in the caller.
 
     :meth:`hold` keeps what is asked for in memory, in order, until :meth:`release` hands it to the
@@ -128,6 +130,7 @@ class FileWriter:
 
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bss-writer") if background else None
         self._pending: list = []
+        self._failed = False  # set by the thread when a write fails: later writes are dropped
         self._held: list | None = None
         self.held_bytes = 0  # the size of the held data (bytes to write)
 
@@ -168,7 +171,16 @@ class FileWriter:
         if self._pool is None:
             fn(*args, **kwargs)
         else:
-            self._pending.append(self._pool.submit(fn, *args, **kwargs))
+            self._pending.append(self._pool.submit(self._guarded, fn, *args, **kwargs))
+
+    def _guarded(self, fn, *args, **kwargs) -> None:
+        if self._failed:  # an earlier write failed: nothing after it may land
+            return
+        try:
+            fn(*args, **kwargs)
+        except BaseException:
+            self._failed = True
+            raise
 
     def _raise_failed(self) -> None:
         done, pending = [], []

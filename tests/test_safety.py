@@ -317,7 +317,6 @@ CASES = [
     ("train-out-parent-is-file", [T, "{w}/m.parquet", "--out", "{w}/afile/run"], 1, ["afile", "is a file"]),
     ("train-out-holds-run", [T, "{w}/m.parquet", "--out", "{w}/run", "--epochs", "1", "--hidden", "8"], 1,
      ["already holds a run", "--resume"]),
-    ("train-resume-nothing", [T, "{w}/m.parquet", "--out", "{w}/subdir", "--resume"], 1, ["holds no run"]),
     ("train-resume-changed", [T, "{w}/m.parquet", "--out", "{w}/run", "--epochs", "2", "--hidden", "8", "--resume"],
      1, ["settings differ", "epochs"]),
     ("train-resume-bad-settings", [T, "{w}/m.parquet", "--out", "{w}/run_bad_settings", "--epochs", "1", "--hidden",
@@ -463,8 +462,9 @@ def test_full_disk_during_training_stops_with_the_file_named(ws, tmp_path):
     r = _cli("train", ws / "m.parquet", "--out", out, "--epochs", "3", "--hidden", "8", "--quiet",
              preexec_fn=small_files)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
-    assert "cannot write" in r.stderr and str(out / "last.pt") in r.stderr, r.stderr
-    assert not (out / "last.pt").exists() and not list(out.rglob("*.tmp"))
+    # best.pt is the first checkpoint written (last.pt, which records it, lands after it)
+    assert "cannot write" in r.stderr and str(out / "best.pt") in r.stderr, r.stderr
+    assert not (out / "last.pt").exists() and not (out / "best.pt").exists() and not list(out.rglob("*.tmp"))
 
 
 def test_file_writer_keeps_order_and_reports_a_failed_write(tmp_path):

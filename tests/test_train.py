@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -116,10 +117,8 @@ def test_saving_only_at_the_end_leaves_the_same_folder(tiny_manifest, tmp_path, 
     once = train(TrainConfig(out=str(tmp_path / "b"), save_every=3600, **base))
     assert once.test == every.test
     a, b = folder_bytes(tmp_path / "a"), folder_bytes(tmp_path / "b")
-    assert sorted(a) == sorted(b) and [k for k in a if a[k] != b[k]] == ["summary.json"]
-    summaries = [json.loads(x["summary.json"]) for x in (a, b)]
-    assert [{k: v for k, v in x.items() if k != "settings_fingerprint"} for x in summaries] == \
-        [{k: v for k, v in summaries[0].items() if k != "settings_fingerprint"}] * 2  # settings.json differs
+    # summary.json too: --save-every is resume-free, not part of the settings' fingerprint
+    assert sorted(a) == sorted(b) and [k for k in a if a[k] != b[k]] == []
     assert "best.pt" in a and "epochs/epoch=4/schedule.parquet" in a
     assert torch.load(tmp_path / "b" / "best.pt", weights_only=True)["epoch"] == every.best_epoch
     if settings["scheduler"] == "none":  # the case of a best.pt held back for epochs since its epoch
@@ -288,3 +287,76 @@ def test_diagnosis_says_whether_bss_is_likely_to_matter(tiny_manifest, tmp_path)
     s = json.loads(run("inspect", tmp_path / "r", "--json").stdout)
     assert s["diagnosis"]["from"] == "test" and set(s["diagnosis"]["heads"]) == {"a", "b"}
     assert "BSS is " in run("inspect", tmp_path / "r").stdout
+
+
+class Killed(BaseException):
+    """A kill: not an Exception, so nothing in bss catches it."""
+
+
+def _kill_and_resume(tiny_manifest, tmp_path, monkeypatch, settings, kill_at) -> None:
+    """Kill the run inside the writes ``kill_at(count, path)`` picks (its temporary file half
+    written, not renamed), resume it each time, and compare with an uninterrupted run's folder."""
+    import bss_cli.artifacts as artifacts
+
+    base = dict(manifest=str(tiny_manifest), epochs=4, hidden=8, batch_size=8, save_every=0, quiet=True, **settings)
+    train(TrainConfig(out=str(tmp_path / "straight"), **base))
+    expected = folder_bytes(tmp_path / "straight")
+    real = artifacts.write_bytes
+    writes: list[Path] = []
+
+    def counting(path, data):
+        writes.append(Path(path))
+        return real(path, data)
+
+    monkeypatch.setattr(artifacts, "write_bytes", counting)
+    train(TrainConfig(out=str(tmp_path / "count"), **base))
+    monkeypatch.setattr(artifacts, "write_bytes", real)
+    chosen = [k for k, path in enumerate(writes, 1) if kill_at(k, path.name)]
+    assert chosen
+    for k in chosen:
+        calls = {"n": 0}
+
+        def killing(path, data, k=k):
+            calls["n"] += 1
+            if calls["n"] == k:
+                path = Path(path)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                (path.parent / f".{path.name}.killed.tmp").write_bytes(data[: len(data) // 2])
+                raise Killed()
+            return real(path, data)
+
+        run_dir = tmp_path / f"k{k}"
+        monkeypatch.setattr(artifacts, "write_bytes", killing)
+        with pytest.raises(Killed):
+            train(TrainConfig(out=str(run_dir), **base))
+        monkeypatch.setattr(artifacts, "write_bytes", real)
+        train(TrainConfig(out=str(run_dir), resume=True, **base))
+        got = folder_bytes(run_dir)
+        assert got.keys() == expected.keys(), (k, sorted(set(got) ^ set(expected)))
+        assert [name for name in expected if got[name] != expected[name]] == [], k
+
+
+def test_a_kill_while_best_or_the_last_metrics_are_written_then_resume(tiny_manifest, tmp_path, monkeypatch):
+    """The two instants issue 20 found: best.pt being replaced (last.pt must not record it first),
+    and the last epoch's metrics (a last.pt of the last epoch must not land before them)."""
+    _kill_and_resume(tiny_manifest, tmp_path, monkeypatch, {"scheduler": "curriculum", "t_grow": 3},
+                     lambda k, name: name in ("best.pt", "metrics.parquet") and k > 8)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("settings", [{"scheduler": "curriculum", "t_grow": 3}, {"scheduler": "learned"}])
+def test_a_kill_inside_any_write_then_resume_gives_the_same_folder(tiny_manifest, tmp_path, monkeypatch, settings):
+    """Killed inside the k-th file write of the run, for every k, then resumed: the folder equals an
+    uninterrupted run's, best.pt and summary included."""
+    _kill_and_resume(tiny_manifest, tmp_path, monkeypatch, settings, lambda k, name: True)
+
+
+def test_resume_free_flags_leave_the_summary_alone_and_an_unstarted_run_starts_over(tiny_manifest, tmp_path):
+    base = dict(manifest=str(tiny_manifest), epochs=2, hidden=8, quiet=True, scheduler="none")
+    a = train(TrainConfig(out=str(tmp_path / "a"), save_every=0, **base))
+    b = train(TrainConfig(out=str(tmp_path / "b"), save_every=5, threads=1, **base))
+    assert a.summary["settings_fingerprint"] == b.summary["settings_fingerprint"]
+    # killed before settings.json: --resume starts it over (a requeued job), with the same result
+    (tmp_path / "c").mkdir()
+    c = train(TrainConfig(out=str(tmp_path / "c"), resume=True, save_every=0, **base))
+    assert c.test == a.test and (tmp_path / "c" / "best.pt").read_bytes() == (tmp_path / "a" / "best.pt").read_bytes()

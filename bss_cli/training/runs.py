@@ -120,8 +120,7 @@ def check_run_folder(run: Path, settings: dict, resume: bool, free_keys: tuple[s
             raise ConfigError(f"{run} already holds a run; pass --resume to continue it, or choose another --out")
         return False
     if not last.exists() and not (run / SETTINGS).exists():
-        raise ConfigError(f"--resume: {run} holds no run to resume ({LAST} and {SETTINGS} are missing); "
-                          "start the run without --resume")
+        return False  # killed before it wrote anything (or never started): a requeued job starts it over
     saved = read_settings(run)
     now = run_settings(settings)
     diff = [k for k in now if k not in free_keys and saved.get(k) != now[k]]

@@ -251,7 +251,8 @@ class Trainer:
                 "json": json.dumps({"history": [runs.without_timings(r) for r in self.history], "best": self.best,
                                     "manifest_fingerprint": self.manifest.fingerprint,
                                     # the scores stay in their Parquet files under RUN/plan/; named here
-                                    "plan_files": self.plan_files}, sort_keys=True),
+                                    # not sort_keys: a resumed run's metrics keep the columns' order
+                                    "plan_files": self.plan_files}),
             },
         }
 
@@ -404,22 +405,26 @@ class Trainer:
 
     def _save(self, epoch: int, improved: bool) -> None:
         """Bring the run folder up to date with ``epoch``: the files the epochs since the last save
-        held back (plan files, epoch artifacts), then last.pt (after the plan files it names), best.pt
-        when a better epoch came since, the metrics. Encoded here; written by the writer thread, in
-        this order, while the next epoch trains."""
+        held back (plan files, epoch artifacts), best.pt when a better epoch came since, the metrics,
+        and last, last.pt: a kill at any instant leaves a last.pt whose every file is on disk, and the
+        resumed run rewrites the newer ones with the same bytes. Encoded here; written by the writer
+        thread, in this order, while the next epoch trains."""
         path, data, entry = self._plan_file()
         if entry is not None and entry != self._plan_written:  # before the checkpoint that names it
             self.files.write(path, data)
             self._plan_written = entry
         checkpoint = C.checkpoint_bytes(self._state(epoch))
-        self.files.write(self.run / runs.LAST, checkpoint)
-        self.files.call(runs.remove_plan_files, self.run, {e["file"] for e in self.plan_files.values() if e})
+        # best.pt lands before the last.pt that records it as the best: a kill in between leaves a
+        # last.pt of the previous save, and the resumed run recomputes (and rewrites) the same best.pt
         if improved:  # the same bytes, not serialised twice
             self.files.write(self.run / runs.BEST, checkpoint)
         elif self._best_state is not None:
             self.files.write(self.run / runs.BEST, C.checkpoint_bytes(self._best_state))
         self._best_state = None
+        # the metrics too: last.pt lands last, so whatever it records is on disk before it
         runs.write_metrics(self.run, self.history, {"bss.scheduler": self.cfg.scheduler}, self.files)
+        self.files.write(self.run / runs.LAST, checkpoint)
+        self.files.call(runs.remove_plan_files, self.run, {e["file"] for e in self.plan_files.values() if e})
         self.files.release()
         self.files.hold()
         self.saved_epoch, self._saved_at = epoch, time.perf_counter()
@@ -432,7 +437,7 @@ class Trainer:
         model.load_state_dict(best[C.MODEL_STATE])
         model.to(self.device)
         test = self._evaluate(self.test_rows, model) if len(self.test_rows) else {}
-        settings = runs.run_settings(self.cfg.to_dict())
+        settings = {k: v for k, v in runs.run_settings(self.cfg.to_dict()).items() if k not in RESUME_FREE}
         summary = {"bss_version": __version__, "manifest_fingerprint": self.manifest.fingerprint,
                    "settings_fingerprint": fingerprint_text(json.dumps(settings, sort_keys=True)),
                    "scheduler": self.cfg.scheduler, "epochs": self.cfg.epochs,
