@@ -273,6 +273,9 @@ def check_output(path: str | os.PathLike, force: bool) -> None:
     blocked = file_in_the_way(target)
     if blocked:
         raise ArtifactError(f"-o {target}: {blocked} is a file, not a folder")
+    if target.exists() and not target.is_file():
+        raise ArtifactError(f"-o {target}: exists and is not a regular file (a FIFO, device or socket); bss "
+                            "replaces regular files only, even with --force; choose another path")
     if target.exists() and not force:
         raise ArtifactError(f"-o {target}: the file exists; pass --force to replace it, or choose another path")
 
@@ -292,8 +295,27 @@ def copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> None:
         shutil.copyfile(src, tmp)
 
 
+def require_regular_file(path: str | os.PathLike, label: str = "") -> Path:
+    """``path`` as a Path, refused unless it is a regular file (following links): a FIFO would block
+    a reader forever, a device or socket is no data. ``label`` prefixes the message (a flag)."""
+    p = Path(path)
+    where = f"{label} {p}" if label else str(p)
+    try:
+        if p.is_file():
+            return p
+        exists = p.exists()
+    except (OSError, ValueError):
+        exists = False
+    if not exists:
+        raise ArtifactError(f"{where}: no such file")
+    if p.is_dir():
+        raise ArtifactError(f"{where}: is a folder; name a file")
+    raise ArtifactError(f"{where}: not a regular file (a FIFO, device or socket); bss reads regular files only")
+
+
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The ``bss.*`` metadata of a Parquet file (empty for a foreign Parquet file)."""
+    require_regular_file(path)
     try:
         raw = pq.read_schema(path).metadata or {}
     except FileNotFoundError:

@@ -94,6 +94,9 @@ def handle_errors(fn=None, *, interrupted: Callable[[dict], str] | None = None):
         except OSError as exc:  # the environment (a vanished file, a full disk), not bad logic
             where = f"{exc.filename}: " if exc.filename else ""
             fail(f"{where}{exc.strerror or exc}")
+        except MemoryError as exc:  # Arrow's too: an input claimed more data than this machine holds
+            fail(f"ran out of memory ({str(exc)[:200] or 'MemoryError'}): an input file claims more data than "
+                 "this machine holds (a damaged or hostile file?), or the job needs a bigger machine")
         except KeyboardInterrupt:
             err.print(interrupted(kwargs) if interrupted else INTERRUPTED, markup=False)
             raise typer.Exit(130) from None

@@ -22,6 +22,9 @@ def vector_column(x: np.ndarray) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), x.shape[1]).cast(pa.list_(pa.float32()))
 
 
+MAX_ARRAY_LENGTH = 10_000_000  # frames along time: far past any clip, far below what would exhaust memory
+
+
 def _load_npy(path: Path) -> np.ndarray:
     return np.asarray(np.load(path, allow_pickle=False), dtype=np.float32)
 
@@ -34,10 +37,19 @@ def array_settings(metadata: dict | None) -> dict[str, dict]:
     try:
         settings = json.loads(raw)
         assert isinstance(settings, dict) and all(isinstance(v, dict) for v in settings.values())
-        return settings
-    except (json.JSONDecodeError, UnicodeDecodeError, AssertionError):
+    except (json.JSONDecodeError, UnicodeDecodeError, AssertionError, RecursionError):
         raise ConfigError(f"manifest metadata bss.arrays is not valid: {raw[:200]!r}; expected "
                           '{"column": {"length": 32, "time_axis": 1}}') from None
+    for column, spec in settings.items():
+        length, axis = spec.get("length"), spec.get("time_axis", 0)
+        if length is not None and (not isinstance(length, int) or isinstance(length, bool)
+                                   or not 1 <= length <= MAX_ARRAY_LENGTH):
+            raise ConfigError(f"manifest metadata bss.arrays: column {column!r} has length {length!r}; expected an "
+                              f"integer from 1 to {MAX_ARRAY_LENGTH:,} (the frames every array is padded or cut to)")
+        if axis not in (0, 1) or isinstance(axis, bool):
+            raise ConfigError(f"manifest metadata bss.arrays: column {column!r} has time_axis {axis!r}; expected 0 "
+                              "(arrays are [time, features]) or 1 ([features, time])")
+    return settings
 
 
 def fit_time(a: np.ndarray, length: int | None, time_axis: int) -> np.ndarray:
@@ -176,6 +188,9 @@ def text_values(name: str, col: pa.ChunkedArray, base: Path, media: MediaConfig,
         paths[i] = p
         if not _exists(p):
             missing.append((i, v))
+            continue
+        if p.suffix.lower() in KNOWN_EXTENSIONS and not p.is_file():  # a folder named x.wav, a FIFO (it would block)
+            unreadable.append((i, v, ValueError("not a regular file (a folder, FIFO or device); expected a file")))
             continue
         try:
             if kind == "vector":

@@ -81,6 +81,12 @@ def crema_d(root: Path, out: Path, *, frames_dir: str = "Image-01-FPS", split: s
         splits = stratified_split(np.asarray([r[1] for r in rows], dtype=object), seed).tolist()
     else:
         raise ConfigError(f"--split {split!r}: expected speaker or random")
+    empty = [name for name in ("train", "val", "test") if name not in splits]
+    if empty:
+        found = sorted({r[2] for r in rows})
+        how = (f"a split by speaker needs at least 3 actors, found {len(found)} ({', '.join(found[:5])}); add "
+               "actors or use --split random" if split == "speaker" else f"{len(rows)} clips are too few")
+        raise ConfigError(f"{root}: the {', '.join(empty)} split(s) would be empty: {how}")
     base = Path(out).resolve().parent
     rel = lambda p: os.path.relpath(Path(p).resolve(), base)  # noqa: E731
     return pa.table({S.SAMPLE_ID: [r[0] for r in rows], S.LABEL: [r[1] for r in rows], S.SPLIT: splits,

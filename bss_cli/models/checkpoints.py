@@ -13,6 +13,7 @@ import pickle
 from dataclasses import fields
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from bss_cli.artifacts import fingerprint_file, write_bytes
@@ -29,6 +30,8 @@ RNG_STATE = "rng"
 TRAINER_STATE = "trainer"
 FORMAT = "bss_checkpoint_version"
 VERSION = 2  # 2: plain values only (1 pickled trainer objects and is refused)
+# Bounds on the sizes a checkpoint's model settings may claim (a hostile file must not allocate terabytes)
+MAX_CLASSES, MAX_WIDTH, MAX_LAYERS, MAX_INPUT = 10_000_000, 1_000_000, 1_000, 1_000_000_000
 
 
 def to_tensors(state):
@@ -104,6 +107,17 @@ def model_config_of(state: dict, path: str | Path) -> ModelConfig:
         cfg.encoder_weights = {}  # the state_dict holds the weights; the files named at training are not read
         if not isinstance(cfg.n_classes, int) or cfg.n_classes < 2 or not isinstance(cfg.modalities, dict):
             raise TypeError(f"n_classes {cfg.n_classes!r}, modalities {cfg.modalities!r}")
+        # sizes a model is built from are bounded before anything is allocated
+        def size_ok(v, high):
+            return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= high
+        shapes = [s if isinstance(s, list) else [s] for s in cfg.modalities.values()]
+        if not size_ok(cfg.n_classes, MAX_CLASSES) or not size_ok(cfg.hidden, MAX_WIDTH) or \
+                not size_ok(cfg.layers, MAX_LAYERS) or not all(shapes) or \
+                not all(size_ok(d, MAX_INPUT) for s in shapes for d in s) or \
+                any(int(np.prod(s, dtype=np.float64)) > MAX_INPUT for s in shapes):
+            raise TypeError(f"sizes out of range: n_classes {cfg.n_classes!r} (at most {MAX_CLASSES:,}), hidden "
+                            f"{cfg.hidden!r} (at most {MAX_WIDTH:,}), layers {cfg.layers!r}, inputs "
+                            f"{cfg.modalities!r} (at most {MAX_INPUT:,} values)")
     except TypeError as exc:
         raise ArtifactError(f"{path}: the checkpoint's model settings are not valid ({exc})") from None
     return cfg

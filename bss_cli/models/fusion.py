@@ -102,6 +102,9 @@ DEFAULT_ENCODERS = {"audio": "resnet18", "image": "resnet18"}
 
 
 def _load_encoder_weights(module: nn.Module, modality: str, path: str) -> None:
+    from bss_cli.artifacts import require_regular_file
+
+    require_regular_file(path, f"--encoder-weights {modality}=")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a missing or foreign file

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from bss_cli import schema as S
-from bss_cli.artifacts import meta_json, read_metadata
+from bss_cli.artifacts import meta_json, read_metadata, require_regular_file
 from bss_cli.data.manifest import READERS, load_manifest
 from bss_cli.errors import ArtifactError
 
@@ -224,10 +224,13 @@ def summarise_study(path: Path) -> dict:
 def _read_json(path: Path):
     import json
 
+    require_regular_file(path)
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{path}: not readable JSON ({exc}); the run folder is damaged") from None
+    except RecursionError:
+        raise ArtifactError(f"{path}: JSON nested too deeply to be a bss file; the run folder is damaged") from None
 
 
 def _read_rows(path: Path, columns=None, table: bool = False):
@@ -297,6 +300,8 @@ def summarise(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise ArtifactError(f"{path}: no such file or folder")
+    if not path.is_dir():
+        require_regular_file(path)
     if path.is_dir():
         from bss_cli.study.runner import DESIGN
 

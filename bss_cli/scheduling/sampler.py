@@ -131,6 +131,9 @@ class ScheduleSampler(Sampler[int]):
                                   f"row in manifest order, else {HOW_TO_MAP}")
         elif self._ids is not None:
             sched_ids = t[S.SAMPLE_ID].combine_chunks()
+            if _id_kind(sched_ids.type) != _id_kind(self._ids.type):
+                raise ConfigError(f"ids are {self._ids.type} but the schedule's sample ids are {sched_ids.type}; pass "
+                                  "the dataset's ids as the manifest holds them (e.g. [str(i) for i in ids])")
             found = pc.index_in(sched_ids.cast(self._ids.type) if sched_ids.type != self._ids.type else sched_ids,
                                 value_set=self._ids)
             missing = np.flatnonzero(found.is_null().to_numpy(zero_copy_only=False))
@@ -160,6 +163,8 @@ class ScheduleSampler(Sampler[int]):
 
     # --- the Sampler protocol ------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or not 0 <= epoch < MAX_EPOCH:
+            raise ConfigError(f"set_epoch({epoch!r}): expected an epoch number from 0 to {MAX_EPOCH - 1:,}")
         if epoch != self.epoch:
             self._resume, self._start, self._yielded = None, 0, 0
         self.epoch = int(epoch)
@@ -254,6 +259,18 @@ class ScheduleBatchSampler(Sampler[list[int]]):
 
     def load_state_dict(self, state: dict) -> None:
         self.sampler.load_state_dict(state)
+
+
+MAX_EPOCH = 2**31  # epochs are int32 in schedule files
+
+
+def _id_kind(t: pa.DataType) -> str:
+    """'int', 'str' or another type's name: ids of one kind are compared, of two kinds refused."""
+    if pa.types.is_integer(t):
+        return "int"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "str"
+    return str(t)
 
 
 def _process_group() -> tuple[int, int]:

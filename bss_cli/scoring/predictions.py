@@ -193,6 +193,10 @@ def read_parts(path: str | Path, manifest: Manifest, split: str, criterion: str,
     problems: list[str] = []
     if S.SAMPLE_ID not in names:
         problems.append("missing column 'sample_id'")
+    else:
+        id_type = schema.field(S.SAMPLE_ID).type
+        if not (pa.types.is_integer(id_type) or pa.types.is_string(id_type) or pa.types.is_large_string(id_type)):
+            problems.append(f"column 'sample_id' is {id_type}; expected strings or integers, as in the manifest")
     if len(logit_cols) < 2:
         problems.append(
             f"found {len(logit_cols)} unimodal logits column(s); expected 'logits_<modality>' for two or "

@@ -394,6 +394,8 @@ def design_from(manifest: str, schedulers: list[str] | None, variants_file: str 
 
     base, variants = dict(settings), {}
     if variants_file:
+        if Path(variants_file).exists() and not Path(variants_file).is_file() and not Path(variants_file).is_dir():
+            raise ConfigError(f"--variants {variants_file}: not a regular file (a FIFO, device or socket)")
         try:
             raw = tomllib.loads(Path(variants_file).read_text())
         except (FileNotFoundError, IsADirectoryError):

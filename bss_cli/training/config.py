@@ -176,6 +176,8 @@ def load_toml(path: str | Path) -> dict:
     import json
 
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise ConfigError(f"--config {path}: not a regular file (a FIFO, device or socket)")
     try:
         text = path.read_text()
         raw = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)

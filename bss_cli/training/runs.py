@@ -95,8 +95,9 @@ def read_settings(run: Path) -> dict:
     except FileNotFoundError:
         raise ConfigError(f"--resume: {path} is missing, so the run's settings are unknown; start a new run "
                           "in another --out") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
-        raise ConfigError(f"--resume: {path} is not readable JSON ({exc}); start a new run in another --out") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError, RecursionError) as exc:
+        raise ConfigError(f"--resume: {path} is not readable JSON ({type(exc).__name__}); start a new run in "
+                          "another --out") from None
     if not isinstance(saved, dict):
         raise ConfigError(f"--resume: {path} holds a {type(saved).__name__}, expected the run's settings (an object)")
     return saved
