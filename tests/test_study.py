@@ -160,6 +160,14 @@ def test_a_study_continued_from_another_folder_is_the_same_design(tiny_manifest,
     monkeypatch.chdir(tmp_path)
     _check_design(tmp_path / "s", design_from(str(tiny_manifest), ["none"], None, 2, {}, None))
     _check_design(tmp_path / "s", design_from(str(tiny_manifest), ["none", "curriculum"], None, 4, {}, None))
+    grid = design_from(str(tiny_manifest), ["none"], None, 2, {}, None, lr_grid=[0.01, 0.1])
+    with pytest.raises(ConfigError, match="lr_grid"):
+        _check_design(tmp_path / "s", grid)  # a grid where there was none: another design
+    (tmp_path / "s" / "study.json").write_text(json.dumps(grid.to_dict()))
+    _check_design(tmp_path / "s", design_from(str(tiny_manifest), ["none"], None, 2, {}, None,
+                                              lr_grid=[0.01, 0.1, 0.3]))  # more rates extend it
+    with pytest.raises(ConfigError, match="lr_grid"):
+        _check_design(tmp_path / "s", design_from(str(tiny_manifest), ["none"], None, 2, {}, None, lr_grid=[0.1]))
     with pytest.raises(ConfigError, match=r"seed\(s\) \[1\] missing"):
         _check_design(tmp_path / "s", design_from(str(tiny_manifest), ["none"], None, 1, {}, None))
 

@@ -201,8 +201,11 @@ def _check_design(study: Path, design: StudyDesign) -> None:
         new = json.loads(json.dumps(design.to_dict()))
         if not isinstance(saved, dict):
             raise ConfigError(f"--out {study}: {path} is not a study design; the study folder is damaged")
-        differs = [k for k in sorted(set(saved) | set(new)) if k not in ("seeds", "variants")
+        differs = [k for k in sorted(set(saved) | set(new)) if k not in ("seeds", "variants", "lr_grid")
                    and saved.get(k) != new.get(k)]
+        old_grid, new_grid = saved.get("lr_grid"), new.get("lr_grid")
+        if (old_grid is None) != (new_grid is None) or (old_grid and not set(old_grid) <= set(new_grid)):
+            differs.append("lr_grid")
         old_variants, old_seeds = saved.get("variants") or {}, saved.get("seeds") or []
         changed = [v for v in old_variants if v in new["variants"] and old_variants[v] != new["variants"][v]]
         dropped = [v for v in old_variants if v not in new["variants"]]
@@ -213,8 +216,8 @@ def _check_design(study: Path, design: StudyDesign) -> None:
         said += [f"seed(s) {fewer} missing" for _ in fewer[:1]]
         if said:
             raise ConfigError(f"--out {study} holds a study of another design ({path}): " + "; ".join(said)
-                              + ". Continue it with the same settings (more seeds or more variants extend it), or "
-                                "choose another --out")
+                              + ". Continue it with the same settings (more seeds, variants or learning rates extend "
+                                "it), or choose another --out")
     elif study.exists() and (not study.is_dir() or any(p.name != runs.LOCK for p in study.iterdir())):
         raise ConfigError(f"--out {study}: the folder exists and is not a bss study; choose another --out")
 
