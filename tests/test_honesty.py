@@ -144,6 +144,7 @@ def test_a_study_pairs_each_scheduler_with_its_control():
                                   "learned-shuffled", "learned-paced", "learned-paced-shuffled"], None, 2, {}, None)
     assert d.controls() == {"curriculum": "paced-random", "anti-curriculum": "paced-random",
                             "learned": "learned-shuffled", "learned-paced": "learned-paced-shuffled"}
+    assert d.reverses() == {"curriculum": "anti-curriculum"}
     assert design_from("m.parquet", ["none", "curriculum"], None, 2, {}, None).controls() == {}
 
 
@@ -238,3 +239,29 @@ def test_study_tunes_and_reports_the_papers_protocol_apart(tiny_manifest, tmp_pa
     assert s["variants"]["none"]["paper_protocol"]["mean"] == pytest.approx(np.mean([r["paper_test_acc"] for r in best]))
     shown = CliRunner().invoke(app, ["inspect", str(study)])
     assert "learning-rate tuning (per-variant)" in shown.stdout and "best TEST epoch" in shown.stdout
+
+
+def test_p_values_and_holm():
+    # two-sided paired t-test p-values (scipy.stats.t.sf references)
+    assert stats.t_test_p(3.13 * 0.1 / math.sqrt(10), 0.1, 10) == pytest.approx(0.0121217006871, rel=1e-9)
+    assert stats.t_test_p(1.0, math.sqrt(5), 5) == pytest.approx(0.373900966300, rel=1e-9)
+    adjusted = stats.holm({"a": 0.01, "b": 0.04, "c": 0.03})
+    assert adjusted == pytest.approx({"a": 0.03, "c": 0.06, "b": 0.06})
+
+
+def test_an_ordering_gain_the_reversed_order_shares_is_not_called_balance_aware():
+    rows = _rows("none", 0.8, 0.80) + _rows("paced-random", 0.8, 0.80)
+    for v in ("curriculum", "anti-curriculum"):
+        rows += _rows(v, 0.8, 0.80)
+    for r in rows:
+        if r["variant"] in ("curriculum", "anti-curriculum"):
+            r["test_acc"] += 0.02 + 0.001 * r["seed"] ** 2  # both beat the control, by the same
+    s = stats.summarise_study(rows, "none", controls={"curriculum": "paced-random", "anti-curriculum": "paced-random"},
+                              reverses={"curriculum": "anti-curriculum"})
+    cur = s["variants"]["curriculum"]
+    assert cur["vs_control"]["significant"] and cur["vs_reverse"]["mean"] == pytest.approx(0)
+    assert not cur["balance_aware_gain"]
+    text = "\n".join(s["conclusion"])
+    assert "not a balance-aware one" in text and "the reversed order does as well" in text
+    assert "Overall: no evidence here" in text
+    assert "Holm-adjusted" in text and s["ordering_tests"] == 2

@@ -245,7 +245,7 @@ def render_study_summary(summary: dict, path: str) -> None:
               "sig. = the interval excludes 0)")
     t = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     cols = ["variant"] + (["lr"] if tuned else []) + [
-        "n", "mean", "sd", "vs baseline [95 % CI]", "sig.", "W/L/T", "control", "ordering effect [95 % CI]", "sig.",
+        "n", "mean", "sd", "vs baseline [95 % CI]", "sig.", "W/L/T", "control", "ordering effect [95 % CI]", "sig. (Holm)",
         f"{weak} head change [95 % CI]" if weak else "weak head", "imbal.", "unstable"]
     for col in cols:
         t.add_column(col, justify="left" if col in ("variant", "control") else "right", no_wrap=True)
@@ -255,7 +255,8 @@ def render_study_summary(summary: dict, path: str) -> None:
         unstable = v.get("unstable_seeds") or []
         cells = [name] + ([f"{v['lr']:g}" if v.get("lr") is not None else "-"] if tuned else []) + [
             str(v["runs"]), f"{v['mean']:.4f}", f"{v['sd']:.4f}" if v["runs"] > 1 else "-", _interval(d), _sig(d),
-            f"{d['wins']}/{d['losses']}/{d['ties']}" if d else "-", v.get("control") or "-", _interval(c), _sig(c),
+            f"{d['wins']}/{d['losses']}/{d['ties']}" if d else "-", v.get("control") or "-", _interval(c),
+            _sig({**c, "significant": c.get("significant_holm", c["significant"])} if c else None),
             _interval(v.get("weak_head_change")), f"{v['imbalance']:.3f}",
             f"[red]{len(unstable)}/{v['runs']}[/]" if unstable else f"0/{v['runs']}"]
         t.add_row(*cells)

@@ -216,8 +216,8 @@ def summarise_study(path: Path) -> dict:
     except (TypeError, BSSError) as exc:
         raise ArtifactError(f"{path / DESIGN}: not a bss study design ({exc}); the study folder is damaged") from None
     rows = collect(path, design)
-    summary = stats.summarise_study(rows, design.baseline, controls=design.controls(), lr_grid=design.lr_grid,
-                                    tune=design.tune, n_seeds=len(design.seeds)) if rows else {}
+    summary = stats.summarise_study(rows, design.baseline, controls=design.controls(), reverses=design.reverses(),
+                                    lr_grid=design.lr_grid, tune=design.tune, n_seeds=len(design.seeds)) if rows else {}
     return {"kind": "study", "path": str(path), "design": design.to_dict(), "runs": rows, "summary": summary}
 
 

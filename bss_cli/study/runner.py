@@ -158,6 +158,12 @@ class StudyDesign:
                 out[v] = found[0]
         return out
 
+    def reverses(self) -> dict[str, str]:
+        """Each curriculum's anti-curriculum twin (the same settings, the order reversed)."""
+        full = {v: TrainConfig(out="-", **self.settings(v, 0)).to_dict() for v in self.variants}
+        return {v: c for v, s in full.items() if s["scheduler"] == "curriculum"
+                for c, cs in full.items() if cs == {**s, "scheduler": "anti-curriculum"}}
+
 
 @dataclass
 class RunRecord:
@@ -272,7 +278,7 @@ def summarise(study: Path, design: StudyDesign, unstable_drop: float | None = No
     rows = collect(study, design, unstable_drop)
     if not rows:
         return {}
-    summary = stats.summarise_study(rows, design.baseline, controls=design.controls(),
+    summary = stats.summarise_study(rows, design.baseline, controls=design.controls(), reverses=design.reverses(),
                                     lr_grid=design.lr_grid, tune=design.tune, n_seeds=len(design.seeds))
     write_table(pa.Table.from_pylist(rows), study / TABLE, base_metadata(S.KIND_STUDY, **{
         "bss.baseline": design.baseline, "bss.variants": list(design.variants), "bss.seeds": design.seeds}))

@@ -80,13 +80,35 @@ def paired(values: dict[int, float], base: dict[int, float], tie: float = 1e-9) 
     half = t95(n - 1) * sd / math.sqrt(n) if n > 1 else math.nan
     return {"n": n, "mean": mean, "sd": sd, "low": mean - half, "high": mean + half,
             "wins": int((d > tie).sum()), "losses": int((d < -tie).sum()), "ties": int((abs(d) <= tie).sum()),
-            "significant": bool(n > 1 and (mean - half > 0 or mean + half < 0))}
+            "significant": bool(n > 1 and (mean - half > 0 or mean + half < 0)), "p": t_test_p(mean, sd, n)}
+
+
+def t_test_p(mean: float, sd: float, n: int) -> float:
+    """Two-sided p-value of the paired t-test of mean 0: P(|T| >= |t|) = I_x(df/2, 1/2), x = df / (df + t^2)."""
+    if n < 2 or not math.isfinite(mean):
+        return math.nan
+    if not sd > 0:
+        return 0.0 if mean != 0 else 1.0
+    t, df = mean / (sd / math.sqrt(n)), n - 1
+    return betainc(df / 2.0, 0.5, df / (df + t * t))
+
+
+def holm(pvalues: dict[str, float]) -> dict[str, float]:
+    """Holm-Bonferroni adjusted p-values of a family of tests (name -> p)."""
+    ordered = sorted(pvalues.items(), key=lambda kv: kv[1])
+    m, out, running = len(ordered), {}, 0.0
+    for i, (name, p) in enumerate(ordered):
+        running = max(running, min(1.0, (m - i) * p))
+        out[name] = running
+    return out
 
 
 def summarise(rows: list[dict], baseline: str, metric: str = "test_acc",
-              controls: dict[str, str] | None = None) -> dict:
+              controls: dict[str, str] | None = None, reverses: dict[str, str] | None = None) -> dict:
     """Per variant: mean, sd, paired difference to ``baseline`` and to its control (``controls``:
-    variant -> its random-order control), the weak head's change, instability and paper figures."""
+    variant -> its random-order control; ``reverses``: curriculum -> its anti-curriculum), the weak
+    head's change, instability and paper figures. The ordering effects form one family of tests:
+    each carries its Holm-adjusted p-value (``p_holm``, ``significant_holm``)."""
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     by = {v: {r["seed"]: r for r in rows if r["variant"] == v} for v in variants}
     heads = sorted({k[len("test_acc_"):] for r in rows for k in r if k.startswith("test_acc_") and r[k] is not None})
@@ -117,6 +139,10 @@ def summarise(rows: list[dict], baseline: str, metric: str = "test_acc",
         if control in by:
             entry["control"] = control
             entry["vs_control"] = paired(vals, values(control, metric))
+        reverse = (reverses or {}).get(v)
+        if reverse in by:  # the same order reversed: is it *balanced first* that matters?
+            entry["reverse"] = reverse
+            entry["vs_reverse"] = paired(vals, values(reverse, metric))
         paper = values(v, "paper_test_acc")
         if paper:  # best test epoch: selected on test, so optimistic; shown to see how much it inflates
             p = np.array(list(paper.values()), float)
@@ -124,6 +150,15 @@ def summarise(rows: list[dict], baseline: str, metric: str = "test_acc",
             if v != baseline and baseline in by:
                 entry["paper_protocol"]["vs_baseline"] = paired(paper, values(baseline, "paper_test_acc"))
         out["variants"][v] = entry
+    for v, r in (reverses or {}).items():
+        if r in out["variants"]:
+            out["variants"][r]["reversed_of"] = v
+    family = {v: e["vs_control"]["p"] for v, e in out["variants"].items()
+              if e.get("vs_control") and not math.isnan(e["vs_control"]["p"])}
+    for v, p in holm(family).items():
+        d = out["variants"][v]["vs_control"]
+        d["p_holm"], d["significant_holm"] = p, bool(p < 0.05)
+    out["ordering_tests"] = len(family)
     return out
 
 
@@ -139,22 +174,38 @@ def conclusion(summary: dict) -> list[str]:
                      "epochs): a variant that beats it may only be rescuing its optimisation (a curriculum's small "
                      "early epochs act as a warm-up). Tune the learning rate (--tune-lr) or use a warm-up, then compare.")
     ordering = [(v, e) for v, e in variants.items() if e.get("vs_control") and e["vs_control"]["n"] > 1]
+    k = len(ordering)
     for v, e in ordering:
         d, c = e["vs_control"], e["control"]
-        verdict = ("balance-aware order helps" if d["significant"] and d["mean"] > 0 else
-                   "balance-aware order hurts" if d["significant"] else "no ordering effect detected")
-        lines.append(f"{v} vs its random-order control {c}: {d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] "
-                     f"-> {verdict}.")
+        holds = d.get("significant_holm", d["significant"])
+        r = e.get("vs_reverse")
+        reversed_as_good = bool(r and r["n"] > 1 and not (r["significant"] and r["mean"] > 0))
+        anti = bool(e.get("reversed_of"))  # least balanced first: never a gain *for* BSS
+        e["balance_aware_gain"] = bool(holds and d["mean"] > 0 and not reversed_as_good and not anti)
+        verdict = ((f"the least-balanced-first order {'helps' if d['mean'] > 0 else 'hurts'}" if holds
+                    else "no ordering effect detected") if anti else
+                   "an ordering effect, but not a balance-aware one (see the reversed order below)"
+                   if holds and d["mean"] > 0 and reversed_as_good else
+                   "balance-aware order helps" if holds and d["mean"] > 0 else
+                   "balance-aware order hurts" if holds else
+                   f"not significant once the {k} ordering tests are counted (Holm)" if d["significant"] else
+                   "no ordering effect detected")
+        lines.append(f"{v} vs its random-order control {c}: {d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}], "
+                     f"p = {d['p']:.3f}" + (f" (Holm-adjusted {d['p_holm']:.3f})" if k > 1 else "") + f" -> {verdict}.")
+        if reversed_as_good and d["significant"] and d["mean"] > 0:
+            lines.append(f"{v} vs {e['reverse']} (the same order reversed, least balanced first): {r['mean']:+.4f} "
+                         f"[{r['low']:+.4f}, {r['high']:+.4f}]: the reversed order does as well, so what helps is not "
+                         "putting balanced samples first.")
         vb = e.get("vs_baseline")
         cb = variants[c].get("vs_baseline") if c in variants else None
-        if vb and vb["significant"] and vb["mean"] > 0 and not (d["significant"] and d["mean"] > 0):
+        if vb and vb["significant"] and vb["mean"] > 0 and not (holds and d["mean"] > 0):
             extra = (f" (the control alone gains {cb['mean']:+.4f})" if cb and cb["n"] > 1 else "")
             lines.append(f"{v}'s gain over {base} ({vb['mean']:+.4f}) is not explained by its order: its "
                          f"random-order control does as well{extra}; the gain comes from pacing or weighting.")
     if not ordering:
         lines.append("No variant has its random-order control in this study, so a difference to the baseline cannot "
                      "be told apart from pacing (add paced-random for a curriculum, learned-shuffled for learned).")
-    elif not any(e["vs_control"]["significant"] and e["vs_control"]["mean"] > 0 for _, e in ordering):
+    elif not any(e["balance_aware_gain"] for _, e in ordering):
         lines.append("Overall: no evidence here that balance-aware ordering improves test accuracy.")
     return lines
 def select_rate(rows: list[dict], variant: str, grid: list[float], n_seeds: int,
@@ -176,7 +227,8 @@ def rate_means(rows: list[dict], variant: str, metric: str = "val_acc") -> dict[
 
 
 def summarise_study(rows: list[dict], baseline: str, controls: dict[str, str] | None = None,
-                    lr_grid: list[float] | None = None, tune: str = "per-variant", n_seeds: int = 0) -> dict:
+                    lr_grid: list[float] | None = None, tune: str = "per-variant", n_seeds: int = 0,
+                    reverses: dict[str, str] | None = None) -> dict:
     """The study's summary: with a grid, each variant's rate is selected on validation first and
     only that rate's runs are compared; then :func:`summarise` with the controls."""
     tuning = {}
@@ -193,7 +245,7 @@ def summarise_study(rows: list[dict], baseline: str, controls: dict[str, str] | 
             if rate is not None:
                 chosen[v] = rate
         rows = [r for r in rows if chosen.get(r["variant"]) == r.get("lr")]
-    out = summarise(rows, baseline, controls=controls)
+    out = summarise(rows, baseline, controls=controls, reverses=reverses)
     for v, entry in out["variants"].items():
         if v in tuning:
             entry["lr"] = tuning[v]["selected_lr"]
