@@ -162,7 +162,7 @@ def render_run(s: dict) -> None:
         out.print(f"[bold]modality balance[/] ({d['from']}): " + ", ".join(f"{h} {a:.3f}" for h, a in d["heads"].items())
                   + (f"; val imbalance over epochs {spark(trend, lo, hi)} ({trend[0]:.3f} -> {trend[-1]:.3f})"
                      if trend else ""))
-        out.print(f"BSS is {d['verdict']}")
+        out.print(f"Will BSS help here? {d['verdict']}", markup=False)
 
 
 def _compact_table(title: str, rows: list[dict], best: int | None) -> Table:
