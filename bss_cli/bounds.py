@@ -102,6 +102,18 @@ BOUNDS: dict[str, Bound] = {
 }
 
 
+# Sizes read from files (a manifest's metadata, a checkpoint, a schedule) are bounded before
+# anything is allocated from them: a damaged or hostile file must not claim terabytes.
+FILE_BOUNDS: dict[str, Bound] = {
+    "bss.arrays length": Bound(int, 1, 10_000_000),  # frames every 2-D array is padded or cut to
+    "checkpoint n_classes": Bound(int, 2, 10_000_000),
+    "checkpoint hidden": Bound(int, 1, 1_000_000),
+    "checkpoint layers": Bound(int, 1, 1_000),
+    "checkpoint input values": Bound(int, 1, 1_000_000_000),  # per modality (the product of its shape)
+    "schedule epoch": Bound(int, 0, 2**31 - 1),  # int32 in schedule files
+}
+
+
 def flag_label(name: str) -> str:
     return "--" + name.replace("_", "-")
 

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from bss_cli.bounds import FILE_BOUNDS
 from bss_cli.data.media import AUDIO_EXTS, IMAGE_EXTS, MediaConfig, check_image, check_wav, kind_of
 from bss_cli.errors import MAX_ROWS_LISTED, ConfigError
 from bss_cli.errors import rows_text as _rows
@@ -22,7 +23,7 @@ def vector_column(x: np.ndarray) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), x.shape[1]).cast(pa.list_(pa.float32()))
 
 
-MAX_ARRAY_LENGTH = 10_000_000  # frames along time: far past any clip, far below what would exhaust memory
+MAX_ARRAY_LENGTH = int(FILE_BOUNDS["bss.arrays length"].high)  # far past any clip, far below exhausting memory
 
 
 def _load_npy(path: Path) -> np.ndarray:

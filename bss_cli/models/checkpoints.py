@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from bss_cli.artifacts import fingerprint_file, write_bytes
+from bss_cli.bounds import FILE_BOUNDS
 from bss_cli.errors import ArtifactError, ConfigError
 from bss_cli.models.fusion import ModelConfig, build_model
 
@@ -31,7 +32,8 @@ TRAINER_STATE = "trainer"
 FORMAT = "bss_checkpoint_version"
 VERSION = 2  # 2: plain values only (1 pickled trainer objects and is refused)
 # Bounds on the sizes a checkpoint's model settings may claim (a hostile file must not allocate terabytes)
-MAX_CLASSES, MAX_WIDTH, MAX_LAYERS, MAX_INPUT = 10_000_000, 1_000_000, 1_000, 1_000_000_000
+MAX_CLASSES, MAX_WIDTH, MAX_LAYERS, MAX_INPUT = (int(FILE_BOUNDS[f"checkpoint {k}"].high)
+                                                 for k in ("n_classes", "hidden", "layers", "input values"))
 
 
 def to_tensors(state):

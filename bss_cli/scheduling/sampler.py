@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 from torch.utils.data import Sampler
 
 from bss_cli import schema as S
+from bss_cli.bounds import FILE_BOUNDS
 from bss_cli.errors import ConfigError
 
 PADS = ("wrap", "drop")
@@ -261,7 +262,7 @@ class ScheduleBatchSampler(Sampler[list[int]]):
         self.sampler.load_state_dict(state)
 
 
-MAX_EPOCH = 2**31  # epochs are int32 in schedule files
+MAX_EPOCH = int(FILE_BOUNDS["schedule epoch"].high) + 1  # epochs are int32 in schedule files
 
 
 def _id_kind(t: pa.DataType) -> str:
