@@ -181,3 +181,29 @@ def test_study_refuses_bad_designs_before_running(tiny_manifest, tmp_path):
         r = runner.invoke(app, ["study", str(tiny_manifest), "--out", str(tmp_path / "s"), *extra])
         assert r.exit_code == 1 and needle in r.stderr, r.output
         assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.slow
+def test_study_runs_import_nothing_from_the_current_folder(tiny_manifest, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = tmp_path / "cwd"
+    here.mkdir()
+    marker = tmp_path / "imported"
+    (here / "rich.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\nraise SystemExit(3)\n")
+    bss = Path(sys.executable).parent / "bss"
+    r = subprocess.run([str(bss), "study", str(tiny_manifest), "--out", str(tmp_path / "s"), "--schedulers", "none",
+                        "--seeds", "1", "--set", "epochs=1", "--device", "cpu", "--quiet"], cwd=here,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert not marker.exists()
+
+
+def test_a_run_folder_lock_is_never_written_through_a_link(tiny_manifest, tmp_path):
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    (run_dir / ".bss-lock").symlink_to(tmp_path / "target")
+    r = runner.invoke(app, ["train", str(tiny_manifest), "--out", str(run_dir), "--epochs", "1", "--quiet"])
+    assert r.exit_code == 1 and "symbolic link" in r.stderr and not (tmp_path / "target").exists()
