@@ -61,6 +61,7 @@ def bare_loop(manifest: Path, epochs: int, hidden: int, layers: int, batch_size:
             loss = joint_loss(out, y[idx], 1.0, 1.0).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # bss train's default recipe clips too
             opt.step()
         sched.step()
         model.eval()
