@@ -69,21 +69,31 @@ def plot_run(summary: dict, out: str | Path) -> Path:
 
 
 def plot_study(summary: dict, out: str | Path) -> Path:
-    """Paired differences to the baseline with their 95 % t-intervals, one row per variant."""
+    """Per variant, the paired difference to the baseline and the ordering effect (to its
+    random-order control), each with its 95 % t-interval."""
     plt = _pyplot()
     stats = summary["summary"]
-    rows = [(name, v["vs_baseline"]) for name, v in stats.get("variants", {}).items() if v.get("vs_baseline")]
+    rows = [(name, v) for name, v in stats.get("variants", {}).items() if v.get("vs_baseline") or v.get("vs_control")]
     if not rows:
         raise ConfigError(f"{summary['path']}: no paired differences yet (the baseline and another variant need "
                           "finished runs)")
-    fig, ax = plt.subplots(figsize=(7, 0.6 * len(rows) + 1.5))
-    for i, (name, d) in enumerate(rows):
-        ax.errorbar(d["mean"], i, xerr=[[d["mean"] - d["low"]], [d["high"] - d["mean"]]], fmt="o", capsize=4,
-                    color="tab:green" if d["significant"] and d["mean"] > 0 else
-                    "tab:red" if d["significant"] else "grey")
+    fig, ax = plt.subplots(figsize=(7.5, 0.7 * len(rows) + 1.6))
+    shown = set()
+    for i, (name, v) in enumerate(rows):
+        for key, dy, marker, label in (("vs_baseline", -0.15, "o", f"vs {stats['baseline']}"),
+                                       ("vs_control", 0.15, "s", "vs its random-order control")):
+            d = v.get(key)
+            if not d or d.get("n", 0) < 2:
+                continue
+            sig = d.get("significant_holm", d["significant"]) if key == "vs_control" else d["significant"]
+            ax.errorbar(d["mean"], i + dy, xerr=[[d["mean"] - d["low"]], [d["high"] - d["mean"]]], fmt=marker,
+                        capsize=4, color="tab:green" if sig and d["mean"] > 0 else "tab:red" if sig else "grey",
+                        label=None if label in shown else label, mfc="white" if key == "vs_control" else None)
+            shown.add(label)
     ax.axvline(0, color="black", lw=1)
     ax.set_yticks(range(len(rows)), [n for n, _ in rows])
-    ax.set_xlabel(f"paired difference in test accuracy to {stats['baseline']!r} (95 % t-interval)")
+    ax.set_xlabel("paired difference in test accuracy (95 % t-interval; colour: significant)")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
