@@ -166,3 +166,57 @@ def torch_seed():
     import torch
 
     torch.manual_seed(0)
+
+
+def _lightning_trainer(bss, **kwargs):
+    import lightning as L
+
+    settings = dict(max_epochs=EPOCHS, accelerator="cpu", logger=False, enable_checkpointing=False,
+                    enable_progress_bar=False, enable_model_summary=False, reload_dataloaders_every_n_epochs=1,
+                    use_distributed_sampler=False)
+    return L.Trainer(**{**settings, **kwargs})
+
+
+def test_lightning_without_the_callback_registered_fails_on_the_first_epoch(tiny_manifest, schedule):
+    from bss_cli import ScheduleSampler
+    from bss_cli.integrations.lightning import ScheduleCallback
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    from lightning_train import Classifier, TrainRows
+
+    data = TrainRows(str(tiny_manifest))
+    bss = ScheduleCallback(ScheduleSampler(schedule, dataset=data))
+    model = Classifier(data, bss, 4)
+    with pytest.raises(ConfigError, match=r"not registered with the Trainer.*callbacks=\[callback\]"):
+        _lightning_trainer(bss).fit(model)  # callbacks=[bss] left out
+    assert model.trained == {}
+
+
+def test_lightning_max_steps_ends_cleanly_on_the_schedule(tiny_manifest, schedule):
+    from bss_cli import ScheduleSampler
+    from bss_cli.integrations.lightning import ScheduleCallback
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    from lightning_train import Classifier, TrainRows
+
+    data = TrainRows(str(tiny_manifest))
+    bss = ScheduleCallback(ScheduleSampler(schedule, dataset=data))
+    model = Classifier(data, bss, 4)
+    trainer = _lightning_trainer(bss, callbacks=[bss], max_steps=5)
+    trainer.fit(model)
+    assert trainer.global_step == 5
+    trained = [i for e in sorted(model.trained) for i in model.trained[e]]
+    assert trained == [i for e in range(EPOCHS) for i in expected(schedule, 0, 1)[str(e)]][:len(trained)]
+
+
+def test_an_iterable_dataset_is_refused_with_the_way_out():
+    import torch
+
+    from bss_cli import ScheduleSampler
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter(range(3))
+
+    with pytest.raises(ConfigError, match="IterableDataset: it has no indices.*map-style"):
+        ScheduleSampler("unused.parquet", dataset=Stream())

@@ -49,7 +49,11 @@ class ScheduleCallback(Callback):
 
     def dataloader(self, dataset, batch_size: int, **loader_kwargs) -> DataLoader:
         """The train DataLoader for the Trainer's current epoch (call it from ``train_dataloader()``)."""
-        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        if self.trainer is None:  # Lightning calls setup() before train_dataloader(): the callback is not in use
+            raise ConfigError("ScheduleCallback.dataloader() was called, but the callback is not registered with "
+                              "the Trainer, so every epoch would train epoch 0's order: pass "
+                              "L.Trainer(callbacks=[callback], ...)")
+        epoch = self.trainer.current_epoch
         self.sampler.set_epoch(epoch)
         batches = self.sampler.batches(batch_size, self.drop_last)
         self._scheduled = len(batches)
@@ -65,7 +69,8 @@ class ScheduleCallback(Callback):
         self._done += 1
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if self._done != self._scheduled and not trainer.should_stop:
+        stopped = trainer.should_stop or (trainer.max_steps not in (-1, None) and trainer.global_step >= trainer.max_steps)
+        if self._done != self._scheduled and not stopped:
             raise ConfigError(f"epoch {trainer.current_epoch}: trained {self._done} batches, the schedule gives this "
                               f"process {self._scheduled}; something cut the epoch (a loader not built by "
                               "ScheduleCallback.dataloader, limit_train_batches)")

@@ -83,6 +83,11 @@ class ScheduleSampler(Sampler[int]):
         if pad not in PADS:
             raise ConfigError(f"pad {pad!r}: expected one of {', '.join(PADS)}")
         self.rank, self.world_size, self.pad = rank, world_size, pad
+        if dataset is not None and any(c.__name__ == "IterableDataset" for c in type(dataset).__mro__):
+            raise ConfigError(f"dataset {type(dataset).__name__} is an IterableDataset: it has no indices, so no "
+                              "sampler (bss's or torch's) can order it, and ids= cannot help. Train in schedule "
+                              "order from a map-style dataset (one that supports dataset[i], e.g. rows of a "
+                              "Parquet or Arrow file, or a Hugging Face datasets.Dataset)")
         if dataset is not None and ids is None and index_of is None and not rows:
             ids = getattr(dataset, "sample_ids", None)
             if ids is None:
