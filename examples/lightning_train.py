@@ -53,17 +53,26 @@ def main(argv=None) -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--devices", type=int, default=1)
     ap.add_argument("--record", help="write the sample ids each epoch trained on (per rank) to RECORD.rankN.json")
+    ap.add_argument("--checkpoint-every", type=int, default=0, help="save a Lightning checkpoint every N steps")
+    ap.add_argument("--checkpoint-dir", default="checkpoints")
+    ap.add_argument("--resume", help="a Lightning checkpoint to resume from (mid-epoch ones too)")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     data = TrainRows(args.manifest)
     bss = ScheduleCallback(ScheduleSampler(args.schedule, dataset=data))  # rank and world size from torchrun
+    callbacks = [bss]
+    if args.checkpoint_every:  # the callback's position is saved in each checkpoint
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        callbacks.append(ModelCheckpoint(dirpath=args.checkpoint_dir, every_n_train_steps=args.checkpoint_every,
+                                         save_top_k=-1, filename="{step}"))
     trainer = L.Trainer(max_epochs=args.epochs, accelerator="cpu", devices=args.devices,
-                        strategy="ddp" if args.devices > 1 else "auto", callbacks=[bss],
+                        strategy="ddp" if args.devices > 1 else "auto", callbacks=callbacks,
                         reload_dataloaders_every_n_epochs=1, use_distributed_sampler=False,
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        logger=False, enable_checkpointing=bool(args.checkpoint_every), enable_progress_bar=False,
                         enable_model_summary=False)
     model = Classifier(data, bss, args.batch_size)
-    trainer.fit(model)
+    trainer.fit(model, ckpt_path=args.resume)
     if args.record:
         Path(f"{args.record}.rank{trainer.global_rank}.json").write_text(json.dumps(model.trained))
     if trainer.is_global_zero:

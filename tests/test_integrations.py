@@ -220,3 +220,27 @@ def test_an_iterable_dataset_is_refused_with_the_way_out():
 
     with pytest.raises(ConfigError, match="IterableDataset: it has no indices.*map-style"):
         ScheduleSampler("unused.parquet", dataset=Stream())
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_lightning_resumes_a_mid_epoch_checkpoint_exactly(tiny_manifest, schedule, tmp_path, world):
+    """Checkpoints every 3 steps on one process; resumed from one taken mid-epoch on `world`
+    processes, every rank trains exactly the rest of that epoch's order, then the later epochs."""
+    import torch
+
+    run_example("lightning_train.py", tiny_manifest, schedule, tmp_path / "full", 1, "--checkpoint-every", "3",
+                "--checkpoint-dir", str(tmp_path / "ck"))
+    f = ScheduleFile(schedule)
+    sizes = [f.epoch(e).num_rows for e in range(EPOCHS)]
+    steps_before = -(-sizes[0] // 4)  # epoch 0's batches (of 4): the next checkpoint inside epoch 1 is mid-epoch
+    step = next(s for s in range(3, 100, 3) if s > steps_before)
+    ckpt = tmp_path / "ck" / f"step={step}.ckpt"
+    state = torch.load(ckpt, weights_only=False)["callbacks"]["ScheduleCallback"]
+    assert state["epoch"] == 1 and 0 < state["offset"] < sizes[1], state
+    extra = ("--resume", str(ckpt)) + (("--devices", str(world)) if world > 1 else ())
+    records = run_example("lightning_train.py", tiny_manifest, schedule, tmp_path / "rec", world, *extra)
+    for rank, got in enumerate(records):
+        order = {e: np.array(f.epoch(e)["sample_id"].to_pylist(), dtype=object) for e in range(EPOCHS)}
+        want = {"1": shard(order[1][state["offset"]:], rank, world).tolist()}
+        want.update({str(e): shard(order[e], rank, world).tolist() for e in range(2, EPOCHS)})
+        assert got == want

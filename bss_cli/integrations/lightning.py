@@ -4,7 +4,9 @@ Lightning sizes an epoch from ``len(train_dataloader)`` when the loader is built
 curriculum is cut to its first epoch's size unless the loader is rebuilt *for* each epoch. The
 callback builds it (``callback.dataloader(dataset, batch_size=...)`` in your
 ``train_dataloader()``), checks the Trainer settings that would silently break the order, and at
-the end of every epoch checks that every scheduled batch was trained.
+the end of every epoch checks that every scheduled batch was trained. Its state (the epoch and the
+position its trained batches reached) is saved in Lightning checkpoints, so a checkpoint taken
+mid-epoch resumes with the rest of that epoch's order, on any number of processes.
 
     sampler = ScheduleSampler("schedule.parquet", dataset=train_set)
     bss = ScheduleCallback(sampler)
@@ -28,6 +30,23 @@ class ScheduleCallback(Callback):
         self.sampler, self.drop_last = sampler, drop_last
         self.trainer = None
         self._scheduled = self._done = 0
+        self._batch_size = 0
+        self._start = 0  # the global position of the epoch's order this epoch's loader started at
+        self._already = 0  # batches of this epoch Lightning counts as done before this loader (a resume)
+        self._restored: dict | None = None  # a checkpoint's position, used by the loader of its epoch
+
+    # --- Lightning checkpoints: the position reached in the epoch's order ----------------------
+    def state_dict(self) -> dict:
+        """Saved in every Lightning checkpoint: the epoch and the global position its trained
+        batches reached (any world size can continue from it)."""
+        if self.trainer is None:
+            return {}
+        n = len(self.sampler.order(self.sampler.epoch))
+        offset = min(n, self._start + self._done * self._batch_size * self.sampler.world_size)
+        return {"epoch": int(self.sampler.epoch), "offset": int(offset), "batches": self._already + self._done}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._restored = dict(state) if state else None
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage != "fit":
@@ -54,9 +73,19 @@ class ScheduleCallback(Callback):
                               "the Trainer, so every epoch would train epoch 0's order: pass "
                               "L.Trainer(callbacks=[callback], ...)")
         epoch = self.trainer.current_epoch
-        self.sampler.set_epoch(epoch)
+        restored, self._restored = self._restored, None
+        if restored and restored.get("epoch") == epoch:  # resumed mid-epoch: only the rest of its order
+            self.sampler.load_state_dict(restored)
+            self._start, self._already = int(restored["offset"]), int(restored.get("batches", 0))
+        else:
+            self.sampler.set_epoch(epoch)
+            self._start = self._already = 0
         batches = self.sampler.batches(batch_size, self.drop_last)
-        self._scheduled = len(batches)
+        self._scheduled, self._batch_size = len(batches), batch_size
+        if self._already:
+            # Lightning resumes an epoch by iterating len(loader) - done batches of a loader it takes
+            # from its start; this one yields only the rest, so it reports the done ones in its length
+            batches = _AfterResume(batches, self._already)
         return DataLoader(dataset, batch_sampler=batches, **loader_kwargs)
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
@@ -74,3 +103,18 @@ class ScheduleCallback(Callback):
             raise ConfigError(f"epoch {trainer.current_epoch}: trained {self._done} batches, the schedule gives this "
                               f"process {self._scheduled}; something cut the epoch (a loader not built by "
                               "ScheduleCallback.dataloader, limit_train_batches)")
+
+
+class _AfterResume:
+    """A batch sampler yielding ``inner``'s batches, whose length also counts ``done`` batches of
+    the epoch that were trained before a mid-epoch checkpoint (so Lightning's loop, which skips
+    that many, iterates exactly the rest)."""
+
+    def __init__(self, inner, done: int):
+        self.inner, self.done = inner, done
+
+    def __len__(self) -> int:
+        return len(self.inner) + self.done
+
+    def __iter__(self):
+        return iter(self.inner)
