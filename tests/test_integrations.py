@@ -244,3 +244,21 @@ def test_lightning_resumes_a_mid_epoch_checkpoint_exactly(tiny_manifest, schedul
         want = {"1": shard(order[1][state["offset"]:], rank, world).tolist()}
         want.update({str(e): shard(order[e], rank, world).tolist() for e in range(2, EPOCHS)})
         assert got == want
+
+
+def test_lightning_datamodule_in_two_lines(tiny_manifest, schedule):
+    import lightning as L
+
+    from bss_cli.integrations.lightning import ScheduleDataModule
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    from lightning_train import Classifier, TrainRows
+
+    data = TrainRows(str(tiny_manifest))
+    dm = ScheduleDataModule(data, schedule, batch_size=4)
+    trainer = L.Trainer(max_epochs=EPOCHS, accelerator="cpu", callbacks=[dm.callback], logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        **dm.trainer_kwargs)
+    model = Classifier(data, dm.callback, 4)
+    trainer.fit(model, datamodule=dm)  # the DataModule's loader takes precedence over the module's
+    assert {str(e): v for e, v in model.trained.items()} == expected(schedule, 0, 1)

@@ -18,6 +18,7 @@ mid-epoch resumes with the rest of that epoch's order, on any number of processe
 
 from __future__ import annotations
 
+import lightning as L
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader
 
@@ -118,3 +119,27 @@ class _AfterResume:
 
     def __iter__(self):
         return iter(self.inner)
+
+
+class ScheduleDataModule(L.LightningDataModule):
+    """The common case in two lines: a map-style dataset with ``sample_ids`` (or ``ids=``) and a
+    schedule file; ``callback`` and ``trainer_kwargs`` go to the Trainer.
+
+        dm = ScheduleDataModule(train_set, "schedule.parquet", batch_size=32, num_workers=4)
+        trainer = L.Trainer(max_epochs=30, callbacks=[dm.callback], **dm.trainer_kwargs)
+        trainer.fit(model, datamodule=dm)
+
+    Create it in every process (under torchrun the sampler shards by rank).
+    """
+
+    trainer_kwargs = {"reload_dataloaders_every_n_epochs": 1, "use_distributed_sampler": False}
+
+    def __init__(self, dataset, schedule, batch_size: int, *, ids=None, drop_last: bool = False, **loader_kwargs):
+        super().__init__()
+        sampler = ScheduleSampler(schedule, dataset=dataset) if ids is None else \
+            ScheduleSampler(schedule, ids=ids, dataset=dataset)
+        self.dataset, self.batch_size, self.loader_kwargs = dataset, batch_size, loader_kwargs
+        self.callback = ScheduleCallback(sampler, drop_last=drop_last)
+
+    def train_dataloader(self) -> DataLoader:
+        return self.callback.dataloader(self.dataset, batch_size=self.batch_size, **self.loader_kwargs)
