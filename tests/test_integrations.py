@@ -262,3 +262,32 @@ def test_lightning_datamodule_in_two_lines(tiny_manifest, schedule):
     model = Classifier(data, dm.callback, 4)
     trainer.fit(model, datamodule=dm)  # the DataModule's loader takes precedence over the module's
     assert {str(e): v for e, v in model.trained.items()} == expected(schedule, 0, 1)
+
+
+def test_hf_trainer_on_a_datasets_dataset(tiny_manifest, schedule, tmp_path):
+    """The way most HF users hold data: a datasets.Dataset with a sample_id column (and others that
+    forward() does not take), passed as dataset=; the mixin drops the unused columns as the Trainer does."""
+    import datasets
+    from transformers import TrainerCallback, TrainingArguments
+
+    from bss_cli import ScheduleSampler
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    from hf_train import BSSTrainer, Classifier, TrainRows
+
+    rows = TrainRows(str(tiny_manifest))
+    ds = datasets.Dataset.from_dict({"sample_id": rows.sample_ids, "x": rows.x.tolist(), "labels": rows.y.tolist(),
+                                     "index": list(range(len(rows.y))),
+                                     "n_tokens": [7] * len(rows.y)})  # a numeric column forward() lacks
+    ds.set_format("torch")
+    model = Classifier(rows)
+
+    class NewEpoch(TrainerCallback):
+        def on_epoch_begin(self, *a, **k):
+            model.trained.append([])
+
+    args = TrainingArguments(output_dir=str(tmp_path / "o"), num_train_epochs=EPOCHS, per_device_train_batch_size=4,
+                             report_to=[], save_strategy="no", logging_strategy="no", use_cpu=True, disable_tqdm=True)
+    BSSTrainer(model=model, args=args, train_dataset=ds, callbacks=[NewEpoch()],
+               bss_sampler=ScheduleSampler(schedule, dataset=ds)).train()
+    assert {str(e): v for e, v in enumerate(model.trained)} == expected(schedule, 0, 1)

@@ -43,9 +43,16 @@ class ScheduleTrainerMixin:
 
     def get_train_dataloader(self) -> DataLoader:
         self.bss_sampler.set_epoch(0)
-        return DataLoader(self.train_dataset, batch_sampler=self.bss_sampler.batches(
+        # what the Trainer's own loader does: a datasets.Dataset loses the columns forward() does not
+        # take (sample_id, raw text ...); any other dataset has them dropped by the collator
+        dataset, collator = self.train_dataset, self.data_collator
+        if _is_hf_dataset(dataset):
+            dataset = self._remove_unused_columns(dataset, description="training")
+        else:
+            collator = self._get_collator_with_removed_columns(self.data_collator, description="training")
+        return DataLoader(dataset, batch_sampler=self.bss_sampler.batches(
                               self._train_batch_size, self.args.dataloader_drop_last),
-                          collate_fn=self.data_collator, num_workers=self.args.dataloader_num_workers,
+                          collate_fn=collator, num_workers=self.args.dataloader_num_workers,
                           pin_memory=self.args.dataloader_pin_memory)
 
     def _update_steps(self, epoch: int) -> int:
@@ -79,3 +86,11 @@ class ScheduleTrainerMixin:
         batches = len(train_dataloader)
         return super()._run_epoch(epoch=epoch, train_dataloader=train_dataloader, steps_in_epoch=batches,
                                   num_update_steps_per_epoch=updates, **kwargs)
+
+
+def _is_hf_dataset(dataset) -> bool:
+    try:
+        import datasets
+    except ImportError:
+        return False
+    return isinstance(dataset, datasets.Dataset)

@@ -90,8 +90,12 @@ class ScheduleSampler(Sampler[int]):
                               "Parquet or Arrow file, or a Hugging Face datasets.Dataset)")
         if dataset is not None and ids is None and index_of is None and not rows:
             ids = getattr(dataset, "sample_ids", None)
+            names = getattr(dataset, "column_names", None)  # a Hugging Face datasets.Dataset
+            if ids is None and isinstance(names, list) and S.SAMPLE_ID in names:
+                ids = list(dataset[S.SAMPLE_ID])  # in the dataset's order (select/shuffle included)
             if ids is None:
-                raise ConfigError(f"dataset {type(dataset).__name__} exposes no sample_ids; {HOW_TO_MAP}")
+                raise ConfigError(f"dataset {type(dataset).__name__} exposes no sample_ids (nor a 'sample_id' column); "
+                                  f"{HOW_TO_MAP}")
         given = [name for name, on in (("ids", ids is not None), ("index_of", index_of is not None),
                                        ("rows=True", rows)) if on]
         if len(given) != 1:
