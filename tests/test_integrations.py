@@ -66,7 +66,8 @@ def _free_port() -> int:
 
 
 @pytest.mark.parametrize("world", [1, 2])
-@pytest.mark.parametrize("script,extra", [("lightning_train.py", ()), ("hf_train.py", ())])
+@pytest.mark.parametrize("script,extra", [("lightning_train.py", ()), ("hf_train.py", ()),
+                                          ("accelerate_train.py", ())])
 def test_every_epoch_trains_on_its_schedule_rows(tiny_manifest, schedule, tmp_path, script, extra, world):
     if script == "lightning_train.py" and world > 1:
         extra = ("--devices", str(world))
@@ -160,6 +161,12 @@ def test_hf_resume_mid_epoch_continues_the_schedule(tiny_manifest, schedule, tmp
     second = Classifier(data)
     trainer_for(second).train(resume_from_checkpoint=str(tmp_path / "o" / f"checkpoint-{save_at}"))
     assert second.trained == [want["2"][2 * 4:], want["3"]]
+    # the same checkpoint as if written by 2 processes: resumed on 1 it would land elsewhere; refused
+    saved = tmp_path / "o" / f"checkpoint-{save_at}" / "bss_sampler.json"
+    assert json.loads(saved.read_text())["world_size"] == 1
+    saved.write_text(json.dumps({"world_size": 2, "global_step": save_at}))
+    with pytest.raises(ConfigError, match="written by 2 process.*resumed on 1"):
+        trainer_for(Classifier(data)).train(resume_from_checkpoint=str(saved.parent))
 
 
 def torch_seed():
@@ -291,3 +298,13 @@ def test_hf_trainer_on_a_datasets_dataset(tiny_manifest, schedule, tmp_path):
     BSSTrainer(model=model, args=args, train_dataset=ds, callbacks=[NewEpoch()],
                bss_sampler=ScheduleSampler(schedule, dataset=ds)).train()
     assert {str(e): v for e, v in enumerate(model.trained)} == expected(schedule, 0, 1)
+
+
+def test_accelerate_sharding_a_second_time_is_refused(tiny_manifest, schedule, tmp_path):
+    args = [str(ROOT / "examples" / "accelerate_train.py"), str(tiny_manifest), str(schedule), "--epochs", "2",
+            "--batch-size", "4", "--prepare-loader"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(_free_port())] + args
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,
+                       env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert r.returncode != 0 and "shards its batches again" in r.stdout + r.stderr, r.stderr[-2000:]

@@ -23,6 +23,9 @@ from bss_cli.errors import ConfigError
 from bss_cli.scheduling.sampler import ScheduleSampler
 
 
+SAMPLER_FILE = "bss_sampler.json"  # in each checkpoint folder: the process count its steps were counted in
+
+
 class ScheduleTrainerMixin:
     """Put before ``transformers.Trainer`` in the bases; pass ``bss_sampler=`` to the constructor."""
 
@@ -74,12 +77,46 @@ class ScheduleTrainerMixin:
                                                              resume_from_checkpoint, trial)
         if resume_from_checkpoint is None or self.state.global_step == 0:
             return epochs_trained, steps
+        self._check_saved_world_size(resume_from_checkpoint)
         left, epoch = self.state.global_step, 0  # walk the epochs' own lengths up to the checkpoint's step
         while epoch < num_train_epochs and left >= self._update_steps(epoch):
             left -= self._update_steps(epoch)
             epoch += 1
         skip = 0 if self.args.ignore_data_skip else left * self.args.gradient_accumulation_steps
         return epoch, skip
+
+    # --- checkpoints: the process count the step was counted in ---------------------------------
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            import json
+            import os
+
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            if os.path.isdir(folder):
+                with open(os.path.join(folder, SAMPLER_FILE), "w") as f:
+                    json.dump({"world_size": self.args.world_size, "global_step": self.state.global_step}, f)
+
+    def _check_saved_world_size(self, checkpoint) -> None:
+        """A step counts one batch per process: mapped to (epoch, batch) with another process count it
+        lands elsewhere in the schedule, silently. Refuse that, and a checkpoint that cannot tell."""
+        import json
+        import os
+
+        path = os.path.join(str(checkpoint), SAMPLER_FILE)
+        try:
+            with open(path) as f:
+                saved = int(json.load(f)["world_size"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ConfigError(f"{checkpoint}: lacks a readable {SAMPLER_FILE} (written by ScheduleTrainerMixin with "
+                              "each checkpoint), so the process count its steps were counted in is unknown; resume "
+                              "from a checkpoint this mixin wrote") from None
+        if saved != self.args.world_size:
+            raise ConfigError(f"{checkpoint}: written by {saved} process(es), resumed on {self.args.world_size}; a "
+                              "Trainer step is one batch per process, so its place in the schedule depends on the "
+                              f"process count. Resume on {saved} process(es)")
 
     def _run_epoch(self, *, epoch, train_dataloader, steps_in_epoch, num_update_steps_per_epoch, **kwargs):
         updates = self._update_steps(epoch)  # also sets the sampler's epoch before the loader is iterated

@@ -183,6 +183,8 @@ class ScheduleSampler(Sampler[int]):
         return len(self._mine(self._resume if self._resume is not None else 0))
 
     def _begin(self) -> np.ndarray:
+        if self.world_size > 1:
+            _refuse_second_sharding(self.world_size)
         start = self._resume if self._resume is not None else 0
         self._resume, self._start, self._yielded = None, start, 0
         return self._mine(start)
@@ -272,6 +274,27 @@ class ScheduleBatchSampler(Sampler[list[int]]):
 
 
 MAX_EPOCH = int(FILE_BOUNDS["schedule epoch"].high) + 1  # epochs are int32 in schedule files
+# Wrappers that shard batches over processes themselves (accelerate's prepare): on top of a sampler
+# that already shards by rank, each process would train 1/W of its own share.
+RESHARDERS = ("BatchSamplerShard", "DataLoaderDispatcher", "IterableDatasetShard")
+
+
+def _refuse_second_sharding(world_size: int) -> None:
+    """Refuse to be iterated by a wrapper that shards again over more than one process."""
+    import sys
+
+    frame = sys._getframe(2)
+    for _ in range(8):  # the sampler's iterator <- torch's BatchSampler <- accelerate's shard, at most
+        if frame is None:
+            return
+        owner = frame.f_locals.get("self")
+        if type(owner).__name__ in RESHARDERS and getattr(owner, "num_processes", 1) > 1:
+            raise ConfigError(f"the ScheduleSampler shards the schedule over {world_size} processes itself, and "
+                              f"{type(owner).__module__}.{type(owner).__name__} shards its batches again, so each "
+                              "process would train a fraction of its share. With accelerate, do not pass this "
+                              "DataLoader to accelerator.prepare(); move each batch to accelerator.device yourself "
+                              "(see docs/integrations.md)")
+        frame = frame.f_back
 
 
 def _id_kind(t: pa.DataType) -> str:
