@@ -95,6 +95,8 @@ class StudyDesign:
                 raise ConfigError(f"--tune-lr {self.lr_grid}: expected distinct learning rates > 0, e.g. "
                                   "--tune-lr 0.003,0.01,0.03")
             self.lr_grid = sorted(float(x) for x in self.lr_grid)
+            if len({f"{x:g}" for x in self.lr_grid}) != len(self.lr_grid):  # a rate names a folder: lr=<rate:g>
+                raise ConfigError(f"--tune-lr {self.lr_grid}: rates must differ in their first 6 significant digits")
             setting_lr = [n for n, b in {"base": self.base, **self.variants}.items() if "lr" in b]
             if setting_lr:
                 raise ConfigError(f"--tune-lr gives the learning rates, and {', '.join(setting_lr)} also set(s) lr; "
@@ -135,11 +137,15 @@ class StudyDesign:
             return [None]
         return self.lr_grid if self.tune == "per-variant" or variant == self.baseline else []
 
+    def _full_settings(self) -> dict[str, dict]:
+        """Every variant's complete bss train settings (defaults filled in), for pairing variants."""
+        return {v: TrainConfig(out="-", **self.settings(v, 0)).to_dict() for v in self.variants}
+
     def controls(self) -> dict[str, str]:
         """Each variant's random-order control among the variants: the curriculum's (and the
         anti-curriculum's) is paced-random with the same settings otherwise; the learned
         scheduler's is itself with --shuffle-scores."""
-        full = {v: TrainConfig(out="-", **self.settings(v, 0)).to_dict() for v in self.variants}
+        full = self._full_settings()
 
         def same(a: dict, b: dict, ignore: tuple) -> bool:
             return all(a[k] == b[k] for k in a if k not in ignore)
@@ -160,7 +166,7 @@ class StudyDesign:
 
     def reverses(self) -> dict[str, str]:
         """Each curriculum's anti-curriculum twin (the same settings, the order reversed)."""
-        full = {v: TrainConfig(out="-", **self.settings(v, 0)).to_dict() for v in self.variants}
+        full = self._full_settings()
         return {v: c for v, s in full.items() if s["scheduler"] == "curriculum"
                 for c, cs in full.items() if cs == {**s, "scheduler": "anti-curriculum"}}
 
