@@ -225,7 +225,7 @@ def test_an_iterable_dataset_is_refused_with_the_way_out():
         def __iter__(self):
             return iter(range(3))
 
-    with pytest.raises(ConfigError, match="IterableDataset: it has no indices.*map-style"):
+    with pytest.raises(ConfigError, match="IterableDataset: it has no indices.*ScheduledRows"):
         ScheduleSampler("unused.parquet", dataset=Stream())
 
 

@@ -85,9 +85,9 @@ class ScheduleSampler(Sampler[int]):
         self.rank, self.world_size, self.pad = rank, world_size, pad
         if dataset is not None and any(c.__name__ == "IterableDataset" for c in type(dataset).__mro__):
             raise ConfigError(f"dataset {type(dataset).__name__} is an IterableDataset: it has no indices, so no "
-                              "sampler (bss's or torch's) can order it, and ids= cannot help. Train in schedule "
-                              "order from a map-style dataset (one that supports dataset[i], e.g. rows of a "
-                              "Parquet or Arrow file, or a Hugging Face datasets.Dataset)")
+                              "sampler (bss's or torch's) can order it, and ids= cannot help. Read the rows by "
+                              "index instead: bss_cli.scheduling.streaming.ScheduledRows over a Parquet file "
+                              "(ParquetRows) or any store with take(rows), or use a map-style dataset (dataset[i])")
         if dataset is not None and ids is None and index_of is None and not rows:
             ids = getattr(dataset, "sample_ids", None)
             names = getattr(dataset, "column_names", None)  # a Hugging Face datasets.Dataset
