@@ -38,6 +38,7 @@ class Classifier(nn.Module):
         self.data = data
         self.net = nn.Sequential(nn.Linear(data.dim, 64), nn.ReLU(), nn.Linear(64, data.n_classes))
         self.trained: list[list] = []  # per epoch, filled by the callback below
+        self.epochs: list[int] = []  # which epoch each list is (a resumed run starts mid-way)
 
     def forward(self, x, labels=None, index=None):
         if self.training and index is not None:
@@ -54,6 +55,9 @@ def main(argv=None) -> None:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--record", help="write the sample ids each epoch trained on (per rank) to RECORD.rankN.json")
+    ap.add_argument("--output-dir", help="where the Trainer writes checkpoints (default: a temporary folder)")
+    ap.add_argument("--save-steps", type=int, default=0, help="save a checkpoint every N steps")
+    ap.add_argument("--resume", help="a checkpoint folder to resume from (also on another number of processes)")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     data = TrainRows(args.manifest)
@@ -61,20 +65,22 @@ def main(argv=None) -> None:
     from transformers import TrainerCallback
 
     class NewEpoch(TrainerCallback):
-        def on_epoch_begin(self, *a, **k):
+        def on_epoch_begin(self, args, state, control, **k):
             model.trained.append([])
+            model.epochs.append(int(state.epoch + 1e-9))
 
-    out = tempfile.mkdtemp(prefix="bss-hf-")
+    out = args.output_dir or tempfile.mkdtemp(prefix="bss-hf-")
+    saving = {"save_strategy": "steps", "save_steps": args.save_steps} if args.save_steps else {"save_strategy": "no"}
     targs = TrainingArguments(output_dir=out, num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
-                              learning_rate=0.01, report_to=[], save_strategy="no", logging_strategy="no",
+                              learning_rate=0.01, report_to=[], logging_strategy="no", **saving,
                               use_cpu=True, disable_tqdm=True,
                               ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None)
     trainer = BSSTrainer(model=model, args=targs, train_dataset=data, callbacks=[NewEpoch()],
                          bss_sampler=ScheduleSampler(args.schedule, dataset=data))
-    trainer.train()
+    trainer.train(resume_from_checkpoint=args.resume)
     rank = trainer.args.process_index
     if args.record:
-        Path(f"{args.record}.rank{rank}.json").write_text(json.dumps(dict(enumerate(model.trained))))
+        Path(f"{args.record}.rank{rank}.json").write_text(json.dumps(dict(zip(model.epochs, model.trained))))
     if rank == 0:
         print(f"trained {args.epochs} epochs: " + ", ".join(str(len(v)) for v in model.trained)
               + " samples per epoch on rank 0")

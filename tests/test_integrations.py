@@ -161,12 +161,30 @@ def test_hf_resume_mid_epoch_continues_the_schedule(tiny_manifest, schedule, tmp
     second = Classifier(data)
     trainer_for(second).train(resume_from_checkpoint=str(tmp_path / "o" / f"checkpoint-{save_at}"))
     assert second.trained == [want["2"][2 * 4:], want["3"]]
-    # the same checkpoint as if written by 2 processes: resumed on 1 it would land elsewhere; refused
-    saved = tmp_path / "o" / f"checkpoint-{save_at}" / "bss_sampler.json"
-    assert json.loads(saved.read_text())["world_size"] == 1
-    saved.write_text(json.dumps({"world_size": 2, "global_step": save_at}))
-    with pytest.raises(ConfigError, match="written by 2 process.*resumed on 1"):
-        trainer_for(Classifier(data)).train(resume_from_checkpoint=str(saved.parent))
+
+
+@pytest.mark.parametrize("before,after", [(1, 2), (2, 1)])
+def test_hf_resume_on_another_number_of_processes_continues_the_epoch(tiny_manifest, schedule, tmp_path, before,
+                                                                       after):
+    """A checkpoint taken mid-epoch by `before` processes, resumed on `after`: the rest of that
+    epoch's order is sharded over the new processes (none repeated or skipped beyond the wrap
+    padding), then the later epochs whole."""
+    f = ScheduleFile(schedule)
+    order = {e: np.array(f.epoch(e)["sample_id"].to_pylist(), dtype=object) for e in range(EPOCHS)}
+    per_rank = [-(-len(order[e]) // before) for e in range(EPOCHS)]
+    steps = [-(-n // 4) for n in per_rank]
+    save_at = steps[0] + 2  # two steps into epoch 1
+    run_example("hf_train.py", tiny_manifest, schedule, tmp_path / "full", before, "--output-dir",
+                str(tmp_path / "o"), "--save-steps", str(save_at))
+    ckpt = tmp_path / "o" / f"checkpoint-{save_at}"
+    saved = json.loads((ckpt / "bss_sampler.json").read_text())
+    assert saved == {"epoch": 1, "offset": 2 * 4 * before, "world_size": before, "global_step": save_at}
+    records = run_example("hf_train.py", tiny_manifest, schedule, tmp_path / "rec", after, "--output-dir",
+                          str(tmp_path / "o2"), "--resume", str(ckpt))
+    for rank, got in enumerate(records):
+        want = {"1": shard(order[1][saved["offset"]:], rank, after).tolist()}
+        want.update({str(e): shard(order[e], rank, after).tolist() for e in range(2, EPOCHS)})
+        assert got == want
 
 
 def torch_seed():

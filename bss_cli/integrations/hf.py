@@ -3,8 +3,11 @@
 ``transformers.Trainer`` sizes every epoch (and the total step count that ends training and
 drives the LR schedule) from ``len(train_dataloader)`` at epoch 0, so a growing curriculum is cut
 to its first epoch's size. The mixin builds the train loader from the schedule, sums the steps of
-every epoch, gives each epoch its own length, and maps a checkpoint's step back to (epoch, step)
-on resume. Under DDP the sampler shards by rank itself (accelerate does not re-shard it).
+every epoch, and gives each epoch its own length. Each checkpoint records the epoch and the global
+position reached in its order (``bss_sampler.json``); a resumed run continues there, on the same
+number of processes or another (a step is one batch per process, so the remaining step count is
+recomputed for the new count). Under DDP the sampler shards by rank itself (accelerate does not
+re-shard it).
 
     class BSSTrainer(ScheduleTrainerMixin, Trainer):
         pass
@@ -58,34 +61,59 @@ class ScheduleTrainerMixin:
                           collate_fn=collator, num_workers=self.args.dataloader_num_workers,
                           pin_memory=self.args.dataloader_pin_memory)
 
-    def _update_steps(self, epoch: int) -> int:
-        """Optimiser steps of ``epoch`` on this process."""
-        self.bss_sampler.set_epoch(epoch)
-        batches = len(self.bss_sampler.batches(self._train_batch_size, self.args.dataloader_drop_last))
-        return max(math.ceil(batches / self.args.gradient_accumulation_steps), 1)
+    def _batches_in(self, epoch: int, offset: int = 0) -> int:
+        """This process's batches of ``epoch`` from global position ``offset`` (the sampler's own
+        position is left as it was)."""
+        s = self.bss_sampler
+        kept = (s.epoch, s._resume, s._start, s._yielded)
+        try:
+            s.load_state_dict({"epoch": epoch, "offset": offset})
+            return len(s.batches(self._train_batch_size, self.args.dataloader_drop_last))
+        finally:
+            s.epoch, s._resume, s._start, s._yielded = kept
+
+    def _update_steps(self, epoch: int, offset: int = 0) -> int:
+        """Optimiser steps of ``epoch`` (from global position ``offset``) on this process."""
+        return max(math.ceil(self._batches_in(epoch, offset) / self.args.gradient_accumulation_steps), 1)
 
     def set_initial_training_values(self, args, dataloader):
         values = list(super().set_initial_training_values(args, dataloader))
         epochs = values[0]
         values[-1] = sum(self._update_steps(e) for e in range(epochs))  # max_steps over every epoch's own length
-        self.bss_sampler.set_epoch(0)
+        self._epochs = epochs
         return tuple(values)
 
+    # --- resume: the epoch and the global position reached, on any number of processes -----------
     def _init_training_state(self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint,
                              trial):
         epochs_trained, steps = super()._init_training_state(max_steps, num_update_steps_per_epoch, num_train_epochs,
                                                              resume_from_checkpoint, trial)
+        self._resume_at = None
         if resume_from_checkpoint is None or self.state.global_step == 0:
             return epochs_trained, steps
-        self._check_saved_world_size(resume_from_checkpoint)
-        left, epoch = self.state.global_step, 0  # walk the epochs' own lengths up to the checkpoint's step
-        while epoch < num_train_epochs and left >= self._update_steps(epoch):
-            left -= self._update_steps(epoch)
-            epoch += 1
-        skip = 0 if self.args.ignore_data_skip else left * self.args.gradient_accumulation_steps
-        return epoch, skip
+        epoch, offset = self._saved_position(resume_from_checkpoint)
+        self._resume_at = (epoch, offset)
+        # the rest of training in this process count's steps: a step is one batch per process, so the
+        # count after a change of processes differs from the one the Trainer computed from scratch
+        rest = (self._update_steps(epoch, offset) if epoch < num_train_epochs else 0) + \
+            sum(self._update_steps(e) for e in range(epoch + 1, num_train_epochs))
+        self.state.max_steps = self.state.global_step + rest
+        return epoch, 0  # no batch skipping: the resumed epoch's loader yields only the rest of its order
 
-    # --- checkpoints: the process count the step was counted in ---------------------------------
+    def _saved_position(self, checkpoint) -> tuple[int, int]:
+        import json
+        import os
+
+        path = os.path.join(str(checkpoint), SAMPLER_FILE)
+        try:
+            with open(path) as f:
+                saved = json.load(f)
+            return int(saved["epoch"]), int(saved["offset"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ConfigError(f"{checkpoint}: lacks a readable {SAMPLER_FILE} (written by ScheduleTrainerMixin with "
+                              "each checkpoint: the epoch and the position reached in its order), so where to continue "
+                              "is unknown; resume from a checkpoint this mixin wrote") from None
+
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
         if self.args.should_save:
@@ -94,34 +122,25 @@ class ScheduleTrainerMixin:
 
             from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+            epoch, start, step0 = self._epoch_start
+            done = (self.state.global_step - step0) * self.args.gradient_accumulation_steps  # batches per process
+            n = len(self.bss_sampler.order(epoch))
+            offset = min(n, start + done * self._train_batch_size * self.bss_sampler.world_size)
+            if offset >= n:  # the epoch is done: the next starts at its beginning
+                epoch, offset = epoch + 1, 0
             folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
             if os.path.isdir(folder):
                 with open(os.path.join(folder, SAMPLER_FILE), "w") as f:
-                    json.dump({"world_size": self.args.world_size, "global_step": self.state.global_step}, f)
-
-    def _check_saved_world_size(self, checkpoint) -> None:
-        """A step counts one batch per process: mapped to (epoch, batch) with another process count it
-        lands elsewhere in the schedule, silently. Refuse that, and a checkpoint that cannot tell."""
-        import json
-        import os
-
-        path = os.path.join(str(checkpoint), SAMPLER_FILE)
-        try:
-            with open(path) as f:
-                saved = int(json.load(f)["world_size"])
-        except (OSError, ValueError, KeyError, TypeError):
-            raise ConfigError(f"{checkpoint}: lacks a readable {SAMPLER_FILE} (written by ScheduleTrainerMixin with "
-                              "each checkpoint), so the process count its steps were counted in is unknown; resume "
-                              "from a checkpoint this mixin wrote") from None
-        if saved != self.args.world_size:
-            raise ConfigError(f"{checkpoint}: written by {saved} process(es), resumed on {self.args.world_size}; a "
-                              "Trainer step is one batch per process, so its place in the schedule depends on the "
-                              f"process count. Resume on {saved} process(es)")
+                    json.dump({"epoch": epoch, "offset": offset, "world_size": self.bss_sampler.world_size,
+                               "global_step": self.state.global_step}, f)
 
     def _run_epoch(self, *, epoch, train_dataloader, steps_in_epoch, num_update_steps_per_epoch, **kwargs):
-        updates = self._update_steps(epoch)  # also sets the sampler's epoch before the loader is iterated
-        batches = len(train_dataloader)
-        return super()._run_epoch(epoch=epoch, train_dataloader=train_dataloader, steps_in_epoch=batches,
+        resume, self._resume_at = getattr(self, "_resume_at", None), None
+        offset = resume[1] if resume is not None and resume[0] == epoch else 0
+        updates = self._update_steps(epoch, offset)
+        self.bss_sampler.load_state_dict({"epoch": epoch, "offset": offset})  # before the loader is iterated
+        self._epoch_start = (epoch, offset, self.state.global_step)
+        return super()._run_epoch(epoch=epoch, train_dataloader=train_dataloader, steps_in_epoch=len(train_dataloader),
                                   num_update_steps_per_epoch=updates, **kwargs)
 
 
