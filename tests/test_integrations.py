@@ -326,3 +326,23 @@ def test_accelerate_sharding_a_second_time_is_refused(tiny_manifest, schedule, t
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,
                        env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert r.returncode != 0 and "shards its batches again" in r.stdout + r.stderr, r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_scheduled_rows_over_a_datasets_table(tiny_manifest, schedule, workers):
+    """Streaming-style training from a Hugging Face datasets table read by row index, with workers."""
+    import datasets
+    import pyarrow.parquet as pq
+    from torch.utils.data import DataLoader
+
+    from bss_cli.scheduling.streaming import ScheduledRows, TableRows
+
+    manifest = pq.read_table(tiny_manifest)
+    ds = datasets.Dataset.from_dict({"sample_id": manifest["sample_id"].to_pylist(),
+                                     "row": list(range(manifest.num_rows))})
+    rows = ScheduledRows(schedule, TableRows(ds), batch_size=4, rank=0, world_size=1,
+                         collate=lambda items: [r["sample_id"] for r in items])
+    loader = DataLoader(rows, batch_size=None, num_workers=workers)
+    for e in range(EPOCHS):
+        rows.set_epoch(e)
+        assert [i for batch in loader for i in batch] == expected(schedule, 0, 1)[str(e)]

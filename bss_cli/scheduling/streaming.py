@@ -90,6 +90,28 @@ class ParquetRows:
         return out
 
 
+class TableRows:
+    """Rows of an in-memory or memory-mapped table by row index: a ``pyarrow.Table`` or a Hugging
+    Face ``datasets.Dataset`` (its ``select``, so an indices mapping from ``shuffle``/``select`` is
+    honoured), as dicts in the order asked for."""
+
+    def __init__(self, table):
+        if not (isinstance(table, pa.Table) or hasattr(table, "select") and hasattr(table, "column_names")):
+            raise ConfigError(f"TableRows: expected a pyarrow.Table or a datasets.Dataset, got {type(table).__name__}")
+        self.table = table
+
+    def __len__(self) -> int:
+        return self.table.num_rows if isinstance(self.table, pa.Table) else len(self.table)
+
+    def take(self, rows: np.ndarray) -> list[dict]:
+        rows = np.asarray(rows, np.int64)
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
+            raise ConfigError(f"row {int(rows.max())} is scheduled but the table has {len(self)} rows")
+        if isinstance(self.table, pa.Table):
+            return self.table.take(pa.array(rows)).to_pylist()
+        return self.table.select(rows.tolist()).to_list()
+
+
 class ScheduledRows(torch.utils.data.IterableDataset):
     """Each epoch's scheduled rows of ``source`` (``take(rows) -> list[dict]``), in schedule order,
     as batches of ``batch_size`` dicts (``collate`` turns a list of rows into a batch; default:
