@@ -58,6 +58,7 @@ def main(argv=None) -> None:
     ap.add_argument("--output-dir", help="where the Trainer writes checkpoints (default: a temporary folder)")
     ap.add_argument("--save-steps", type=int, default=0, help="save a checkpoint every N steps")
     ap.add_argument("--resume", help="a checkpoint folder to resume from (also on another number of processes)")
+    ap.add_argument("--datasets", action="store_true", help="hold the rows in a Hugging Face datasets.Dataset")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     data = TrainRows(args.manifest)
@@ -75,8 +76,15 @@ def main(argv=None) -> None:
                               learning_rate=0.01, report_to=[], logging_strategy="no", **saving,
                               use_cpu=True, disable_tqdm=True,
                               ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None)
-    trainer = BSSTrainer(model=model, args=targs, train_dataset=data, callbacks=[NewEpoch()],
-                         bss_sampler=ScheduleSampler(args.schedule, dataset=data))
+    train_set = data
+    if args.datasets:  # the way most HF users hold data; forward() does not take its sample_id column
+        import datasets
+
+        train_set = datasets.Dataset.from_dict({"sample_id": data.sample_ids, "x": data.x.tolist(),
+                                                "labels": data.y.tolist(), "index": list(range(len(data)))})
+        train_set.set_format("torch", columns=["x", "labels", "index"], output_all_columns=True)
+    trainer = BSSTrainer(model=model, args=targs, train_dataset=train_set, callbacks=[NewEpoch()],
+                         bss_sampler=ScheduleSampler(args.schedule, dataset=train_set))
     trainer.train(resume_from_checkpoint=args.resume)
     rank = trainer.args.process_index
     if args.record:

@@ -67,10 +67,13 @@ def _free_port() -> int:
 
 @pytest.mark.parametrize("world", [1, 2])
 @pytest.mark.parametrize("script,extra", [("lightning_train.py", ()), ("hf_train.py", ()),
-                                          ("accelerate_train.py", ())])
+                                          ("hf_train.py", ("--datasets",)), ("accelerate_train.py", ()),
+                                          ("rows_train.py", ("--workers", "2"))])
 def test_every_epoch_trains_on_its_schedule_rows(tiny_manifest, schedule, tmp_path, script, extra, world):
     if script == "lightning_train.py" and world > 1:
         extra = ("--devices", str(world))
+    if "--datasets" in extra:
+        pytest.importorskip("datasets")
     records = run_example(script, tiny_manifest, schedule, tmp_path / "rec", world, *extra)
     for rank, got in enumerate(records):
         assert got == expected(schedule, rank, world)
