@@ -26,7 +26,7 @@ from bss_cli.errors import ConfigError
 from bss_cli.scheduling.sampler import ScheduleSampler
 
 
-SAMPLER_FILE = "bss_sampler.json"  # in each checkpoint folder: the process count its steps were counted in
+SAMPLER_FILE = "bss_sampler.json"  # in each checkpoint folder: the epoch and global position reached
 
 
 class ScheduleTrainerMixin:
@@ -35,8 +35,8 @@ class ScheduleTrainerMixin:
     def __init__(self, *args, bss_sampler: ScheduleSampler, **kwargs):
         super().__init__(*args, **kwargs)
         parent = super()
-        missing = [m for m in ("_run_epoch", "set_initial_training_values", "_init_training_state")
-                   if not hasattr(parent, m)]
+        missing = [m for m in ("_run_epoch", "set_initial_training_values", "_init_training_state",
+                               "_save_checkpoint", "_remove_unused_columns") if not hasattr(parent, m)]
         if missing:
             import transformers
 
