@@ -83,8 +83,10 @@ def main(studies: list[Path]) -> None:
                   f"{paper_text} |")
         for line in summary["conclusion"]:
             print(f"\n> {line}")
+        if not {"curriculum", "learned"} & set(v):
+            continue  # the diagnosis table compares the schedulers' effects
         spread = baseline_spread(study, summary, design)
-        row = {"data": study.name, "spread": spread, "old_verdict": old_verdict(spread),
+        row = {"data": study.name.removesuffix("-main"), "spread": spread, "old_verdict": old_verdict(spread),
                "baseline_unstable": f"{len(v[summary['baseline']]['unstable_seeds'])}/{v[summary['baseline']]['runs']}"}
         for name in ("curriculum", "learned"):
             if name in v:
