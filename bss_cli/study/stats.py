@@ -182,7 +182,8 @@ def conclusion(summary: dict) -> list[str]:
         reversed_as_good = bool(r and r["n"] > 1 and not (r["significant"] and r["mean"] > 0))
         anti = bool(e.get("reversed_of"))  # least balanced first: never a gain *for* BSS
         e["balance_aware_gain"] = bool(holds and d["mean"] > 0 and not reversed_as_good and not anti)
-        verdict = ((f"the least-balanced-first order {'helps' if d['mean'] > 0 else 'hurts'}" if holds
+        verdict = ((f"the least-balanced-first order {'helps' if d['mean'] > 0 else 'hurts'}" if holds else
+                    f"not significant once the {k} ordering tests are counted (Holm)" if d["significant"]
                     else "no ordering effect detected") if anti else
                    "an ordering effect, but not a balance-aware one (see the reversed order below)"
                    if holds and d["mean"] > 0 and reversed_as_good else
