@@ -33,7 +33,7 @@ class ScheduleCallback(Callback):
         self._scheduled = self._done = 0
         self._batch_size = 0
         self._start = 0  # the global position of the epoch's order this epoch's loader started at
-        self._already = 0  # batches of this epoch Lightning counts as done before this loader (a resume)
+        self._already = 0  # batches of this epoch Lightning counts as done when it builds the loader (a resume)
         self._restored: dict | None = None  # a checkpoint's position, used by the loader of its epoch
 
     # --- Lightning checkpoints: the position reached in the epoch's order ----------------------
@@ -44,7 +44,7 @@ class ScheduleCallback(Callback):
             return {}
         n = len(self.sampler.order(self.sampler.epoch))
         offset = min(n, self._start + self._done * self._batch_size * self.sampler.world_size)
-        return {"epoch": int(self.sampler.epoch), "offset": int(offset), "batches": self._already + self._done}
+        return {"epoch": int(self.sampler.epoch), "offset": int(offset)}
 
     def load_state_dict(self, state: dict) -> None:
         self._restored = dict(state) if state else None
@@ -75,12 +75,18 @@ class ScheduleCallback(Callback):
                               "L.Trainer(callbacks=[callback], ...)")
         epoch = self.trainer.current_epoch
         restored, self._restored = self._restored, None
+        # Lightning skips as many batches of an epoch's loader as its own progress counter says were
+        # done: 0 in a plain run; after a restore, those trained before the checkpoint (and, from a
+        # checkpoint taken at an epoch's last batch, that count again in the next epoch). The loader
+        # yields only what is left and is padded in length by exactly that many.
+        already = _lightning_batches_done(self.trainer)
         if restored and restored.get("epoch") == epoch:  # resumed mid-epoch: only the rest of its order
             self.sampler.load_state_dict(restored)
-            self._start, self._already = int(restored["offset"]), int(restored.get("batches", 0))
+            self._start = int(restored["offset"])
         else:
             self.sampler.set_epoch(epoch)
-            self._start = self._already = 0
+            self._start = 0
+        self._already = already
         batches = self.sampler.batches(batch_size, self.drop_last)
         self._scheduled, self._batch_size = len(batches), batch_size
         if self._already:
@@ -104,6 +110,14 @@ class ScheduleCallback(Callback):
             raise ConfigError(f"epoch {trainer.current_epoch}: trained {self._done} batches, the schedule gives this "
                               f"process {self._scheduled}; something cut the epoch (a loader not built by "
                               "ScheduleCallback.dataloader, limit_train_batches)")
+
+
+def _lightning_batches_done(trainer) -> int:
+    """The batches of the current epoch Lightning's restored progress counts as processed."""
+    try:
+        return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+    except AttributeError:  # another Lightning layout: fall back to what the checkpoint recorded
+        return 0
 
 
 class _AfterResume:
