@@ -97,6 +97,19 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+TEARDOWN_WAIT_S = 60  # how long a rank waits at teardown for the others (longer only when one has failed)
+
+
 def teardown(info: DistInfo) -> None:
+    """Leave the process group together: a rank that destroys it while a peer still talks to it can
+    abort that peer in gloo ("terminate called without an active exception"), failing a run that
+    succeeded. A rank whose peer failed waits at most TEARDOWN_WAIT_S, then leaves anyway."""
     if info.enabled and dist.is_initialized():
+        from datetime import timedelta
+
+        if dist.get_backend() == "gloo":  # NCCL needs no such wait (and its barrier cannot time out)
+            try:
+                dist.monitored_barrier(timeout=timedelta(seconds=TEARDOWN_WAIT_S))
+            except Exception:  # a peer failed or left: nothing to wait for
+                pass
         dist.destroy_process_group()
