@@ -61,20 +61,10 @@ class ScheduleTrainerMixin:
                           collate_fn=collator, num_workers=self.args.dataloader_num_workers,
                           pin_memory=self.args.dataloader_pin_memory)
 
-    def _batches_in(self, epoch: int, offset: int = 0) -> int:
-        """This process's batches of ``epoch`` from global position ``offset`` (the sampler's own
-        position is left as it was)."""
-        s = self.bss_sampler
-        kept = (s.epoch, s._resume, s._start, s._yielded)
-        try:
-            s.load_state_dict({"epoch": epoch, "offset": offset})
-            return len(s.batches(self._train_batch_size, self.args.dataloader_drop_last))
-        finally:
-            s.epoch, s._resume, s._start, s._yielded = kept
-
     def _update_steps(self, epoch: int, offset: int = 0) -> int:
         """Optimiser steps of ``epoch`` (from global position ``offset``) on this process."""
-        return max(math.ceil(self._batches_in(epoch, offset) / self.args.gradient_accumulation_steps), 1)
+        batches = self.bss_sampler.batch_count(epoch, self._train_batch_size, self.args.dataloader_drop_last, offset)
+        return max(math.ceil(batches / self.args.gradient_accumulation_steps), 1)
 
     def set_initial_training_values(self, args, dataloader):
         values = list(super().set_initial_training_values(args, dataloader))
@@ -124,9 +114,8 @@ class ScheduleTrainerMixin:
 
             epoch, start, step0 = self._epoch_start
             done = (self.state.global_step - step0) * self.args.gradient_accumulation_steps  # batches per process
-            n = len(self.bss_sampler.order(epoch))
-            offset = min(n, start + done * self._train_batch_size * self.bss_sampler.world_size)
-            if offset >= n:  # the epoch is done: the next starts at its beginning
+            offset = self.bss_sampler.offset_after(epoch, start, done, self._train_batch_size)
+            if offset >= len(self.bss_sampler.order(epoch)):  # the epoch is done: the next starts at its beginning
                 epoch, offset = epoch + 1, 0
             folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
             if os.path.isdir(folder):

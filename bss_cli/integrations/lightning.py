@@ -42,8 +42,7 @@ class ScheduleCallback(Callback):
         batches reached (any world size can continue from it)."""
         if self.trainer is None:
             return {}
-        n = len(self.sampler.order(self.sampler.epoch))
-        offset = min(n, self._start + self._done * self._batch_size * self.sampler.world_size)
+        offset = self.sampler.offset_after(self.sampler.epoch, self._start, self._done, self._batch_size)
         return {"epoch": int(self.sampler.epoch), "offset": int(offset)}
 
     def load_state_dict(self, state: dict) -> None:

@@ -164,9 +164,10 @@ class ScheduleSampler(Sampler[int]):
         self._cache = (epoch, order)
         return order
 
-    def _mine(self, start: int) -> np.ndarray:
-        """This rank's indices for the rest of the epoch from global position ``start``."""
-        rest = self.order()[start:]
+    def _mine(self, start: int, epoch: int | None = None) -> np.ndarray:
+        """This rank's indices for the rest of the epoch (default: the current one) from global
+        position ``start``."""
+        rest = self.order(epoch)[start:]
         if self.pad == "drop" and len(rest) < self.world_size:
             return rest[:0]
         return shard(rest, self.rank, self.world_size, self.pad)
@@ -200,6 +201,18 @@ class ScheduleSampler(Sampler[int]):
 
         ``min_size``: a final batch shorter than this is skipped (2 for BatchNorm models)."""
         return ScheduleBatchSampler(self, batch_size, drop_last, min_size)
+
+    def batch_count(self, epoch: int, batch_size: int, drop_last: bool = False, offset: int = 0,
+                    min_size: int = 1) -> int:
+        """This rank's batches of ``epoch`` from global position ``offset``, as :meth:`batches`
+        would give them; the sampler's own epoch and position are left as they are."""
+        batches = ScheduleBatchSampler(self, batch_size, drop_last, min_size)
+        return -(-batches._stop(len(self._mine(offset, epoch))) // batch_size)
+
+    def offset_after(self, epoch: int, start: int, batches: int, batch_size: int) -> int:
+        """The global position in ``epoch``'s order once every rank has taken ``batches`` batches of
+        ``batch_size`` from ``start`` (what a trainer's checkpoint records; any world size resumes it)."""
+        return min(len(self.order(epoch)), start + batches * batch_size * self.world_size)
 
     # --- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -158,10 +158,8 @@ class ScheduledRows(torch.utils.data.IterableDataset):
     def state_at(self, epoch: int, batches_done: int) -> dict:
         """The state after ``batches_done`` batches of ``epoch`` on this rank (the count your loop
         saw, not what workers prefetched): epoch and global position, for any world size."""
-        n = len(self.sampler.order(epoch))
         start = self._resumed[1] if self._resumed and self._resumed[0] == epoch else 0
-        offset = min(n, start + batches_done * self.batch_size * self.sampler.world_size)
-        return {"epoch": int(epoch), "offset": int(offset)}
+        return {"epoch": int(epoch), "offset": int(self.sampler.offset_after(epoch, start, batches_done, self.batch_size))}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue at a saved position: the next pass yields the rest of that epoch."""
