@@ -63,6 +63,10 @@ def study(
     unstable_drop: Annotated[float, typer.Option(
         help="A run whose val accuracy falls more than this below its peak (or peaks by epoch 2) is flagged "
              "unstable.")] = 0.10,
+    log: Annotated[Optional[list[str]], typer.Option(
+        metavar="TRACKER", help="Log every run to an experiment tracker: tensorboard, mlflow, wandb or csv "
+                                "(repeatable): one tracker run per study run, under the study folder, named "
+                                "variant/seed=N and grouped by the study (default: none).")] = None,
     jobs: Annotated[int, typer.Option(help="Runs at once (one per GPU on a machine with several).")] = 1,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final table (default: off).")] = False,
@@ -107,7 +111,8 @@ def study(
             rate = "" if record.lr is None else f" lr {record.lr:g}"
             err.print(f"[{done['n']}/{todo}] {record.variant}{rate} seed {record.seed}: {outcome}", markup=False)
 
-    summary = run_study(out_dir, design, jobs=jobs, device=device, on_run=on_run, unstable_drop=unstable_drop)
+    summary = run_study(out_dir, design, jobs=jobs, device=device, on_run=on_run, unstable_drop=unstable_drop,
+                        log=log)
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=str))
         return

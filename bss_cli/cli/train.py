@@ -179,6 +179,18 @@ def train(
     cache_dir: Annotated[Optional[Path], typer.Option(help="Cache decoded spectrograms in this folder (default: no cache).")] = None,
     encoder_weights: Annotated[Optional[list[str]], typer.Option(
         metavar="MODALITY=FILE", help="Initial encoder weights: 'modality=file.pt' (a state_dict, read safely; repeatable) (default: none).")] = None,
+    log: Annotated[Optional[list[str]], typer.Option(
+        metavar="TRACKER", help="Log to an experiment tracker: tensorboard, mlflow, wandb or csv (repeatable, or "
+                                "comma-separated); each but csv needs its extra, e.g. pip install 'bss[tensorboard]' "
+                                "(default: none).")] = None,
+    log_dir: Annotated[Optional[Path], typer.Option(
+        help="Base folder of the trackers' files: RUN/tensorboard, RUN/mlruns, RUN/wandb, RUN/csv (default: the run "
+             "folder).")] = None,
+    log_group: Annotated[Optional[str], typer.Option(
+        help="Group the tracker run belongs to: the MLflow experiment, the W&B group (default: none; MLflow "
+             "experiment 'bss').")] = None,
+    log_name: Annotated[Optional[str], typer.Option(
+        help="The tracker run's name, and its sub-folder under --log-dir (default: the run folder's name).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out (default: off).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output (the final table still prints) (default: off).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON on stdout (default: off).")] = False,
@@ -210,6 +222,7 @@ def train(
         result = run_training(cfg, Callbacks(on_epoch_start=progress.epoch_start,
                                              on_batch=progress.batch if progress.live else None,
                                              on_epoch_end=progress.epoch_end, on_message=progress.message,
+                                             on_warning=lambda text: err.print(text, markup=False),
                                              on_progress=progress.stage if progress.live else None))
     if result.summary and int(os.environ.get("RANK", "0")) == 0:
         if as_json:

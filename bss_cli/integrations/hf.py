@@ -14,6 +14,10 @@ re-shard it).
 
     sampler = ScheduleSampler("schedule.parquet", dataset=train_set)
     trainer = BSSTrainer(model=model, args=args, train_dataset=train_set, bss_sampler=sampler)
+
+At each epoch's start the order's ``bss/epoch_size``, ``bss/prefix_fraction`` and
+``bss/mean_balance`` go through ``Trainer.log`` (log_history and every ``report_to`` integration,
+which names them ``train/bss/...``); ``bss_log=False`` turns that off.
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ SAMPLER_FILE = "bss_sampler.json"  # in each checkpoint folder: the epoch and gl
 class ScheduleTrainerMixin:
     """Put before ``transformers.Trainer`` in the bases; pass ``bss_sampler=`` to the constructor."""
 
-    def __init__(self, *args, bss_sampler: ScheduleSampler, **kwargs):
+    def __init__(self, *args, bss_sampler: ScheduleSampler, bss_log: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
+        self.bss_log = bss_log  # log the order's BSS quantities at each epoch's start through Trainer.log (report_to)
         parent = super()
         missing = [m for m in ("_run_epoch", "set_initial_training_values", "_init_training_state",
                                "_save_checkpoint", "_remove_unused_columns") if not hasattr(parent, m)]
@@ -129,6 +134,8 @@ class ScheduleTrainerMixin:
         updates = self._update_steps(epoch, offset)
         self.bss_sampler.load_state_dict({"epoch": epoch, "offset": offset})  # before the loader is iterated
         self._epoch_start = (epoch, offset, self.state.global_step)
+        if self.bss_log:  # through the Trainer's own log: log_history and every report_to integration
+            self.log(self.bss_sampler.epoch_quantities(epoch)[0])
         return super()._run_epoch(epoch=epoch, train_dataloader=train_dataloader, steps_in_epoch=len(train_dataloader),
                                   num_update_steps_per_epoch=updates, **kwargs)
 

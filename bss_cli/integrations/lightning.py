@@ -27,8 +27,13 @@ from bss_cli.scheduling.sampler import ScheduleSampler
 
 
 class ScheduleCallback(Callback):
-    def __init__(self, sampler: ScheduleSampler, drop_last: bool = False):
-        self.sampler, self.drop_last = sampler, drop_last
+    """``log``: at each epoch's start, log the order's BSS quantities (``bss/epoch_size``,
+    ``bss/prefix_fraction``, ``bss/mean_balance``) to the Trainer's loggers, at the step Lightning's
+    own LearningRateMonitor uses; a TensorBoard logger also gets histograms of the epoch's balance
+    scores and sampling probabilities."""
+
+    def __init__(self, sampler: ScheduleSampler, drop_last: bool = False, log: bool = True):
+        self.sampler, self.drop_last, self.log = sampler, drop_last, log
         self.trainer = None
         self._scheduled = self._done = 0
         self._batch_size = 0
@@ -99,6 +104,18 @@ class ScheduleCallback(Callback):
             raise ConfigError(f"epoch {trainer.current_epoch}: the train DataLoader was built for epoch "
                               f"{self.sampler.epoch}; return ScheduleCallback.dataloader(...) from train_dataloader()")
         self._done = 0
+        if self.log and trainer.loggers:
+            self._log_epoch(trainer)
+
+    def _log_epoch(self, trainer) -> None:
+        values, arrays = self.sampler.epoch_quantities()
+        step = trainer.fit_loop.epoch_loop._batches_that_stepped  # the step LearningRateMonitor logs at
+        for logger in trainer.loggers:
+            logger.log_metrics({**values, "epoch": float(trainer.current_epoch)}, step=step)
+            add_histogram = getattr(getattr(logger, "experiment", None), "add_histogram", None)
+            if trainer.is_global_zero and callable(add_histogram):  # TensorBoard's SummaryWriter
+                for tag, a in arrays.items():
+                    add_histogram(tag, a, step)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._done += 1

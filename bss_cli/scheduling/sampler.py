@@ -164,6 +164,32 @@ class ScheduleSampler(Sampler[int]):
         self._cache = (epoch, order)
         return order
 
+    def epoch_quantities(self, epoch: int | None = None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+        """What trackers show of an epoch's order (default: the current one): ``bss/epoch_size``,
+        ``bss/prefix_fraction`` (the size over the samples the schedule holds: ``bss.n_samples``,
+        else the dataset's size) and ``bss/mean_balance``; and the balance scores and sampling
+        probabilities of the epoch's rows, for histograms (when the schedule has them)."""
+        import json
+
+        epoch = self.epoch if epoch is None else epoch
+        have = [c for c in (S.BALANCE, S.PROBABILITY) if c in (getattr(self._source, "columns", None) or [])]
+        t = self._source.epoch(epoch, columns=[S.POSITION, *have])
+        n = (getattr(self._source, "metadata", None) or {}).get(S.META_N_SAMPLES)
+        try:
+            n = int(json.loads(n)) if n is not None else (self._dataset_len or 0)
+        except (TypeError, ValueError):
+            n = self._dataset_len or 0
+        values = {"bss/epoch_size": float(t.num_rows)}
+        if n:
+            values["bss/prefix_fraction"] = t.num_rows / n
+        arrays = {}
+        if S.BALANCE in have and t.num_rows:
+            arrays["bss/balance_scores"] = t[S.BALANCE].to_numpy()
+            values["bss/mean_balance"] = float(arrays["bss/balance_scores"].mean())
+        if S.PROBABILITY in have and t.num_rows:
+            arrays["bss/sampling_probability"] = t[S.PROBABILITY].to_numpy()
+        return values, arrays
+
     def _mine(self, start: int, epoch: int | None = None) -> np.ndarray:
         """This rank's indices for the rest of the epoch (default: the current one) from global
         position ``start``."""

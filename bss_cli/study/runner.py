@@ -126,9 +126,16 @@ def _check_inputs(design: StudyDesign, device: str) -> None:
 
 
 def run_study(study: str | Path, design: StudyDesign, jobs: int = 1, device: str = "auto",
-              on_run: Callable[[RunRecord, str], None] | None = None, unstable_drop: float | None = None) -> dict:
-    """Run (or continue) the study; return its summary. ``on_run(record, outcome)`` after each run."""
+              on_run: Callable[[RunRecord, str], None] | None = None, unstable_drop: float | None = None,
+              log: list[str] | None = None) -> dict:
+    """Run (or continue) the study; return its summary. ``on_run(record, outcome)`` after each run.
+
+    ``log``: experiment trackers for every run (one tracker run per study run, under STUDY/, named
+    ``variant[/lr=R]/seed=N``, grouped by the study's folder name and tagged with the variant)."""
+    from bss_cli.tracking.backends import parse_names
+
     study = Path(study)
+    launch = _log_args(study, parse_names(log)) if log else []
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs}: expected an integer >= 1")
     design.validate()
@@ -138,20 +145,27 @@ def run_study(study: str | Path, design: StudyDesign, jobs: int = 1, device: str
                                                               "now; wait for it to finish, or choose another --out"):
         _check_design(study, design)  # ... and again under the lock: another study may have started it
         runs.write_json(study / DESIGN, design.to_dict())
-        return _run_locked(study, design, jobs, device, on_run, unstable_drop)
+        return _run_locked(study, design, jobs, device, on_run, unstable_drop, launch)
+
+
+def _log_args(study: Path, names: list[str]) -> list[str]:
+    """The bss train flags that send a run of the study to its trackers (its name is added per run)."""
+    return [*(a for n in names for a in ("--log", n)), "--log-dir", str(study.resolve()),
+            "--log-group", study.resolve().name]
 
 
 def _run_locked(study: Path, design: StudyDesign, jobs: int, device: str,
-                on_run: Callable[[RunRecord, str], None] | None, unstable_drop: float | None) -> dict:
+                on_run: Callable[[RunRecord, str], None] | None, unstable_drop: float | None,
+                launch: list[str]) -> dict:
     failures: list[str] = []
-    _run_all([r for r in plan(study, design) if r.state != "done"], design, jobs, device, on_run, failures)
+    _run_all([r for r in plan(study, design) if r.state != "done"], design, jobs, device, on_run, failures, launch)
     if design.lr_grid is not None and design.tune == "shared" and not failures:
         # the baseline's grid is done: every other variant trains at the rate it selected on validation
         chosen = stats.select_rate(collect(study, design), design.baseline, design.lr_grid, len(design.seeds))
         if chosen is not None:
             rates = {v: [chosen] for v in design.variants if v != design.baseline}
             _run_all([r for r in plan(study, design, rates) if r.state != "done"], design, jobs, device, on_run,
-                     failures)
+                     failures, launch)
     summary = summarise(study, design, unstable_drop)
     if failures:
         raise BSSError(f"{len(failures)} run(s) of the study failed (the others are kept; run the same bss study "
@@ -173,7 +187,7 @@ def summarise(study: Path, design: StudyDesign, unstable_drop: float | None = No
 
 
 def _run_all(todo: list[RunRecord], design: StudyDesign, jobs: int, device: str,
-             on_run: Callable[[RunRecord, str], None] | None, failures: list[str]) -> None:
+             on_run: Callable[[RunRecord, str], None] | None, failures: list[str], launch: list[str]) -> None:
     gpus = _gpus() if device != "cpu" and todo else 0
     slots = list(range(jobs))
     lock = threading.Lock()
@@ -182,7 +196,7 @@ def _run_all(todo: list[RunRecord], design: StudyDesign, jobs: int, device: str,
         with lock:
             slot = slots.pop()
         try:
-            outcome = _train(record, design, slot, gpus, device)
+            outcome = _train(record, design, slot, gpus, device, launch)
         finally:
             with lock:
                 slots.append(slot)
@@ -221,7 +235,7 @@ def _die_with_parent() -> Callable[[], None] | None:
     return lambda: prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def _train(record: RunRecord, design: StudyDesign, slot: int, gpus: int, device: str) -> str:
+def _train(record: RunRecord, design: StudyDesign, slot: int, gpus: int, device: str, launch: list[str]) -> str:
     """One bss train process; 'done' or the reason it failed."""
     config = record.folder.parent / f"{record.folder.name}.json"
     runs.write_json(config, design.settings(record.variant, record.seed, record.lr))
@@ -230,6 +244,9 @@ def _train(record: RunRecord, design: StudyDesign, slot: int, gpus: int, device:
            "--quiet", "--device", device]
     if record.state == "resume":
         cmd.append("--resume")
+    if launch:  # trackers: the run's name under the study is its folder's path under STUDY/runs
+        cmd += [*launch, "--log-name", record.folder.relative_to(record.folder.parents[
+            1 if record.lr is None else 2]).as_posix()]
     env = dict(os.environ)
     if gpus > 1 and device != "cpu":  # one run per GPU
         env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)

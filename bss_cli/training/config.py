@@ -23,7 +23,8 @@ PREDICT_WITH = ("sum", "unimodal", "fused")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
 # Settings that may differ when a run is resumed (they do not change what is computed).
-RESUME_FREE = ("resume", "quiet", "workers", "device", "threads", "save_every")
+RESUME_FREE = ("resume", "quiet", "workers", "device", "threads", "save_every", "log", "log_dir", "log_group",
+               "log_name")
 
 
 @dataclass
@@ -85,6 +86,11 @@ class TrainConfig:
     # this often, and after the last epoch; 0 = after every epoch. A kill loses at most this much (plus an epoch)
     cache_dir: str | None = None  # cache decoded spectrograms here
     encoder_weights: list[str] | None = None  # 'modality=path' state_dict files for encoders
+    # experiment trackers: how the run is watched, never what it computes (not saved in settings.json)
+    log: list[str] | None = None  # tensorboard | mlflow | wandb | csv
+    log_dir: str | None = None  # the trackers' base folder (None: the run folder)
+    log_group: str | None = None  # groups tracker runs (bss study: the study's name)
+    log_name: str | None = None  # the tracker run's name under log_dir (bss study: variant/seed=N)
     resume: bool = False
     quiet: bool = False
 
@@ -117,6 +123,9 @@ class TrainConfig:
             if isinstance(default, bool):
                 if not isinstance(value, bool):
                     problems.append(f"{label(f.name)} {value!r}: expected true or false")
+            elif f.name == "log":
+                if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                    problems.append(f"{label(f.name)} {value!r}: expected a list of tracker names")
             elif f.name == "encoder_weights":
                 if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
                     problems.append(f"{label(f.name)} {value!r}: expected a list of 'modality=path' strings")
@@ -161,6 +170,13 @@ class TrainConfig:
         if self.rescore == "online" and "grad_norm" in CRITERIA.get(self.criterion, CRITERIA["loss"]).parts:
             problems.append(f"--rescore online cannot compute per-sample gradients; use --rescore pass with "
                             f"--criterion {self.criterion}")
+        if self.log:
+            from bss_cli.tracking.backends import parse_names
+
+            try:
+                self.log = parse_names(self.log, label("log"))
+            except ConfigError as exc:
+                problems.append(str(exc))
         if not self.manifest:
             problems.append("no manifest given")
         if not self.out:

@@ -45,7 +45,7 @@ PLAN_DIR = "plan"
 STATIC_FILE = "static.parquet"
 TIMING_KEYS = ("plan_seconds", "train_seconds", "score_seconds", "eval_seconds", "samples_per_s")
 # How this invocation runs, not what the run computes: never saved, never compared.
-LAUNCH_KEYS = ("out", "resume", "quiet")
+LAUNCH_KEYS = ("out", "resume", "quiet", "log", "log_dir", "log_group", "log_name")
 
 
 def epoch_dir(run: Path, epoch: int) -> Path:

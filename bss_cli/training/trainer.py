@@ -64,6 +64,7 @@ class Callbacks:
     on_batch: Callable[[int, int, float], None] | None = None  # (epoch, samples, loss)
     on_epoch_end: Callable[[dict], None] | None = None  # the metrics row
     on_message: Callable[[str], None] | None = None
+    on_warning: Callable[[str], None] | None = None  # shown even when quiet (a tracker that failed)
     on_progress: Callable[[str, int, int], None] | None = None  # (stage, done, total), e.g. checking media
 
 
@@ -114,6 +115,7 @@ class Trainer:
         self.amp = cfg.amp and self.device.type == "cuda"
         self.pos_of_row = np.full(m.n, -1, np.int64)  # manifest row -> train position
         self.pos_of_row[self.train_rows] = np.arange(len(self.train_rows))
+        self.tracking = None  # experiment trackers (--log), rank 0 only
 
     def _fresh_model(self):
         cfg = self.cfg
@@ -292,6 +294,10 @@ class Trainer:
         if self.cb.on_message and self.info.is_main:
             self.cb.on_message(text)
 
+    def _warn(self, text: str) -> None:
+        if self.info.is_main:
+            (self.cb.on_warning or self._say)(f"warning: {text}")
+
     def fit(self) -> TrainResult:
         """Train under the run folder's lock (rank 0 holds it; the other ranks write nothing).
 
@@ -301,7 +307,10 @@ class Trainer:
         with runs.run_lock(self.run) if self.info.is_main else _nothing(), FileWriter(self.info.is_main) as files:
             self.files = files
             barrier(self.info)
-            return self._fit()
+            try:
+                return self._fit()
+            finally:
+                self._close_tracking()
 
     def _fit(self) -> TrainResult:
         cfg, main = self.cfg, self.info.is_main
@@ -323,6 +332,8 @@ class Trainer:
             if main and self.planner.static is not None:
                 self.plan_files["static"] = save_scores_file(runs.plan_path(self.run, None), self.planner.static,
                                                              write=self.files.write)
+        if main and cfg.log:
+            self._open_tracking()
         model = self.model
         if self.info.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -381,6 +392,7 @@ class Trainer:
                      if k in ("acc", "macro_f1", "map")}
         t4 = time.perf_counter()
         balance = table.column("balance").to_numpy()
+        fresh_order = epoch == 0 or (self.planner.rescoring and bool(self.history) and self.history[-1]["rescored"])
         row = {"epoch": epoch, "train_loss": loss, "lr": LR.lr_at(cfg, epoch),
                "subset_size": table.num_rows, "mean_balance": float(balance.mean()), "rescored": rescore_now,
                **{f"val_{k}": v for k, v in val.items()}, **paper,
@@ -395,9 +407,44 @@ class Trainer:
                 self._save(epoch, improved)
             elif improved:  # best.pt is written at the next save, with this epoch's state
                 self._best_state = copy.deepcopy(self._state(epoch))
+        if self.tracking is not None:
+            self._track_epoch(epoch, row, table if fresh_order else None)
         barrier(self.info)
         if self.cb.on_epoch_end and main:
             self.cb.on_epoch_end(row)
+
+    # --- experiment trackers (--log) ------------------------------------------------------------
+    def _open_tracking(self) -> None:
+        from bss_cli.tracking import Target, Tracking
+        from bss_cli.tracking.hub import read_ids
+
+        cfg = self.cfg
+        tags = {"bss.scheduler": cfg.scheduler, "bss.seed": str(cfg.seed)}
+        if cfg.log_group:  # a study: its name, and the variant (the first part of the run's name)
+            tags.update({"bss.study": cfg.log_group, "bss.variant": (cfg.log_name or self.run.name).split("/")[0]})
+        target = Target(Path(cfg.log_dir) if cfg.log_dir else self.run, cfg.log_name or "", cfg.log_group, tags,
+                        read_ids(self.run) if self.has_checkpoint else {})
+        self.tracking = Tracking(cfg.log, target, runs.run_settings(cfg.to_dict()), self.run)
+        self._say("logging to " + ", ".join(f"{k} ({v})" for k, v in self.tracking.where.items()))
+
+    def _track_epoch(self, epoch: int, row: dict, table) -> None:
+        """Queue the epoch's values (and, when the epoch's order came from new scores, histograms of
+        the balance scores and sampling probabilities that ordered it) for the trackers."""
+        from bss_cli.tracking import epoch_values
+
+        self.tracking.scalars(epoch_values(row, len(self.train_rows)), epoch)
+        if table is not None and (self.planner.file is not None or self.cfg.scheduler in (*STATIC_SCORED, "learned")):
+            self.tracking.histogram("bss/balance_scores", table.column("balance").to_numpy(), epoch)
+            if "probability" in table.column_names:
+                self.tracking.histogram("bss/sampling_probability", table.column("probability").to_numpy(), epoch)
+        for text in self.tracking.drain_messages():
+            self._warn(text)
+
+    def _close_tracking(self) -> None:
+        if self.tracking is not None:
+            for text in self.tracking.close():
+                self._warn(text)
+            self.tracking = None
 
     def _save_due(self, epoch: int) -> bool:
         return (epoch + 1 == self.cfg.epochs or time.perf_counter() - self._saved_at >= self.cfg.save_every
@@ -445,6 +492,10 @@ class Trainer:
                    "test": test, "final_val": {k: v for k, v in self.history[-1].items() if k.startswith("val_")}}
         if self.info.is_main:
             runs.write_json(self.run / runs.SUMMARY, summary)
+        if self.tracking is not None:
+            from bss_cli.tracking import final_values
+
+            self.tracking.final(runs.run_settings(self.cfg.to_dict()), final_values(summary), self.cfg.epochs - 1)
         return TrainResult(self.run, self.history, self.best["epoch"], test, {"run": str(self.run), **summary})
 
 

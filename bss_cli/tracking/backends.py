@@ -1,0 +1,284 @@
+"""Experiment trackers, each through its own library: TensorBoard (tensorboard's writer), MLflow
+(a local file store by default), Weights & Biases (offline by default) and a CSV folder (no
+library, the layout of Lightning's ``CSVLogger``).
+
+A backend is told where to write (:class:`Target`) and then receives scalars per step,
+histograms per step, and at the end the settings as hyper-parameters with the final figures.
+Backends are driven from one background thread (:mod:`bss_cli.tracking.hub`); they never see
+the run's tensors or random state.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bss_cli.errors import ConfigError
+
+
+@dataclass
+class Target:
+    """Where one run's tracking goes.
+
+    ``folder``: the base folder (the run folder, or a study folder); ``name``: the run's name under
+    it (``variant/seed=3`` in a study, empty for a lone run); ``group``: what groups runs (the
+    study's name: an MLflow experiment, a W&B group); ``tags``: searchable labels (variant, seed).
+    ``resume_ids``: the tracker run ids of an interrupted run, to continue the same tracker run.
+    """
+
+    folder: Path
+    name: str = ""
+    group: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    resume_ids: dict[str, str] = field(default_factory=dict)
+
+    def path(self, kind: str) -> Path:
+        return self.folder / kind / self.name if self.name else self.folder / kind
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.folder.name
+
+
+def flat_params(settings: dict) -> dict[str, str]:
+    """Settings as hyper-parameter strings (lists joined, None as 'none'), in key order."""
+    out = {}
+    for k, v in settings.items():
+        if isinstance(v, (list, tuple)):
+            v = ",".join(map(str, v))
+        out[k] = "none" if v is None else str(v)
+    return out
+
+
+class CsvBackend:
+    """``metrics.csv`` (one row per step, one column per value, rewritten with a wider header when a
+    new value appears, as Lightning's CSVLogger does), ``histograms.csv`` (step, tag, bin edges,
+    count) and ``hparams.json``."""
+
+    name = "csv"
+
+    def start(self, target: Target, settings: dict) -> None:
+        self.folder = target.path("csv")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.rows: list[dict] = []
+        self.keys: list[str] = ["step"]
+        metrics = self.folder / "metrics.csv"
+        if target.resume_ids.get(self.name) and metrics.is_file():  # a resumed run continues the file
+            with open(metrics, newline="") as f:
+                reader = csv.DictReader(f)
+                self.keys = list(reader.fieldnames or ["step"])
+                self.rows = list(reader)
+        (self.folder / "hparams.json").write_text(json.dumps(flat_params(settings), indent=2) + "\n")
+        self.id = str(self.folder)
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        # a step logged again (a resumed run redoing an epoch, the final figures) updates its row
+        row = next((r for r in self.rows if str(r.get("step")) == str(step)), None)
+        if row is None:
+            self.rows.append({"step": step, **values})
+        else:
+            row.update(values)
+        new = [k for k in values if k not in self.keys]
+        self.keys += new
+        self._write()
+
+    def _write(self) -> None:
+        tmp = self.folder / "metrics.csv.tmp"
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, self.keys)
+            w.writeheader()
+            w.writerows(sorted(self.rows, key=lambda r: int(r["step"])))
+        os.replace(tmp, self.folder / "metrics.csv")
+
+    def histogram(self, tag: str, values: np.ndarray, step: int) -> None:
+        counts, edges = np.histogram(values, bins=30)
+        path = self.folder / "histograms.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(["step", "tag", "bin_low", "bin_high", "count"])
+            w.writerows([step, tag, repr(float(lo)), repr(float(hi)), int(c)]
+                        for lo, hi, c in zip(edges[:-1], edges[1:], counts))
+
+    def final(self, settings: dict, results: dict[str, float], step: int) -> None:
+        self.scalars(results, step)
+
+    def close(self) -> None:
+        pass
+
+
+class TensorBoardBackend:
+    """Event files under ``<folder>/tensorboard/<name>``: scalars, histograms, and the settings in
+    the HPARAMS tab with the final figures as its metrics (as Lightning's TensorBoardLogger does)."""
+
+    name = "tensorboard"
+
+    def start(self, target: Target, settings: dict) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.dir = target.path("tensorboard")
+        self.writer = SummaryWriter(log_dir=str(self.dir))
+        self.id = str(self.dir)
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        for k, v in values.items():
+            self.writer.add_scalar(k, v, step)
+
+    def histogram(self, tag: str, values: np.ndarray, step: int) -> None:
+        self.writer.add_histogram(tag, np.asarray(values, np.float64), step)
+
+    def final(self, settings: dict, results: dict[str, float], step: int) -> None:
+        from torch.utils.tensorboard.summary import hparams
+
+        params = {k: (v if isinstance(v, (int, float, bool)) and not isinstance(v, bool) else str(v))
+                  for k, v in settings.items()}
+        for summary in hparams(params, results):
+            self.writer.file_writer.add_summary(summary)
+        self.scalars(results, step)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class MlflowBackend:
+    """One MLflow run per bss run: experiment = the group (the study) or 'bss', run name = the
+    run's name, tags bss.*; metrics with the epoch as step; settings as params; histograms as JSON
+    artifacts (MLflow has no histogram type). The store is ``MLFLOW_TRACKING_URI`` when set, else a
+    local file store ``<folder>/mlruns``."""
+
+    name = "mlflow"
+
+    def start(self, target: Target, settings: dict) -> None:
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or (target.folder / "mlruns").resolve().as_uri()
+        if uri.startswith("file:"):
+            # MLflow 3 keeps its file store in maintenance and refuses it unless asked: a local folder is
+            # what this tracker is for (no server, no database); set here, for this process only
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=uri)
+        self.uri = uri
+        experiment = target.group or "bss"
+        run_id = target.resume_ids.get(self.name)
+        if run_id:
+            self.run_id = run_id
+            self.client.update_run(run_id, status="RUNNING")
+        else:
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                try:
+                    exp_id = self.client.create_experiment(experiment)
+                except Exception:  # a study's parallel run created it first
+                    found = self.client.get_experiment_by_name(experiment)
+                    if found is None:
+                        raise
+                    exp_id = found.experiment_id
+            else:
+                exp_id = found.experiment_id
+            run = self.client.create_run(exp_id, run_name=target.display_name, tags=target.tags)
+            self.run_id = run.info.run_id
+            from mlflow.entities import Param
+
+            params = [Param(k, v[:6000]) for k, v in flat_params(settings).items()]
+            for i in range(0, len(params), 100):
+                self.client.log_batch(self.run_id, params=params[i:i + 100])
+        self.id = self.run_id
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()])
+
+    def histogram(self, tag: str, values: np.ndarray, step: int) -> None:
+        counts, edges = np.histogram(values, bins=30)
+        self.client.log_dict(self.run_id, {"tag": tag, "step": step, "bin_edges": edges.tolist(),
+                                           "counts": counts.tolist()},
+                             f"histograms/{tag.replace('/', '.')}/step={step}.json")
+
+    def final(self, settings: dict, results: dict[str, float], step: int) -> None:
+        self.scalars(results, step)
+        self.client.set_terminated(self.run_id, "FINISHED")
+
+    def close(self) -> None:
+        pass
+
+
+class WandbBackend:
+    """One W&B run per bss run, offline unless ``WANDB_MODE`` says otherwise (``wandb sync`` uploads
+    it later): project ``WANDB_PROJECT`` or 'bss', group = the study, job type = the variant,
+    config = the settings, histograms as ``wandb.Histogram``, the final figures in the summary.
+    Files: ``<folder>/wandb/offline-run-*`` (a study's runs side by side: ``wandb sync STUDY/wandb/offline-run-*``).
+    Console capture and system statistics are off: they would touch the run's own output."""
+
+    name = "wandb"
+
+    def start(self, target: Target, settings: dict) -> None:
+        import wandb
+
+        folder = target.folder  # wandb writes under <folder>/wandb/, one offline-run-* folder per run
+        folder.mkdir(parents=True, exist_ok=True)
+        run_id = target.resume_ids.get(self.name)
+        self.run = wandb.init(
+            dir=str(folder), mode=os.environ.get("WANDB_MODE", "offline"),
+            project=os.environ.get("WANDB_PROJECT", "bss"), group=target.group,
+            job_type=target.tags.get("bss.variant"), name=target.display_name, config=settings,
+            tags=[f"{k}={v}" for k, v in target.tags.items()] or None,
+            id=run_id, resume="allow" if run_id else None, reinit="create_new",
+            settings=wandb.Settings(silent=True, console="off", x_disable_stats=True, x_disable_meta=True,
+                                    save_code=False))
+        self.wandb = wandb
+        self.id = self.run.id
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        self.run.log(dict(values), step=step)
+
+    def histogram(self, tag: str, values: np.ndarray, step: int) -> None:
+        self.run.log({tag: self.wandb.Histogram(np.asarray(values, np.float64))}, step=step)
+
+    def final(self, settings: dict, results: dict[str, float], step: int) -> None:
+        self.run.log(dict(results), step=step)
+        self.run.summary.update(results)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+# name -> (backend, the module it needs, the pip extra that installs it)
+BACKENDS = {
+    "tensorboard": (TensorBoardBackend, "tensorboard", "tensorboard"),
+    "mlflow": (MlflowBackend, "mlflow", "mlflow"),
+    "wandb": (WandbBackend, "wandb", "wandb"),
+    "csv": (CsvBackend, None, None),
+}
+
+
+def parse_names(items: list[str] | None, flag: str = "--log") -> list[str]:
+    """``--log tensorboard --log mlflow`` or ``--log tensorboard,mlflow``: the tracker names, each
+    once, in the order given; unknown names and missing libraries are errors naming the extra."""
+    names = []
+    for item in items or []:
+        for name in str(item).split(","):
+            name = name.strip().lower()
+            if name and name not in names:
+                names.append(name)
+    problems = []
+    for name in names:
+        if name not in BACKENDS:
+            problems.append(f"{flag} {name!r}: expected one of {', '.join(BACKENDS)}")
+            continue
+        module, extra = BACKENDS[name][1:]
+        if module and importlib.util.find_spec(module) is None:
+            problems.append(f"{flag} {name}: the {module} package is not installed; install the extra: "
+                            f"pip install 'bss[{extra}]'")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return names
