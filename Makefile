@@ -43,6 +43,8 @@ demo: setup
 	$(BIN)/bss train sample_data/digits-av.parquet --out $(OUT)/digits-none --scheduler none --quiet
 	$(BIN)/bss inspect $(OUT)/digits-none
 	$(BIN)/bss train sample_data/digits-av.parquet --out $(OUT)/digits-curriculum --scheduler curriculum --quiet
+	$(BIN)/bss report $(OUT)/htad-learned -o $(OUT)/htad-learned.html
+	@echo "open $(OUT)/htad-learned.html in a browser: the run's report (bss report)"
 
 # -n 2: the suite's subprocess-heavy tests run on both cores (pytest-xdist)
 test: setup
@@ -51,10 +53,14 @@ test: setup
 test-all: setup
 	$(BIN)/python -m pytest -m ""
 
-# The tier that runs against the real Lightning, transformers and torchdata (installed here), plus
-# the slow tests (more processes, longer runs).
+# The tier that runs against the real Lightning, transformers, torchdata, the trackers (TensorBoard,
+# MLflow, W&B offline) and a headless chromium (Debian's, installed here when root), plus the slow
+# tests (more processes, longer runs).
 test-integration: setup
 	$(BIN)/pip install -q -e '.[test,integrations]'
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
+	  echo "no chromium (Debian package 'chromium'): the report's browser test will be skipped"
 	$(BIN)/python -m pytest -n 2 -m "integration or slow"
 
 bench: setup

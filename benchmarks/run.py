@@ -21,6 +21,7 @@ BENCHMARKS = {
     "overhead": ("bench_overhead", "run"),
     "trainer": ("bench_trainer", "run"),
     "media": ("bench_media", "run"),
+    "logging": ("bench_logging", "run"),
 }
 
 

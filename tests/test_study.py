@@ -89,6 +89,13 @@ def test_study_runs_every_pair_resumes_and_reports(tiny_manifest, tmp_path):
     r = runner.invoke(app, ["inspect", str(study), "--json"])
     assert r.exit_code == 0 and json.loads(r.stdout)["kind"] == "study"
     assert runner.invoke(app, ["inspect", str(study)], terminal_width=100).exit_code == 0
+    # the shareable page: paired differences, controls, per-seed values; the same study, the same bytes
+    for name in ("a.html", "b.html"):
+        assert runner.invoke(app, ["report", str(study), "-o", str(tmp_path / name)]).exit_code == 0
+    page = (tmp_path / "a.html").read_text()
+    assert page == (tmp_path / "b.html").read_text()
+    assert all(f'data-plot="{p}"' in page for p in ("vs-baseline", "seeds"))  # no control variant in this study
+    assert "No run shows the instability signature" in page or "instability signature (validation" in page
     # another design in the same folder is refused, not mixed, and the message says what differs
     r = runner.invoke(app, [*args[:9], "epochs=3", *args[10:]])
     assert r.exit_code == 1 and "holds a study of another design" in r.stderr and "base:" in r.stderr

@@ -163,9 +163,11 @@ def test_mlflow_store_holds_the_runs_metrics_and_settings(tiny_manifest, tmp_pat
     from mlflow.tracking import MlflowClient
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    logged = tmp_path / "logged"
+    plain, logged = tmp_path / "plain", tmp_path / "logged"
+    assert run("train", tiny_manifest, "--out", plain, "--epochs", "3", "--quiet").exit_code == 0
     r = run("train", tiny_manifest, "--out", logged, "--epochs", "3", "--quiet", "--log", "mlflow")
     assert r.exit_code == 0, r.output
+    assert result_bytes(plain) == result_bytes(logged)
     run_id = json.loads((logged / "trackers.json").read_text())["mlflow"]
     client = MlflowClient(tracking_uri=(logged / "mlruns").as_uri())
     check_logged(lambda tag: {m.step: m.value for m in client.get_metric_history(run_id, tag)}, logged)
@@ -205,9 +207,11 @@ def wandb_records(folder):
 def test_wandb_offline_run_holds_the_runs_metrics(tiny_manifest, tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    logged = tmp_path / "logged"
+    plain, logged = tmp_path / "plain", tmp_path / "logged"
+    assert run("train", tiny_manifest, "--out", plain, "--epochs", "3", "--quiet").exit_code == 0
     r = run("train", tiny_manifest, "--out", logged, "--epochs", "3", "--quiet", "--log", "wandb")
     assert r.exit_code == 0, r.output
+    assert result_bytes(plain) == result_bytes(logged)
     steps: dict[int, dict] = {}
     config = {}
     for rec in wandb_records(logged):
@@ -296,3 +300,16 @@ def test_lightning_and_hf_log_the_orders_quantities_through_their_own_loggers(ti
     entries = [h for h in hf.state.log_history if "bss/epoch_size" in h]
     assert [h["bss/epoch_size"] for h in entries] == sizes
     assert [h["epoch"] for h in entries] == [0, 1, 2]
+
+
+def test_a_run_without_log_loads_no_tracker_code(tiny_manifest, tmp_path):
+    """What makes logging free when unused: no tracker object, no tracker module imported."""
+    import subprocess
+
+    code = ("import sys; from bss_cli.training.config import TrainConfig; from bss_cli.training.trainer import train; "
+            f"train(TrainConfig(manifest={str(tiny_manifest)!r}, out={str(tmp_path / 'r')!r}, epochs=1, quiet=True)); "
+            "print(sorted(m for m in sys.modules if m.startswith(('bss_cli.tracking', 'tensorboard', 'mlflow', "
+            "'wandb'))))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "[]"

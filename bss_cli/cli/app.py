@@ -20,6 +20,7 @@ COMMANDS = {
     "train": ("bss_cli.cli.train", "Train a multi-modal model with balance-aware sequence sampling."),
     "inspect": ("bss_cli.cli.inspect", "Show what any artifact, checkpoint or run folder holds."),
     "study": ("bss_cli.cli.study", "Paired seeds of several variants: does BSS help on this data?"),
+    "report": ("bss_cli.cli.report", "Write a self-contained HTML report of a run, a study or scores."),
     "build-manifest": ("bss_cli.cli.build_manifest", "Build a manifest from a data set's folder layout."),
     "sample-data": ("bss_cli.cli.sample_data", "Build the sample manifests from their PyPI packages."),
 }
