@@ -1,6 +1,6 @@
 """What experiment trackers (``bss train --log``) add to a ``none`` epoch at HTAD defaults.
 
-Per repeat, the same run (``--scheduler none``, the default model and batch size, 24 epochs) is
+Per repeat, the same run (``--scheduler none``, the default model and batch size, 40 epochs) is
 trained without trackers, once more without (the noise floor: two identical runs), and with each
 tracker, back to back; each ratio is of mean epoch time (epochs after the first) over the untracked
 run of the same repeat, median and range over repeats, for the wall clock and the process's CPU
@@ -78,7 +78,7 @@ def isolated_cost(manifest: Path, epochs: int, trackers: list[str], repeats: int
     return {"none_epoch_seconds": epoch_cpu, "per_tracker": out}
 
 
-def run(epochs: int = 24, repeats: int = 5) -> dict:
+def run(epochs: int = 40, repeats: int = 8) -> dict:
     os.environ.setdefault("WANDB_MODE", "offline")
     manifest = ROOT / "sample_data" / "htad.parquet"
     trackers = [n for n, lib in LIBRARY.items() if lib is None or importlib.util.find_spec(lib)]

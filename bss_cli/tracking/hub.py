@@ -47,6 +47,18 @@ def final_values(summary: dict) -> dict[str, float]:
     return {k: float(v) for k, v in out.items() if v is not None and np.isfinite(v)}
 
 
+def _lowest_priority() -> None:
+    """Run this thread at the lowest CPU priority (Linux: a thread's nice value is its own): when
+    the cores are busy training, the trackers wait for an idle moment (data loading, the epoch's
+    end) instead of taking a core from the training's threads. Elsewhere: normal priority."""
+    import os
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):
+        pass
+
+
 def read_ids(run: Path) -> dict[str, str]:
     try:
         ids = json.loads((Path(run) / IDS_FILE).read_text())
@@ -105,6 +117,7 @@ class Tracking:
         return self.drain_messages()
 
     def _work(self) -> None:
+        _lowest_priority()
         while True:
             item = self._queue.get()
             if item is None:
