@@ -179,6 +179,19 @@ def train(
     cache_dir: Annotated[Optional[Path], typer.Option(help="Cache decoded spectrograms in this folder (default: no cache).")] = None,
     encoder_weights: Annotated[Optional[list[str]], typer.Option(
         metavar="MODALITY=FILE", help="Initial encoder weights: 'modality=file.pt' (a state_dict, read safely; repeatable) (default: none).")] = None,
+    text: Annotated[Optional[list[str]], typer.Option(
+        metavar="COLUMN", help="Read this column of strings as a text modality (repeatable); the manifest's bss.text "
+                               "metadata can declare it instead (default: none).")] = None,
+    text_model: Annotated[Optional[Path], typer.Option(
+        help="A local Hugging Face folder (save_pretrained; safetensors): its tokenizer and model encode the text "
+             "(default: none, the built-in hashed-word tokenizer and convolutional encoder).")] = None,
+    text_max_tokens: Annotated[Optional[int], typer.Option(help="Tokens per text, cut or padded (default: the "
+                                                                "manifest's, else 30).")] = None,
+    text_max_words: Annotated[Optional[int], typer.Option(help="Words kept per text (default: the manifest's, else "
+                                                               "all).")] = None,
+    text_clean: Annotated[Optional[bool], typer.Option("--text-clean/--no-text-clean", help="The paper's text "
+        "preprocessing: English words only, lower-case, punctuation stripped (default: the manifest's, else off).")
+    ] = None,
     log: Annotated[Optional[list[str]], typer.Option(
         metavar="TRACKER", help="Log to an experiment tracker: tensorboard, mlflow, wandb or csv (repeatable, or "
                                 "comma-separated); each but csv needs its extra, e.g. pip install 'bss[tensorboard]' "

@@ -30,6 +30,7 @@ from bss_cli.data.columns import (
     text_values,
 )
 from bss_cli.data.media import MediaConfig, kind_of
+from bss_cli.data.text import text_specs, token_ids
 from bss_cli.errors import ManifestError
 from bss_cli.errors import rows_text as _rows
 
@@ -40,7 +41,7 @@ READERS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "js
 @dataclass
 class Modality:
     name: str
-    kind: str  # "vector", "array" (2-D, e.g. a spectrogram), "audio" or "image"
+    kind: str  # "vector", "array" (2-D, e.g. a spectrogram), "audio", "image" or "text" (token ids)
     source: str  # "inline" or "file"
     dim: int | None = None  # vector length (arrays: A * B), known once values are loaded
     shape: list[int] | None = None  # arrays: [A, B] (features stay flattened to [N, A * B])
@@ -60,6 +61,7 @@ class Manifest:
     features: dict[str, np.ndarray] = field(default_factory=dict)  # vector modalities
     paths: dict[str, list[Path]] = field(default_factory=dict)  # audio and image modalities
     media: MediaConfig = field(default_factory=MediaConfig)
+    text: dict[str, dict] = field(default_factory=dict)  # text modality -> its TextSpec and padding id
 
     @property
     def n(self) -> int:
@@ -367,8 +369,13 @@ def _first_value(path: Path, table: pa.Table, name: str):
     return first.column(0)[0].as_py()
 
 
-def load_manifest(path: str | Path, *, load_features: bool = True, progress=None) -> Manifest:
+def load_manifest(path: str | Path, *, load_features: bool = True, progress=None, text: list[str] | None = None,
+                  text_options: dict | None = None) -> Manifest:
     """Read and validate a manifest; with ``load_features`` also decode every modality value.
+
+    ``text``: columns of strings to read as text modalities, besides those the manifest's
+    ``bss.text`` metadata declares; ``text_options``: TextSpec values (max_tokens, max_words,
+    clean, model) that override the metadata's for every text column (None: keep).
 
     Without ``load_features`` (scoring from a predictions file, inspecting), ids, labels, splits
     and modality column types are validated, values are not decoded. ``progress(stage, done,
@@ -398,12 +405,36 @@ def load_manifest(path: str | Path, *, load_features: bool = True, progress=None
     names = _modality_columns(schema, problems)
     media = MediaConfig.from_json((schema.metadata or {}).get(b"bss.media", b"").decode() or None)
     arrays = array_settings(schema.metadata)
+    specs = text_specs(schema.metadata, text, text_options)
+    undeclared = [c for c in specs if c not in names]
+    if undeclared:
+        problems.append(f"text column(s) {', '.join(map(repr, undeclared))} declared (bss.text or --text) but not in "
+                        f"the manifest; its modality columns are {', '.join(names)}")
+    text_info: dict[str, dict] = {}
     modalities: dict[str, Modality] = {}
     features: dict[str, np.ndarray] = {}
     raw_paths: dict[str, list[Path]] = {}
     for name in names:
         t = schema.field(name).type
         is_text = pa.types.is_string(t) or pa.types.is_large_string(t)
+        if name in specs:
+            if not is_text:
+                problems.append(f"column '{name}' is declared as text but holds {t}; a text column holds strings")
+                continue
+            if not load_features:
+                modalities[name] = Modality(name, "text", "inline", specs[name].max_tokens)
+                continue
+            values = table[name].to_pylist()
+            nulls = [i for i, v in enumerate(values) if v is None]
+            if nulls:
+                problems.append(f"{_rows(nulls)}: column '{name}' (text) is empty; every sample needs every "
+                                "modality (an empty string is a valid, empty text)")
+                continue
+            ids, pad = token_ids(values, specs[name])
+            features[name] = ids.astype(np.float32)  # ids < 2^24 are exact in float32, the feature dtype
+            modalities[name] = Modality(name, "text", "inline", int(ids.shape[1]))
+            text_info[name] = {**specs[name].to_dict(), "pad_id": pad}
+            continue
         if not load_features:
             first = _first_value(path, table, name) if is_text and table.num_rows else None
             kind = (kind_of(str(first), path.parent) or "vector") if first else "vector"
@@ -438,4 +469,5 @@ def load_manifest(path: str | Path, *, load_features: bool = True, progress=None
         raise ManifestError(path, [f"found {len(classes)} class(es) in column 'label'; classification needs two or more"])
     # without features nothing makes tensors of them: the smallest integer type holds the codes
     labels = labels.astype(np.int64 if load_features else np.min_scalar_type(max(len(classes) - 1, 0)), copy=False)
-    return Manifest(path, fingerprint_file(path), ids, labels, classes, splits, modalities, features, raw_paths, media)
+    return Manifest(path, fingerprint_file(path), ids, labels, classes, splits, modalities, features, raw_paths, media,
+                    text_info)

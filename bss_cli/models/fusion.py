@@ -36,7 +36,7 @@ class ModelConfig:
     hidden: int = 64  # MLP width; ResNet-18 first-stage width (64 = the standard network)
     layers: int = 2
     dropout: float = 0.1
-    kinds: dict[str, str] = field(default_factory=dict)  # modality -> vector | audio | image
+    kinds: dict[str, str] = field(default_factory=dict)  # modality -> vector | array | audio | image | text
     encoder_weights: dict[str, str] = field(default_factory=dict)  # modality -> state_dict file
     extra: dict = field(default_factory=dict)  # encoder-specific settings
 
@@ -93,6 +93,66 @@ class ArrayResNet18(nn.Module):
         return self.net(x.view(len(x), *self.shape))
 
 
+class TextConvEncoder(nn.Module):
+    """Token ids [B, L] (float, as features travel) -> [B, width]: an embedding of the hashed-word
+    vocabulary, two 1-D convolutions (width 3) and a max over the non-padding tokens. Small and
+    trained from scratch (the built-in text encoder)."""
+
+    def __init__(self, vocab: int, width: int, pad_id: int = 0, dropout: float = 0.1):
+        super().__init__()
+        self.pad_id = pad_id
+        self.embed = nn.Embedding(vocab, width, padding_idx=pad_id)
+        self.convs = nn.Sequential(nn.Conv1d(width, width, 3, padding=1), nn.ReLU(),
+                                   nn.Conv1d(width, width, 3, padding=1), nn.ReLU())
+        self.drop = nn.Dropout(dropout)
+        self.out_dim = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ids = x.long()
+        mask = (ids != self.pad_id).unsqueeze(1)  # [B, 1, L]
+        h = self.convs(self.embed(ids).transpose(1, 2))  # [B, W, L]
+        h = h.masked_fill(~mask, float("-inf")).amax(dim=2)
+        return self.drop(torch.where(torch.isfinite(h), h, torch.zeros_like(h)))  # an empty text: zeros
+
+
+class HFTextEncoder(nn.Module):
+    """A Hugging Face encoder from a local folder (safetensors only): token ids [B, L] -> the first
+    token's final hidden state ([CLS] for BERT-like models), [B, hidden_size]. Fine-tuned with the
+    rest of the model, as the paper fine-tunes BERT."""
+
+    def __init__(self, folder: str, pad_id: int):
+        super().__init__()
+        from bss_cli.data.text import local_model_folder
+
+        local_model_folder(folder)
+        try:
+            from transformers import AutoModel
+        except ImportError:
+            raise ConfigError("--text-model needs transformers: pip install 'bss[hf]'") from None
+        try:
+            self.model = AutoModel.from_pretrained(folder, local_files_only=True, use_safetensors=True)
+        except Exception as exc:
+            raise ConfigError(f"--text-model {folder}: the model cannot be loaded ({type(exc).__name__}: "
+                              f"{str(exc)[:300]})") from None
+        self.pad_id = pad_id
+        self.out_dim = int(self.model.config.hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ids = x.long()
+        return self.model(input_ids=ids, attention_mask=(ids != self.pad_id).long()).last_hidden_state[:, 0]
+
+
+def text_encoder(modality: str, shape, cfg: ModelConfig) -> nn.Module:
+    """The text modality's encoder: the local Hugging Face model its tokens came from, else the
+    built-in convolutional one."""
+    from bss_cli.data.text import VOCAB
+
+    spec = (cfg.extra.get("text") or {}).get(modality, {})
+    if spec.get("model"):
+        return HFTextEncoder(spec["model"], int(spec.get("pad_id", 0)))
+    return TextConvEncoder(VOCAB, cfg.hidden, int(spec.get("pad_id", 0)), cfg.dropout)
+
+
 # name -> builder(input shape, modality kind, config) -> module with attribute out_dim.
 ENCODERS: dict[str, Callable[[int | list[int], str, ModelConfig], nn.Module]] = {
     "mlp": mlp_encoder,
@@ -126,6 +186,11 @@ class LateFusion(nn.Module):
         encoders = {}
         for m, shape in cfg.modalities.items():
             kind = cfg.kind(m)
+            if kind == "text":
+                encoders[m] = text_encoder(m, shape, cfg)
+                if m in cfg.encoder_weights:
+                    _load_encoder_weights(encoders[m], m, cfg.encoder_weights[m])
+                continue
             name = cfg.encoder if kind == "vector" else cfg.array_encoder if kind == "array" else DEFAULT_ENCODERS[kind]
             if name not in ENCODERS:
                 raise ConfigError(f"unknown encoder {name!r} for {m}; choose one of: {', '.join(ENCODERS)}")
@@ -143,6 +208,8 @@ class LateFusion(nn.Module):
 
     def set_standardisation(self, stats: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
         for m, (mean, std) in stats.items():
+            if m not in self.vector_names:  # token ids, raw media: not standardised
+                continue
             getattr(self, f"mean_{m}").copy_(mean)
             getattr(self, f"std_{m}").copy_(torch.where(std > 0, std, torch.ones_like(std)))
 

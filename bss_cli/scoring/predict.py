@@ -137,6 +137,8 @@ class ModelSource:
 def fresh_model(manifest: Manifest, data: ManifestData, seed: int, hidden: int = 64, factory: str | None = None,
                 **model_settings):
     """The seeded, freshly initialised late-fusion model with train-split standardisation."""
+    if manifest.text:  # each text modality's tokenizer settings and padding id (and a local HF model)
+        model_settings["extra"] = {**model_settings.get("extra", {}), "text": manifest.text}
     cfg = ModelConfig(modalities=data.dims, n_classes=manifest.n_classes, hidden=hidden, kinds=data.kinds,
                       **model_settings)
     torch.manual_seed(seed)

@@ -86,6 +86,12 @@ class TrainConfig:
     # this often, and after the last epoch; 0 = after every epoch. A kill loses at most this much (plus an epoch)
     cache_dir: str | None = None  # cache decoded spectrograms here
     encoder_weights: list[str] | None = None  # 'modality=path' state_dict files for encoders
+    # text modalities (besides those the manifest's bss.text metadata declares) and how they are tokenized
+    text: list[str] | None = None  # columns of strings to read as text
+    text_model: str | None = None  # a local Hugging Face folder: tokenizer and encoder (safetensors only)
+    text_max_tokens: int | None = None  # None: the manifest's setting, else 30
+    text_max_words: int | None = None
+    text_clean: bool | None = None  # the paper's preprocessing: English words, lower-case, no punctuation
     # experiment trackers: how the run is watched, never what it computes (not saved in settings.json)
     log: list[str] | None = None  # tensorboard | mlflow | wandb | csv
     log_dir: str | None = None  # the trackers' base folder (None: the run folder)
@@ -100,6 +106,11 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def text_options(self) -> dict:
+        """The text flags that override the manifest's bss.text settings (None: keep them)."""
+        return {"model": self.text_model, "max_tokens": self.text_max_tokens, "max_words": self.text_max_words,
+                "clean": self.text_clean}
 
     def weights_by_modality(self) -> dict[str, str]:
         out = {}
@@ -123,6 +134,15 @@ class TrainConfig:
             if isinstance(default, bool):
                 if not isinstance(value, bool):
                     problems.append(f"{label(f.name)} {value!r}: expected true or false")
+            elif f.name == "text_clean":
+                if value is not None and not isinstance(value, bool):
+                    problems.append(f"{label(f.name)} {value!r}: expected true or false")
+            elif f.name in ("text_max_tokens", "text_max_words"):
+                if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                    problems.append(f"{label(f.name)} {value!r}: expected an integer >= 1")
+            elif f.name == "text":
+                if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                    problems.append(f"{label(f.name)} {value!r}: expected a list of column names")
             elif f.name == "log":
                 if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
                     problems.append(f"{label(f.name)} {value!r}: expected a list of tracker names")

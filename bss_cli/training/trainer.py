@@ -85,7 +85,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, info: DistInfo, device: str, callbacks: Callbacks):
         self.cfg, self.info, self.device, self.cb = cfg, info, torch.device(device), callbacks
         self.run = Path(cfg.out)
-        self.manifest = load_manifest(cfg.manifest, progress=callbacks.on_progress if info.is_main else None)
+        self.manifest = load_manifest(cfg.manifest, progress=callbacks.on_progress if info.is_main else None,
+                                      text=cfg.text, text_options=cfg.text_options())
         m = self.manifest
         self.train_rows, self.val_rows, self.test_rows = m.indices("train"), m.indices("val"), m.indices("test")
         if len(self.val_rows) == 0:
