@@ -94,13 +94,36 @@ def crema_d(root: Path, out: Path, *, frames_dir: str = "Image-01-FPS", split: s
                      "meta_actor": [r[2] for r in rows]})
 
 
-LAYOUTS = {"crema-d": crema_d}
+def _layouts() -> dict:
+    from bss_cli.data import published as P
+
+    return {"crema-d": crema_d, "ks": P.kinetics_sounds, "vggsound": P.vggsound, "twitter2015": P.twitter2015,
+            "sarcasm": P.sarcasm}
+
+
+LAYOUT_NAMES = ("crema-d", "ks", "vggsound", "twitter2015", "sarcasm")
 
 
 def build_manifest(layout: str, root: str | Path, out: str | Path, media: MediaConfig, **options) -> pa.Table:
-    """Build a manifest for ``layout`` and write it (with ``bss.media``) atomically to ``out``."""
-    if layout not in LAYOUTS:
-        raise ConfigError(f"unknown layout {layout!r}; choose one of: {', '.join(LAYOUTS)}")
-    table = LAYOUTS[layout](Path(root), Path(out), media=media, **options)
-    write_table(table, out, base_metadata(S.KIND_MANIFEST, **{"bss.media": media.to_dict(), "bss.layout": layout}))
+    """Build a manifest for ``layout`` and write it (with ``bss.media``) atomically to ``out``.
+
+    ``options`` that are None are left to the layout's defaults; one the layout does not take is
+    refused (naming the flag), never ignored."""
+    import inspect
+
+    layouts = _layouts()
+    if layout not in layouts:
+        raise ConfigError(f"unknown layout {layout!r}; choose one of: {', '.join(layouts)}")
+    builder = layouts[layout]
+    takes = set(inspect.signature(builder).parameters) - {"root", "out", "media"}
+    given = {k: v for k, v in options.items() if v is not None}
+    refused = sorted(k for k in given if k not in takes)
+    if refused:
+        flags = ", ".join("--" + k.replace("_", "-") for k in refused)
+        raise ConfigError(f"{flags} does not apply to the {layout} layout (it takes "
+                          f"{', '.join('--' + k.replace('_', '-') for k in sorted(takes)) or 'no options'})")
+    table = builder(Path(root), Path(out), media=media, **given)
+    extra = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    meta = base_metadata(S.KIND_MANIFEST, **{"bss.media": media.to_dict(), "bss.layout": layout})
+    write_table(table.replace_schema_metadata(None), out, {**meta, **extra})
     return table

@@ -1,0 +1,165 @@
+"""bss build-manifest for the paper's other published layouts, on small generated folders in each
+layout: Kinetics-Sounds, VGGSound (audio + frames), Twitter2015, Sarcasm (image + text)."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+from test_audio_visual import MEDIA, write_wav
+from typer.testing import CliRunner
+
+from bss_cli.cli.app import app
+from bss_cli.data.manifest import load_manifest
+
+PIL = pytest.importorskip("PIL.Image")
+runner = CliRunner()
+CLASSES = ["playing drums", "dog barking", "singing"]
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def clip(root, name, k, frames=3, audio="audio", frames_dir="frames"):
+    (root / audio).mkdir(parents=True, exist_ok=True)
+    write_wav(root / audio / f"{name}.wav", 200 + 150 * k, seed=hash(name) % 1000)
+    folder = root / frames_dir / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in range(frames):
+        PIL.new("RGB", (12, 10), (60 * k, 200 - 50 * k, 30 * f)).save(folder / f"{f:03d}.jpg")
+
+
+@pytest.fixture
+def ks(tmp_path):
+    root = tmp_path / "KS"
+    (root / "annotations").mkdir(parents=True)
+    for split, n in (("train", 6), ("test", 2)):
+        lines = ["youtube_id,label"]
+        for i in range(n):
+            for k, c in enumerate([CLASSES[1], CLASSES[0], CLASSES[2]]):  # first appearance: dog, drums, singing
+                name = f"{split}{i}_{k}"
+                clip(root, name, k)
+                lines.append(f"{name},{c}")
+        (root / "annotations" / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_kinetics_sounds_keeps_the_loaders_coding_and_splits(ks, tmp_path):
+    out = tmp_path / "ks.parquet"
+    r = run("build-manifest", "ks", ks, "-o", out, *MEDIA[:-1], "3", "--json")
+    assert r.exit_code == 0, r.output
+    t = pq.read_table(out)
+    meta = {k.decode(): v.decode() for k, v in t.schema.metadata.items()}
+    assert json.loads(meta["bss.classes"]) == [CLASSES[1], CLASSES[0], CLASSES[2]]  # order of first appearance
+    rows = t.to_pylist()
+    assert {r["label"] for r in rows if r["sample_id"].endswith("_0")} == {0}  # dog barking = 0
+    assert [r["split"] for r in rows if r["sample_id"].startswith("test")] == ["test"] * 6
+    assert json.loads(meta["bss.val_from_train"]) == 0.1  # no val.csv: carved from train, stratified, said
+    assert {r["split"] for r in rows if r["sample_id"].startswith("train")} == {"train", "val"}
+    m = load_manifest(out)
+    assert m.media.frames == 3 and m.modalities["visual"].kind == "image"
+    r = run("train", out, "--out", tmp_path / "run", "--hidden", "4", "--epochs", "1", "--batch-size", "8", "--quiet")
+    assert r.exit_code == 0, r.output
+
+
+def test_clips_without_enough_frames_are_named_or_dropped_as_the_loader_does(ks, tmp_path):
+    for f in list((ks / "frames" / "train1_2").iterdir())[1:]:
+        f.unlink()
+    (ks / "audio" / "test0_1.wav").unlink()
+    r = run("build-manifest", "ks", ks, "-o", tmp_path / "m.parquet", *MEDIA[:-1], "3")
+    assert r.exit_code == 1 and not (tmp_path / "m.parquet").exists()
+    assert "train clip 'train1_2': 1 frame(s)" in r.stderr and "--drop-short" in r.stderr
+    assert "test clip 'test0_1': no audio file" in r.stderr  # every problem, together
+    (ks / "audio" / "test0_1.wav").write_bytes((ks / "audio" / "test0_0.wav").read_bytes())
+    r = run("build-manifest", "ks", ks, "-o", tmp_path / "m.parquet", *MEDIA[:-1], "3", "--drop-short")
+    assert r.exit_code == 0, r.output
+    meta = pq.read_schema(tmp_path / "m.parquet").metadata
+    assert json.loads(meta[b"bss.dropped_clips"]) == ["train1_2"]
+
+
+def test_a_pickled_file_in_a_layout_is_refused_and_never_loaded(ks, tmp_path):
+    (ks / "audio" / "train0_0.pkl").write_bytes(b"\x80\x04not really")
+    r = run("build-manifest", "ks", ks, "-o", tmp_path / "m.parquet", *MEDIA[:-1], "3")
+    assert r.exit_code == 1 and "pickled files" in r.stderr and "audio/train0_0.pkl" in r.stderr
+    assert "numpy.save" in r.stderr
+
+
+def test_vggsound_reads_label_encoding_and_start_seconds(tmp_path):
+    root = tmp_path / "VGGSound"
+    root.mkdir()
+    (root / "label_encoding.json").write_text(json.dumps({c: i for i, c in enumerate(sorted(CLASSES))}))
+    for split, n in (("train", 5), ("test", 2), ("val", 1)):
+        lines = []
+        for i in range(n):
+            for k, c in enumerate(CLASSES):
+                yt = f"{split}{i}{k}"
+                clip(root, f"{yt}_000030", k, frames=1)
+                lines.append(f"{yt},30,{c},{split}")
+        (root / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "vgg.parquet"
+    r = run("build-manifest", "vggsound", root, "-o", out, *MEDIA[:-1], "1")
+    assert r.exit_code == 0, r.output
+    rows = pq.read_table(out).to_pylist()
+    assert {r["sample_id"] for r in rows} >= {"train00_000030", "val02_000030"}
+    coded = {r["sample_id"]: r["label"] for r in rows}
+    assert coded["train00_000030"] == sorted(CLASSES).index(CLASSES[0])  # label_encoding.json's ids
+    assert sorted({r["split"] for r in rows}) == ["test", "train", "val"]  # given splits kept
+
+
+def test_a_layout_refuses_options_it_does_not_take(ks, tmp_path):
+    r = run("build-manifest", "ks", ks, "-o", tmp_path / "m.parquet", "--split", "random")
+    assert r.exit_code == 1 and "--split does not apply to the ks layout" in r.stderr
+
+
+def twitter(tmp_path):
+    root = tmp_path / "twitter2015"
+    (root / "twitter2015_images").mkdir(parents=True)
+    words = {0: "awful terrible sad", 1: "meeting today at noon", 2: "great happy wonderful"}
+    for split, n in (("train", 6), ("dev", 2), ("test", 2)):
+        lines = ["index\t#1 Label\t#2 ImageID\t#3 String\t#3 String"]
+        for i in range(n):
+            for k in range(3):
+                image = f"{split}{i}{k}.jpg"
+                PIL.new("RGB", (12, 10), (80 * k, 30, 30)).save(root / "twitter2015_images" / image)
+                lines.append(f"{i}\t{k}\t{image}\tRT @x: {words[k]}, really!! #tag\t$T$")
+        (root / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_twitter2015_declares_its_text_with_the_papers_preprocessing(tmp_path):
+    root = twitter(tmp_path)
+    out = tmp_path / "tw.parquet"
+    r = run("build-manifest", "twitter2015", root, "-o", out, "--image-size", "16")
+    assert r.exit_code == 0, r.output
+    m = load_manifest(out)
+    assert m.modalities["text"].kind == "text" and m.modalities["image"].kind == "image"
+    assert m.text["text"] == {"max_tokens": 30, "max_words": 20, "clean": True, "model": None, "pad_id": 0}
+    assert sorted(set(m.classes)) == [0, 1, 2]
+    splits = pq.read_table(out)["split"].to_pylist()
+    assert splits.count("val") == 6 and splits.count("test") == 6  # dev.tsv is the val split
+    r = run("train", out, "--out", tmp_path / "run", "--hidden", "4", "--epochs", "1", "--batch-size", "8", "--quiet")
+    assert r.exit_code == 0, r.output
+    (root / "twitter2015_images" / "test11.jpg").unlink()
+    r = run("build-manifest", "twitter2015", root, "-o", tmp_path / "x.parquet")
+    assert r.exit_code == 1 and "test.tsv line 6: no image" in r.stderr
+
+
+def test_sarcasm_json_lines_and_a_json_list(tmp_path):
+    root = tmp_path / "sarcasm"
+    (root / "dataset_image").mkdir(parents=True)
+    for split, n, as_list in (("train", 8, False), ("valid", 2, True), ("test", 2, False)):
+        items = []
+        for i in range(n):
+            for k in range(2):
+                name = f"{split}{i}{k}"
+                PIL.new("RGB", (12, 10), (120 * k, 60, 60)).save(root / "dataset_image" / f"{name}.jpg")
+                items.append({"image": name, "text": ["what a lovely day", "oh great another monday"][k], "label": k})
+        text = json.dumps(items) if as_list else "\n".join(json.dumps(x) for x in items)
+        (root / f"{split}.json").write_text(text)
+    out = tmp_path / "s.parquet"
+    r = run("build-manifest", "sarcasm", root, "-o", out, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["splits"] == {"train": 16, "val": 4, "test": 4}
+    assert load_manifest(out).text["text"]["max_words"] == 50
