@@ -133,7 +133,7 @@ def test_resnet_encoders_and_local_weights(tmp_path):
     assert out.fused.shape == (3, 6) and set(out.logits) == {"audio", "visual"}
     torch.save({"unrelated.weight": torch.zeros(1)}, tmp_path / "bad.pt")
     cfg.encoder_weights = {"audio": str(tmp_path / "bad.pt")}
-    with pytest.raises(ConfigError, match="no key matches the audio encoder"):
+    with pytest.raises(ConfigError, match="no tensor name matches the audio encoder"):
         LateFusion(cfg)
 
 

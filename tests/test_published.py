@@ -163,3 +163,41 @@ def test_sarcasm_json_lines_and_a_json_list(tmp_path):
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["splits"] == {"train": 16, "val": 4, "test": 4}
     assert load_manifest(out).text["text"]["max_words"] == 50
+
+
+def test_pretrained_resnet50_weights_load_from_a_torchvision_style_file_checked_for_shape(tmp_path):
+    """The image-text settings' ResNet-50: a state_dict named as torchvision names it (conv1, layer1.0...,
+    fc) loads into the image encoder's trunk; another width or architecture is refused by shape; a file
+    that is not tensors only is refused without running it."""
+    import pickle
+
+    import torch
+
+    from bss_cli.errors import ConfigError
+    from bss_cli.models.fusion import LateFusion, ModelConfig
+    from bss_cli.models.resnet import ResNet50Trunk
+
+    torch.manual_seed(3)
+    donor = ResNet50Trunk(3, width=8)
+    state = {**donor.state_dict(), "fc.weight": torch.zeros(10, 256), "fc.bias": torch.zeros(10)}
+    torch.save(state, tmp_path / "resnet50.pth")
+    cfg = ModelConfig(modalities={"image": [1, 3, 32, 32], "v": 4}, n_classes=3, hidden=8,
+                      kinds={"image": "image", "v": "vector"}, extra={"image_encoder": "resnet50"},
+                      encoder_weights={"image": str(tmp_path / "resnet50.pth")})
+    model = LateFusion(cfg)
+    got = model.encoders["image"].trunk.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in donor.state_dict().items())
+    assert model({"image": torch.randn(2, 1, 3, 32, 32), "v": torch.randn(2, 4)}).fused.shape == (2, 3)
+    torch.save(ResNet50Trunk(3, width=4).state_dict(), tmp_path / "narrow.pth")
+    cfg.encoder_weights = {"image": str(tmp_path / "narrow.pth")}
+    with pytest.raises(ConfigError, match=r"265 tensor\(s\) have another shape .*bn1.bias: file \[4\], encoder \[8\]"):
+        LateFusion(cfg)
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this ran",))
+
+    (tmp_path / "evil.pth").write_bytes(pickle.dumps({"conv1.weight": Payload()}))
+    cfg.encoder_weights = {"image": str(tmp_path / "evil.pth")}
+    with pytest.raises(ConfigError, match="cannot be read as tensors only"):
+        LateFusion(cfg)

@@ -31,6 +31,7 @@ Sched = choices("Sched", TRAIN_SCHEDULERS)
 Rescore = choices("Rescore", RESCORE_MODES)
 Rule = choices("Rule", ("scripts", "paper"))
 ArrayEncoder = choices("ArrayEncoder", ("mlp", "resnet18"))
+ImageEncoder = choices("ImageEncoder", ("resnet18", "resnet50"))
 LrSchedule = choices("LrSchedule", LR_SCHEDULES)
 PredictWith = choices("PredictWith", PREDICT_WITH)
 Crit = choices("Crit", CRITERIA)
@@ -149,6 +150,10 @@ def train(
     array_encoder: Annotated[Optional[ArrayEncoder], typer.Option(
         help="2-D array modalities (spectrograms, MFCC frames as .npy or nested lists): mlp on the flattened "
              "array or resnet18 on a one-channel map (default: mlp).")] = None,
+    image_encoder: Annotated[Optional[ImageEncoder], typer.Option(
+        help="Image and frame modalities: resnet18 (the audio-visual settings) or resnet50 (the image-text settings; "
+             "torchvision's layout, so --encoder-weights image=resnet50.pth takes its ImageNet file) (default: "
+             "resnet18).")] = None,
     model: Annotated[Optional[str], typer.Option(help="Your model plug-in 'module:function' (code you trust; see README) (default: built-in late fusion).")] = None,
     hidden: Annotated[Optional[int], typer.Option(help=f"Encoder width, >= 1 (default: {_D.hidden}).")] = None,
     fused_weight: Annotated[Optional[float], typer.Option(help="w_mm: weight of the fused head's loss, >= 0 (default: 1).")] = None,

@@ -153,27 +153,58 @@ def text_encoder(modality: str, shape, cfg: ModelConfig) -> nn.Module:
     return TextConvEncoder(VOCAB, cfg.hidden, int(spec.get("pad_id", 0)), cfg.dropout)
 
 
+def resnet50_encoder(shape: int | list[int], kind: str, cfg: ModelConfig) -> nn.Module:
+    """ResNet-50 (torchvision's layout and names) for image modalities: the paper's image-text encoder."""
+    from bss_cli.models.resnet import VisualResNet50
+
+    if kind != "image":
+        raise ConfigError(f"encoder 'resnet50' takes image modalities, not {kind}")
+    return VisualResNet50(cfg.hidden)
+
+
 # name -> builder(input shape, modality kind, config) -> module with attribute out_dim.
 ENCODERS: dict[str, Callable[[int | list[int], str, ModelConfig], nn.Module]] = {
     "mlp": mlp_encoder,
     "resnet18": resnet18_encoder,
+    "resnet50": resnet50_encoder,
 }
 DEFAULT_ENCODERS = {"audio": "resnet18", "image": "resnet18"}
 
 
 def _load_encoder_weights(module: nn.Module, modality: str, path: str) -> None:
+    """A state_dict file (read safely: tensors and plain values only) into the encoder, or into its
+    ``trunk`` (a torchvision-style file has no ``trunk.`` prefix); every tensor it names must have
+    the encoder's shape, and most of the encoder must be covered (a trunk without its head is fine)."""
     from bss_cli.artifacts import require_regular_file
 
+    where = f"--encoder-weights {modality}={path}"
     require_regular_file(path, f"--encoder-weights {modality}=")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a missing or foreign file
-        raise ConfigError(f"--encoder-weights {modality}={path}: cannot be read ({exc})") from None
+    except Exception as exc:  # a missing, foreign or code-carrying file
+        raise ConfigError(f"{where}: cannot be read as tensors only ({str(exc)[:300]})") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
-    if not isinstance(state, dict) or not set(state) & set(module.state_dict()):
-        raise ConfigError(f"--encoder-weights {modality}={path}: no key matches the {modality} encoder "
-                          f"(expected keys like {next(iter(module.state_dict()))!r})")
-    module.load_state_dict(state, strict=False)  # a partial match (a trunk without its head) is fine
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"{where}: not a state_dict (a mapping of names to tensors)")
+    targets = [module] + ([module.trunk] if isinstance(getattr(module, "trunk", None), nn.Module) else [])
+    target = max(targets, key=lambda t: len(set(state) & set(t.state_dict())))
+    own = target.state_dict()
+    common = set(state) & set(own)
+    if not common:
+        raise ConfigError(f"{where}: no tensor name matches the {modality} encoder (it expects names like "
+                          f"{next(iter(own))!r}, the file has {next(iter(state), 'none')!r})")
+    wrong = [f"{k}: file {list(state[k].shape)}, encoder {list(own[k].shape)}" for k in sorted(common)
+             if state[k].shape != own[k].shape]
+    if wrong:
+        raise ConfigError(f"{where}: {len(wrong)} tensor(s) have another shape than the {modality} encoder's ("
+                          + "; ".join(wrong[:3]) + "); the file is for another architecture or width (--hidden "
+                          "sets the encoders' width: 64 is the standard network)")
+    params = [k for k in own if not k.endswith("num_batches_tracked")]
+    covered = sum(k in common for k in params)
+    if covered < len(params) // 2:
+        raise ConfigError(f"{where}: covers {covered} of the {modality} encoder's {len(params)} tensors; a file for "
+                          "this encoder covers most of them")
+    target.load_state_dict({k: state[k] for k in common}, strict=False)
 
 
 class LateFusion(nn.Module):
@@ -191,7 +222,8 @@ class LateFusion(nn.Module):
                 if m in cfg.encoder_weights:
                     _load_encoder_weights(encoders[m], m, cfg.encoder_weights[m])
                 continue
-            name = cfg.encoder if kind == "vector" else cfg.array_encoder if kind == "array" else DEFAULT_ENCODERS[kind]
+            name = cfg.encoder if kind == "vector" else cfg.array_encoder if kind == "array" else \
+                cfg.extra.get("image_encoder", "resnet18") if kind == "image" else DEFAULT_ENCODERS[kind]
             if name not in ENCODERS:
                 raise ConfigError(f"unknown encoder {name!r} for {m}; choose one of: {', '.join(ENCODERS)}")
             encoders[m] = ENCODERS[name](shape, cfg.kind(m), cfg)

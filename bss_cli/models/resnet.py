@@ -75,3 +75,71 @@ class VisualResNet18(nn.Module):
         b, k = x.shape[:2]
         fmap = self.trunk(x.flatten(0, 1))  # [B*K, C, h, w]
         return fmap.view(b, k, *fmap.shape[1:]).mean(dim=(1, 3, 4))
+
+
+class Bottleneck(nn.Module):
+    """torchvision's ResNet-50 block, with its parameter names (so its ImageNet weights load as they are)."""
+
+    expansion = 4
+
+    def __init__(self, c_in: int, width: int, stride: int):
+        super().__init__()
+        c_out = width * self.expansion
+        self.conv1 = nn.Conv2d(c_in, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, c_out, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(c_out)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or c_in != c_out:
+            self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNet50Trunk(nn.Module):
+    """The ResNet-50 of the paper's image-text settings, laid out and named as torchvision's
+    (``conv1``, ``bn1``, ``layer1`` ... ``layer4``; no ``fc``), so ``--encoder-weights
+    image=resnet50.pth`` takes torchvision's ImageNet state_dict file; [B, 3, H, W] -> [B, 32*width, h, w]."""
+
+    def __init__(self, in_channels: int = 3, width: int = 64):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, width, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        c = width
+        for i, (blocks, w) in enumerate(zip((3, 4, 6, 3), (width, 2 * width, 4 * width, 8 * width))):
+            layer = []
+            for b in range(blocks):
+                layer.append(Bottleneck(c, w, 2 if b == 0 and i > 0 else 1))
+                c = w * Bottleneck.expansion
+            setattr(self, f"layer{i + 1}", nn.Sequential(*layer))
+        self.out_dim = c
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+class VisualResNet50(nn.Module):
+    """[B, K, 3, H, W] frames -> [B, 32*width], pooled over frames and space."""
+
+    def __init__(self, width: int = 64):
+        super().__init__()
+        self.trunk = ResNet50Trunk(3, width)
+        self.out_dim = self.trunk.out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, k = x.shape[:2]
+        fmap = self.trunk(x.flatten(0, 1))
+        return fmap.view(b, k, *fmap.shape[1:]).mean(dim=(1, 3, 4))

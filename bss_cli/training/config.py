@@ -56,6 +56,7 @@ class TrainConfig:
     # model
     encoder: str = "mlp"
     array_encoder: str = "mlp"  # 2-D array modalities: mlp (flattened) or resnet18 (a one-channel map)
+    image_encoder: str = "resnet18"  # image and frame modalities: resnet18 or resnet50 (torchvision's layout)
     hidden: int = 64
     layers: int = 2
     dropout: float = 0.1
@@ -167,6 +168,7 @@ class TrainConfig:
         choice("pacing", tuple(PACING))
         choice("optimizer", OPTIMIZERS)
         choice("array_encoder", ("mlp", "resnet18"))
+        choice("image_encoder", ("resnet18", "resnet50"))
         choice("device", DEVICES)
         if self.fused_weight == 0 and self.unimodal_weight == 0:
             problems.append("--fused-weight 0 and --unimodal-weight 0 leave no loss to train; make one > 0")

@@ -122,6 +122,7 @@ class Trainer:
         cfg = self.cfg
         return fresh_model(self.manifest, self.data, cfg.seed, cfg.hidden, cfg.model, encoder=cfg.encoder,
                            array_encoder=cfg.array_encoder,
+                           **({"extra": {"image_encoder": cfg.image_encoder}} if cfg.image_encoder != "resnet18" else {}),
                            layers=cfg.layers, dropout=cfg.dropout, encoder_weights=cfg.weights_by_modality())
 
     # --- scoring -------------------------------------------------------------------------
