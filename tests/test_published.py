@@ -201,3 +201,62 @@ def test_pretrained_resnet50_weights_load_from_a_torchvision_style_file_checked_
     cfg.encoder_weights = {"image": str(tmp_path / "evil.pth")}
     with pytest.raises(ConfigError, match="cannot be read as tensors only"):
         LateFusion(cfg)
+
+
+def nvgesture_root(tmp_path, layout="CTHW"):
+    import numpy as np
+
+    root = tmp_path / "nvGesture"
+    for split, n in (("train", 12), ("test", 4)):
+        lines = []
+        (root / "flow_data" / split).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            label, subject = i % 3 + 1, i % 4 + (1 if split == "train" else 20)
+            clip_dir = root / "Video_data" / f"class_{label:02d}" / f"subject{subject}_r{i}"
+            for name, shade in (("sk_color", 200), ("sk_depth", 90)):
+                (clip_dir / name).mkdir(parents=True, exist_ok=True)
+                for f in range(4):
+                    PIL.new("RGB", (12, 10), (shade, 40 * label, 10 * f)).save(clip_dir / name / f"{f:05d}.jpg")
+            flow = np.random.default_rng(i).normal(size=(2, 6, 8, 8)).astype(np.float32) + label
+            np.save(root / "flow_data" / split / f"{i}.npy", flow if layout == "CTHW" else flow.transpose(1, 2, 3, 0))
+            lines.append(f"path:./Video_data/class_{label:02d}/subject{subject}_r{i} depth:sk_depth:10:90 "
+                         f"color:sk_color:10:90 duo_left:duo_left:12:92 label:{label}")
+        (root / f"nvgesture_{split}_correct_v2.lst").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("layout", ["CTHW", "THWC"])
+def test_nvgesture_three_modalities_rgb_depth_and_flow_volumes(tmp_path, layout):
+    root = nvgesture_root(tmp_path, layout)
+    out = tmp_path / "nv.parquet"
+    r = run("build-manifest", "nvgesture", root, "-o", out, "--image-size", "16", "--frames", "3")
+    assert r.exit_code == 0, r.output
+    m = load_manifest(out)
+    assert {k: v.kind for k, v in m.modalities.items()} == {"rgb": "image", "depth": "image", "flow": "volume"}
+    assert m.modalities["flow"].shape == [2] and m.modalities["flow"].layout == layout
+    rows = pq.read_table(out).to_pylist()
+    assert sorted({r["label"] for r in rows}) == [0, 1, 2]  # label:N -> N - 1
+    val_subjects = {r["meta_subject"] for r in rows if r["split"] == "val"}
+    assert val_subjects and not val_subjects & {r["meta_subject"] for r in rows if r["split"] == "train"}
+    from bss_cli.data.datasets import ManifestData
+
+    x, _ = ManifestData(m).batch([0, 1])
+    assert tuple(x["flow"].shape) == (2, 2, 3, 16, 16) and tuple(x["rgb"].shape) == (2, 3, 3, 16, 16)
+    r = run("train", out, "--out", tmp_path / "run", "--hidden", "4", "--epochs", "2", "--batch-size", "4", "--json")
+    assert r.exit_code == 0, r.output
+    assert {"acc_rgb", "acc_depth", "acc_flow"} <= set(json.loads(r.stdout)["test"])  # a head per modality
+
+
+def test_nvgesture_names_a_video_without_its_frames_and_how_to_extract_them(tmp_path):
+    import shutil
+
+    root = nvgesture_root(tmp_path)
+    clip_dir = root / "Video_data" / "class_02" / "subject2_r1"
+    shutil.rmtree(clip_dir / "sk_depth")
+    (clip_dir / "sk_depth.avi").write_bytes(b"")
+    (root / "flow_data" / "test" / "3.npy").unlink()
+    r = run("build-manifest", "nvgesture", root, "-o", tmp_path / "nv.parquet", "--frames", "3")
+    assert r.exit_code == 1 and not (tmp_path / "nv.parquet").exists()
+    assert "nvgesture_train_correct_v2.lst line 2: no depth frames folder" in r.stderr
+    assert "ffmpeg -i" in r.stderr and "between(n\\,10\\,89)" in r.stderr
+    assert "nvgesture_test_correct_v2.lst line 4: no optical flow file" in r.stderr

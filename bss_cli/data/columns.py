@@ -10,7 +10,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bss_cli.bounds import FILE_BOUNDS
-from bss_cli.data.media import AUDIO_EXTS, IMAGE_EXTS, MediaConfig, check_image, check_wav, kind_of
+from bss_cli.data.media import (
+    AUDIO_EXTS,
+    IMAGE_EXTS,
+    VOLUME_LAYOUTS,
+    MediaConfig,
+    check_image,
+    check_wav,
+    kind_of,
+    volume_channels,
+    volume_shape,
+)
 from bss_cli.errors import MAX_ROWS_LISTED, ConfigError
 from bss_cli.errors import rows_text as _rows
 
@@ -47,6 +57,9 @@ def array_settings(metadata: dict | None) -> dict[str, dict]:
                                    or not 1 <= length <= MAX_ARRAY_LENGTH):
             raise ConfigError(f"manifest metadata bss.arrays: column {column!r} has length {length!r}; expected an "
                               f"integer from 1 to {MAX_ARRAY_LENGTH:,} (the frames every array is padded or cut to)")
+        if spec.get("layout") is not None and spec.get("layout") not in VOLUME_LAYOUTS:
+            raise ConfigError(f"manifest metadata bss.arrays: column {column!r} has layout {spec.get('layout')!r}; "
+                              f"expected one of {', '.join(VOLUME_LAYOUTS)} (how a 3-D or 4-D .npy volume is laid out)")
         if axis not in (0, 1) or isinstance(axis, bool):
             raise ConfigError(f"manifest metadata bss.arrays: column {column!r} has time_axis {axis!r}; expected 0 "
                               "(arrays are [time, features]) or 1 ([features, time])")
@@ -167,6 +180,7 @@ def text_values(name: str, col: pa.ChunkedArray, base: Path, media: MediaConfig,
     paths: list[Path] = []
     kinds: dict[str, int] = {}
     missing, unreadable, unparsable, empty = [], [], [], []
+    volumes: dict[int, int] = {}  # channel count -> first row (a volume column holds one count)
     for i, v in enumerate(values):
         rows_out.append(None)
         paths.append(Path())
@@ -194,6 +208,13 @@ def text_values(name: str, col: pa.ChunkedArray, base: Path, media: MediaConfig,
             unreadable.append((i, v, ValueError("not a regular file (a folder, FIFO or device); expected a file")))
             continue
         try:
+            if kind == "vector" and len(shape := volume_shape(p)) >= 3:  # a video-like volume: read when batched
+                layout = (array_spec or {}).get("layout") or ("THW" if len(shape) == 3 else "CTHW")
+                channels = volume_channels(shape, layout)
+                volumes.setdefault(channels, i)
+                kinds.setdefault("volume", i)
+                kinds.pop("vector", None) if kinds.get("vector") == i else None
+                continue
             if kind == "vector":
                 rows_out[i] = _load_npy(p)
                 if rows_out[i].ndim > 2:
@@ -222,6 +243,9 @@ def text_values(name: str, col: pa.ChunkedArray, base: Path, media: MediaConfig,
             f"{_rows([r for r, _ in unparsable])}: column '{name}' value {str(unparsable[0][1])[:40]!r} is neither "
             f"a numeric vector nor a path with a known extension ({', '.join(KNOWN_EXTENSIONS)}) or a frames folder"
         )
+    if len(volumes) > 1:
+        shown = ", ".join(f"{c} (first at row {r})" for c, r in volumes.items())
+        problems.append(f"column '{name}' holds volumes with different channel counts: {shown}")
     if len(kinds) > 1:
         shown = ", ".join(f"{k} (first at row {r})" for k, r in kinds.items())
         problems.append(f"column '{name}' mixes modality kinds: {shown}; one column holds one kind")
@@ -230,6 +254,10 @@ def text_values(name: str, col: pa.ChunkedArray, base: Path, media: MediaConfig,
     kind = next(iter(kinds))
     if kind in ("audio", "image"):
         return None, "file", kind, paths
+    if kind == "volume":
+        if len(volumes) != 1:
+            return None, "file", "vector", None
+        return np.array([next(iter(volumes))]), "file", "volume", paths  # x: the channel count
     ndims = {r.ndim for r in rows_out}
     if ndims == {2}:  # precomputed spectrograms, MFCC frames, small images
         stacked = stack_arrays(name, rows_out, array_spec or {}, problems)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from bss_cli.data.manifest import Manifest
-from bss_cli.data.media import cached_spectrogram, load_frames
+from bss_cli.data.media import cached_spectrogram, load_frames, load_volume
 
 
 class ManifestData:
@@ -39,8 +39,12 @@ class ManifestData:
         for m, mod in manifest.modalities.items():
             if mod.kind == "array":  # flattened in x; the encoder sees the [A, B] shape
                 self.dims[m] = list(mod.shape)
+        self.layouts = {m: mod.layout for m, mod in manifest.modalities.items() if mod.kind == "volume"}
         for m in self.raw:
-            self.dims[m] = self.media.spectrogram_shape if self.kinds[m] == "audio" else self.media.frames_shape
+            kind = self.kinds[m]
+            self.dims[m] = self.media.spectrogram_shape if kind == "audio" else self.media.frames_shape \
+                if kind == "image" else [manifest.modalities[m].shape[0], self.media.frames, self.media.image_size,
+                                         self.media.image_size]
         self.dims = {m: self.dims[m] for m in self.names}
         self.n_classes = manifest.n_classes
 
@@ -51,6 +55,8 @@ class ManifestData:
     def _decode(self, m: str, row: int, train: bool) -> torch.Tensor:
         if self.kinds[m] == "audio":
             return cached_spectrogram(self.raw[m][row], self.media, self.cache_dir)
+        if self.kinds[m] == "volume":
+            return load_volume(self.raw[m][row], self.media, self.layouts[m])
         return load_frames(self.raw[m][row], self.media, train)
 
     def batch(self, idx, train: bool = False) -> tuple[dict[str, torch.Tensor], torch.Tensor]:

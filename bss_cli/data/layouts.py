@@ -98,10 +98,10 @@ def _layouts() -> dict:
     from bss_cli.data import published as P
 
     return {"crema-d": crema_d, "ks": P.kinetics_sounds, "vggsound": P.vggsound, "twitter2015": P.twitter2015,
-            "sarcasm": P.sarcasm}
+            "sarcasm": P.sarcasm, "nvgesture": P.nvgesture}
 
 
-LAYOUT_NAMES = ("crema-d", "ks", "vggsound", "twitter2015", "sarcasm")
+LAYOUT_NAMES = ("crema-d", "ks", "vggsound", "twitter2015", "sarcasm", "nvgesture")
 
 
 def build_manifest(layout: str, root: str | Path, out: str | Path, media: MediaConfig, **options) -> pa.Table:

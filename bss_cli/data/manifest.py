@@ -44,7 +44,8 @@ class Modality:
     kind: str  # "vector", "array" (2-D, e.g. a spectrogram), "audio", "image" or "text" (token ids)
     source: str  # "inline" or "file"
     dim: int | None = None  # vector length (arrays: A * B), known once values are loaded
-    shape: list[int] | None = None  # arrays: [A, B] (features stay flattened to [N, A * B])
+    shape: list[int] | None = None  # arrays: [A, B] (features stay flattened to [N, A * B]); volumes: [C]
+    layout: str | None = None  # volumes: how the .npy files are laid out (CTHW, THWC or THW)
 
 
 @dataclass
@@ -451,7 +452,14 @@ def load_manifest(path: str | Path, *, load_features: bool = True, progress=None
         else:
             continue  # type problem already reported
         if files is not None:
-            modalities[name] = Modality(name, kind, "file")
+            if kind == "volume":  # x holds the channel count; the files are read when batched
+                first = files[0]
+                from bss_cli.data.media import volume_shape
+
+                layout = (arrays.get(name) or {}).get("layout") or ("THW" if len(volume_shape(first)) == 3 else "CTHW")
+                modalities[name] = Modality(name, kind, "file", shape=[int(x[0])], layout=layout)
+            else:
+                modalities[name] = Modality(name, kind, "file")
             raw_paths[name] = files
             continue
         if x is None:

@@ -244,3 +244,39 @@ def _random_resized_crop(im, size: int, generator):
     side = min(w, h)
     box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
     return im.resize((size, size), _pil().BILINEAR, box=box)
+
+
+VOLUME_LAYOUTS = ("CTHW", "THWC", "THW")
+
+
+def volume_shape(path: Path) -> tuple[int, ...]:
+    """A .npy array's shape, from its header alone (memory-mapped: nothing else is read)."""
+    return tuple(np.load(path, mmap_mode="r", allow_pickle=False).shape)
+
+
+def volume_channels(shape: tuple[int, ...], layout: str) -> int:
+    """The channel count of a volume of ``shape`` in ``layout``; a ConfigError when they disagree."""
+    want = {"CTHW": 4, "THWC": 4, "THW": 3}[layout]
+    if len(shape) != want:
+        raise ConfigError(f"a {len(shape)}-D array, expected {want}-D ({layout})")
+    return 1 if layout == "THW" else int(shape[0] if layout == "CTHW" else shape[-1])
+
+
+def load_volume(path: Path, cfg: MediaConfig, layout: str = "CTHW"):
+    """A video-like array (optical flow, depth as numbers) from a .npy file -> [C, frames, S, S]
+    float32: ``frames`` time steps evenly spaced over the clip, each resized to S x S (bilinear).
+    Memory-mapped, so only the steps taken are read."""
+    import torch
+
+    a = np.load(path, mmap_mode="r", allow_pickle=False)
+    t_axis = 1 if layout == "CTHW" else 0
+    steps = np.linspace(0, a.shape[t_axis] - 1, cfg.frames).round().astype(np.int64)
+    a = np.asarray(a[:, steps] if t_axis == 1 else a[steps], np.float32)  # only these steps are read
+    if layout == "THW":
+        a = a[None]
+    elif layout == "THWC":
+        a = a.transpose(3, 0, 1, 2)
+    x = torch.from_numpy(np.ascontiguousarray(a))  # [C, K, H, W]
+    x = torch.nn.functional.interpolate(x, size=(cfg.image_size, cfg.image_size), mode="bilinear",
+                                        align_corners=False)
+    return x.contiguous()

@@ -312,3 +312,81 @@ def sarcasm(root: Path, out: Path, *, media: MediaConfig, images_dir: str = "dat
             rows.append((f"{split}-{item['image']}", int(str(label)), image, split, str(item["text"])))
     return _text_table(root, out, rows, problems, seed, {"max_tokens": 30, "max_words": 50, "clean": False},
                        ["not sarcastic", "sarcastic"])
+
+
+def _flow_layout(root: Path, path: Path) -> str:
+    from bss_cli.data.media import volume_shape
+
+    shape = volume_shape(path)
+    if len(shape) == 3:
+        return "THW"
+    if len(shape) == 4 and shape[0] in (1, 2, 3):
+        return "CTHW"
+    if len(shape) == 4 and shape[-1] in (1, 2, 3):
+        return "THWC"
+    raise ManifestError(root, [f"{path}: a flow array of shape {list(shape)}; expected [2, T, H, W] or [T, H, W, 2]"])
+
+
+def nvgesture(root: Path, out: Path, *, media: MediaConfig, seed: int = 0) -> pa.Table:
+    """NVGesture: ``nvgesture_{train,test}_correct_v2.lst`` (one clip per line: ``path:`` its folder,
+    ``color:sk_color:S:E``, ``depth:sk_depth:S:E``, ``label:N`` with N from 1), RGB and depth as
+    frame folders ``<path>/sk_color/``, ``<path>/sk_depth/`` (the clip's frames S..E-1, extracted
+    from the videos; a video without its folder is named with the ffmpeg line that extracts it), and
+    optical flow ``flow_data/{train,test}/<line index>.npy``. Labels N - 1 (25 gestures); val: about
+    a tenth of the train subjects (no subject in two splits), seeded."""
+    import re
+
+    root = Path(root)
+    lists = {split: root / f"nvgesture_{split}_correct_v2.lst" for split in ("train", "test")}
+    if not all(p.is_file() for p in lists.values()):
+        raise ManifestError(root, [f"expected nvgesture_train_correct_v2.lst and nvgesture_test_correct_v2.lst in "
+                                   f"{root}; point bss at the NVGesture folder"])
+    _refuse_pickles(root, [root / "flow_data"])
+    rows, problems = [], []
+    for split, lst in lists.items():
+        for idx, line in enumerate(x for x in lst.read_text().splitlines() if x.strip()):
+            fields = dict(tok.split(":", 1) for tok in line.split() if ":" in tok)
+            try:
+                clip_dir = root / fields["path"].removeprefix("./")
+                label = int(fields["label"]) - 1
+                color, depth = fields["color"].split(":")[0:3], fields["depth"].split(":")[0:3]
+            except (KeyError, ValueError):
+                problems.append(f"{lst.name} line {idx + 1}: expected path:, color:, depth: and label: fields")
+                continue
+            if not 0 <= label < 25:
+                problems.append(f"{lst.name} line {idx + 1}: label {label + 1}, expected 1 to 25")
+                continue
+            folders = {}
+            for modality, (name, start, end) in (("rgb", color), ("depth", depth)):
+                folder = clip_dir / name
+                n = _frames(folder)
+                if n == 0:
+                    video = clip_dir / f"{name}.avi"
+                    how = (f"; extract it: ffmpeg -i {video} -vf \"select=between(n\\,{start}\\,{int(end) - 1})\" "
+                           f"-vsync 0 {folder}/%05d.jpg") if video.is_file() else ""
+                    problems.append(f"{lst.name} line {idx + 1}: no {modality} frames folder {folder}{how}")
+                elif n < media.frames:
+                    problems.append(f"{lst.name} line {idx + 1}: {n} {modality} frame(s) in {folder}, fewer than "
+                                    f"--frames {media.frames}")
+                folders[modality] = folder
+            flow = root / "flow_data" / split / f"{idx}.npy"
+            if not flow.is_file():
+                problems.append(f"{lst.name} line {idx + 1}: no optical flow file {flow}")
+            subject = re.search(r"subject(\d+)", str(clip_dir))
+            rows.append((f"{split}-{idx}", label, split, folders.get("rgb"), folders.get("depth"), flow,
+                         subject.group(1) if subject else str(clip_dir.name)))
+    if problems:
+        raise ManifestError(root, problems)
+    subjects = sorted({r[6] for r in rows if r[2] == "train"})
+    order = np.random.default_rng(seed).permutation(len(subjects))
+    val = {subjects[i] for i in order[:max(1, int(round(VAL_FRACTION * len(subjects))))]} if len(subjects) > 1 else set()
+    splits = ["val" if r[2] == "train" and r[6] in val else r[2] for r in rows]
+    if "val" not in splits:
+        raise ConfigError(f"{root}: the train clips come from {len(subjects)} subject(s); a val split by subject needs "
+                          "two or more")
+    rel = _rel(out)
+    table = pa.table({S.SAMPLE_ID: [r[0] for r in rows], S.LABEL: pa.array([r[1] for r in rows], pa.int64()),
+                      S.SPLIT: splits, "rgb": [rel(r[3]) for r in rows], "depth": [rel(r[4]) for r in rows],
+                      "flow": [rel(r[5]) for r in rows], "meta_subject": [r[6] for r in rows]})
+    return table.replace_schema_metadata({"bss.arrays": json.dumps({"flow": {"layout": _flow_layout(root, rows[0][5])}}),
+                                          "bss.val_subjects": json.dumps(sorted(val))})

@@ -162,13 +162,23 @@ def resnet50_encoder(shape: int | list[int], kind: str, cfg: ModelConfig) -> nn.
     return VisualResNet50(cfg.hidden)
 
 
+def video3d_encoder(shape: int | list[int], kind: str, cfg: ModelConfig) -> nn.Module:
+    """A small 3-D CNN for volume modalities ([C, T, H, W] arrays: optical flow)."""
+    from bss_cli.models.resnet import Video3D
+
+    if kind != "volume":
+        raise ConfigError(f"encoder 'video3d' takes volume modalities (.npy [C, T, H, W] arrays), not {kind}")
+    return Video3D(int(shape[0]), cfg.hidden)
+
+
 # name -> builder(input shape, modality kind, config) -> module with attribute out_dim.
 ENCODERS: dict[str, Callable[[int | list[int], str, ModelConfig], nn.Module]] = {
     "mlp": mlp_encoder,
     "resnet18": resnet18_encoder,
     "resnet50": resnet50_encoder,
+    "video3d": video3d_encoder,
 }
-DEFAULT_ENCODERS = {"audio": "resnet18", "image": "resnet18"}
+DEFAULT_ENCODERS = {"audio": "resnet18", "image": "resnet18", "volume": "video3d"}
 
 
 def _load_encoder_weights(module: nn.Module, modality: str, path: str) -> None:

@@ -143,3 +143,25 @@ class VisualResNet50(nn.Module):
         b, k = x.shape[:2]
         fmap = self.trunk(x.flatten(0, 1))
         return fmap.view(b, k, *fmap.shape[1:]).mean(dim=(1, 3, 4))
+
+
+class Video3D(nn.Module):
+    """A small 3-D CNN for video-like volumes (optical flow, depth arrays): [B, C, T, H, W] ->
+    [B, 4*width]. A stem (3x7x7, spatial stride 2, max-pool) and three stages of 3x3x3
+    convolutions (spatial stride 2), then an average over time and space. Trained from scratch;
+    the paper's pretrained Inception-I3D is a --model plug-in (docs/settings.md)."""
+
+    def __init__(self, channels: int, width: int = 64):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv3d(channels, width, (3, 7, 7), (1, 2, 2), (1, 3, 3), bias=False),
+                                   nn.BatchNorm3d(width), nn.ReLU(inplace=True),
+                                   nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1))]
+        c = width
+        for c_out in (width, 2 * width, 4 * width):
+            layers += [nn.Conv3d(c, c_out, 3, (1, 2, 2), 1, bias=False), nn.BatchNorm3d(c_out), nn.ReLU(inplace=True)]
+            c = c_out
+        self.net = nn.Sequential(*layers)
+        self.out_dim = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).mean(dim=(2, 3, 4))
