@@ -225,7 +225,7 @@ def nvgesture_root(tmp_path, layout="CTHW"):
     return root
 
 
-@pytest.mark.parametrize("layout", ["CTHW", "THWC"])
+@pytest.mark.parametrize("layout", ["CTHW", pytest.param("THWC", marks=pytest.mark.slow)])
 def test_nvgesture_three_modalities_rgb_depth_and_flow_volumes(tmp_path, layout):
     root = nvgesture_root(tmp_path, layout)
     out = tmp_path / "nv.parquet"

@@ -302,6 +302,7 @@ def test_lightning_and_hf_log_the_orders_quantities_through_their_own_loggers(ti
     assert [h["epoch"] for h in entries] == [0, 1, 2]
 
 
+@pytest.mark.slow  # a fresh interpreter (torch's import) for one epoch: 6 s
 def test_a_run_without_log_loads_no_tracker_code(tiny_manifest, tmp_path):
     """What makes logging free when unused: no tracker object, no tracker module imported."""
     import subprocess
