@@ -123,3 +123,46 @@ def test_a_local_hugging_face_model_encodes_the_text(tmp_path):
     assert r.exit_code == 1 and "pickled files" in r.stderr and "safe_serialization=True" in r.stderr
     r = run("train", path, "--out", tmp_path / "r3", "--text-model", "bert-base-uncased")
     assert r.exit_code == 1 and "not a folder" in r.stderr and "never downloads" in r.stderr
+
+
+@pytest.mark.integration
+def test_the_sarcasm_plugin_shares_one_head_and_loads_pretrained_files(tmp_path, monkeypatch):
+    """examples/sarcasm_model.py: the paper's Sarcasm model (ResNet-50 + BERT from local files, one
+    classifier shared by both unimodal branches) trains through bss train --model."""
+    pytest.importorskip("transformers")
+    PIL = pytest.importorskip("PIL.Image")
+    import sys
+
+    import torch
+    from conftest import ROOT
+
+    from bss_cli.models.resnet import ResNet50Trunk
+
+    bert = save_tiny_bert(tmp_path / "bert")
+    root = tmp_path / "sarcasm"
+    (root / "dataset_image").mkdir(parents=True)
+    for split, n in (("train", 12), ("valid", 3), ("test", 3)):
+        items = []
+        for i in range(n):
+            for k in range(2):
+                name = f"{split}{i}{k}"
+                PIL.new("RGB", (12, 10), (120 * k, 60, 60)).save(root / "dataset_image" / f"{name}.jpg")
+                items.append({"image": name, "text": ["red apple sky", "green grass leaf"][k], "label": k})
+        (root / f"{split}.json").write_text("\n".join(json.dumps(x) for x in items))
+    manifest = tmp_path / "s.parquet"
+    assert run("build-manifest", "sarcasm", root, "-o", manifest, "--image-size", "32").exit_code == 0
+    torch.manual_seed(1)
+    trunk = ResNet50Trunk(3, width=4)
+    torch.save({**trunk.state_dict(), "fc.weight": torch.randn(1000, trunk.out_dim), "fc.bias": torch.zeros(1000)},
+               tmp_path / "resnet50.pth")
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
+    r = run("train", manifest, "--out", tmp_path / "run", "--model", "sarcasm_model:build", "--hidden", "4",
+            "--encoder-weights", f"image={tmp_path / 'resnet50.pth'}", "--text-model", bert, "--optimizer", "adam",
+            "--lr", "1e-4", "--epochs", "2", "--batch-size", "8", "--json")
+    assert r.exit_code == 0, r.output
+    assert {"acc_image", "acc_text"} <= set(json.loads(r.stdout)["test"])
+    from sarcasm_model import SarcasmModel  # noqa: F401  (importable as a user would)
+
+    best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)["model"]
+    assert not any(k.startswith("heads.") for k in best) and "shared_head.weight" in best
+    sys.modules.pop("sarcasm_model", None)

@@ -181,7 +181,7 @@ ENCODERS: dict[str, Callable[[int | list[int], str, ModelConfig], nn.Module]] = 
 DEFAULT_ENCODERS = {"audio": "resnet18", "image": "resnet18", "volume": "video3d"}
 
 
-def _load_encoder_weights(module: nn.Module, modality: str, path: str) -> None:
+def load_encoder_weights(module: nn.Module, modality: str, path: str) -> None:
     """A state_dict file (read safely: tensors and plain values only) into the encoder, or into its
     ``trunk`` (a torchvision-style file has no ``trunk.`` prefix); every tensor it names must have
     the encoder's shape, and most of the encoder must be covered (a trunk without its head is fine)."""
@@ -230,7 +230,7 @@ class LateFusion(nn.Module):
             if kind == "text":
                 encoders[m] = text_encoder(m, shape, cfg)
                 if m in cfg.encoder_weights:
-                    _load_encoder_weights(encoders[m], m, cfg.encoder_weights[m])
+                    load_encoder_weights(encoders[m], m, cfg.encoder_weights[m])
                 continue
             name = cfg.encoder if kind == "vector" else cfg.array_encoder if kind == "array" else \
                 cfg.extra.get("image_encoder", "resnet18") if kind == "image" else DEFAULT_ENCODERS[kind]
@@ -238,7 +238,7 @@ class LateFusion(nn.Module):
                 raise ConfigError(f"unknown encoder {name!r} for {m}; choose one of: {', '.join(ENCODERS)}")
             encoders[m] = ENCODERS[name](shape, cfg.kind(m), cfg)
             if m in cfg.encoder_weights:
-                _load_encoder_weights(encoders[m], m, cfg.encoder_weights[m])
+                load_encoder_weights(encoders[m], m, cfg.encoder_weights[m])
         self.encoders = nn.ModuleDict(encoders)
         self.heads = nn.ModuleDict({m: nn.Linear(e.out_dim, cfg.n_classes) for m, e in encoders.items()})
         self.fused = nn.Linear(sum(e.out_dim for e in encoders.values()), cfg.n_classes)
