@@ -10,6 +10,9 @@
    for DataLoader workers 0 and N, with and without the spectrogram cache.
 3. The learned scheduler's re-scoring overhead: a ``--rescore pass`` epoch and an ``online`` epoch
    against a ``none`` epoch, same data and model, same run of this script.
+4. One of the paper's other settings: Twitter2015-shaped image + text (``bss build-manifest
+   twitter2015`` on generated files in its layout; ResNet-50 image encoder, the built-in text
+   encoder, the learned scheduler, batch 32): samples/s and GPU utilisation.
 
 Every figure is from this run; ratios are against a baseline measured here too.
 """
@@ -97,6 +100,25 @@ def train_run(manifest: Path, out: Path, device: str, settings: dict, extra: lis
             "wall_seconds": round(wall, 1), **gpu.summary()}
 
 
+def make_twitter(root: Path, n: int, size: int) -> None:
+    """A Twitter2015-layout folder of ``n`` generated tweets and images (3 sentiment classes)."""
+    import numpy as np
+    from PIL import Image
+
+    words = {0: "awful terrible sad angry", 1: "meeting today at noon", 2: "great happy wonderful win"}
+    rng = np.random.default_rng(0)
+    (root / "twitter2015_images").mkdir(parents=True, exist_ok=True)
+    for split, count in (("train", int(n * 0.7)), ("dev", int(n * 0.15)), ("test", n - int(n * 0.7) - int(n * 0.15))):
+        lines = ["index\t#1 Label\t#2 ImageID\t#3 String\t#3 String"]
+        for i in range(count):
+            k = i % 3
+            image = f"{split}{i}.jpg"
+            pixels = (rng.random((size, size, 3)) * 80 + 60 * k).astype("uint8")
+            Image.fromarray(pixels).save(root / "twitter2015_images" / image)
+            lines.append(f"{i}\t{k}\t{image}\tRT @x: {words[k]} {rng.integers(1000)}\t$T$")
+        (root / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
@@ -152,6 +174,14 @@ def main(argv=None) -> None:
                                            / runs["none_w0_nocache"]["samples_per_s"], 2)
         results["cache_speedup"] = round(runs[f"none_w{workers}_cache"]["samples_per_s"]
                                          / runs[f"none_w{workers}_nocache"]["samples_per_s"], 2)
+        size = 32 if args.tiny else 224
+        make_twitter(work / "twitter2015", clips, size)
+        bss("build-manifest", "twitter2015", work / "twitter2015", "-o", work / "tw.parquet", "--image-size", size)
+        results["twitter2015_resnet50"] = train_run(
+            work / "tw.parquet", work / "tw", args.device,
+            {"epochs": epochs, "batch_size": 8 if args.tiny else 32, "hidden": 8 if args.tiny else 64, "lr": 0.001,
+             "seed": 0, "scheduler": "learned", "workers": workers, "image_encoder": "resnet50"}, [])
+        print("twitter2015_resnet50", results["twitter2015_resnet50"], flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["seconds"] = round(time.perf_counter() - t0, 1)

@@ -16,7 +16,7 @@ import bss_cli
 
 PKG = Path(bss_cli.__file__).parent
 LAYERS = {
-    "ground": 0, "data": 1, "models": 2, "scoring": 3, "scheduling": 4, "training": 5,
+    "ground": 0, "data": 1, "tracking": 1, "models": 2, "scoring": 3, "scheduling": 4, "training": 5,
     "report": 6, "integrations": 6, "study": 6, "cli": 7,
 }
 # Entry points and facades that re-export from above by design.
