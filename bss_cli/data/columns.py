@@ -213,7 +213,8 @@ def text_values(name: str, col: pa.ChunkedArray, base: Path, media: MediaConfig,
                 channels = volume_channels(shape, layout)
                 volumes.setdefault(channels, i)
                 kinds.setdefault("volume", i)
-                kinds.pop("vector", None) if kinds.get("vector") == i else None
+                if kinds.get("vector") == i:  # counted as a vector file above, before its shape was known
+                    del kinds["vector"]
                 continue
             if kind == "vector":
                 rows_out[i] = _load_npy(p)
