@@ -260,3 +260,15 @@ def test_nvgesture_names_a_video_without_its_frames_and_how_to_extract_them(tmp_
     assert "nvgesture_train_correct_v2.lst line 2: no depth frames folder" in r.stderr
     assert "ffmpeg -i" in r.stderr and "between(n\\,10\\,89)" in r.stderr
     assert "nvgesture_test_correct_v2.lst line 4: no optical flow file" in r.stderr
+
+
+def test_crema_d_refuses_a_pickled_file_too(tmp_path):
+    from test_audio_visual import EMOTIONS
+
+    root = tmp_path / "CREMA-D"
+    (root / "AudioWAV").mkdir(parents=True)
+    (root / "Image-01-FPS").mkdir()
+    write_wav(root / "AudioWAV" / f"1001_DFA_{EMOTIONS[0]}_XX.wav", 300)
+    (root / "AudioWAV" / "1001_DFA_ANG_XX.pkl").write_bytes(b"\x80\x04x")
+    r = run("build-manifest", "crema-d", root, "-o", tmp_path / "m.parquet")
+    assert r.exit_code == 1 and "pickled files" in r.stderr and "AudioWAV/1001_DFA_ANG_XX.pkl" in r.stderr

@@ -52,6 +52,9 @@ def crema_d(root: Path, out: Path, *, frames_dir: str = "Image-01-FPS", split: s
     if not frame_root.is_dir():
         raise ManifestError(root, [f"no frames folder {frames_dir!r} in {root}; extract frames per clip into "
                                    f"{frame_root}/<clip>/ or name the folder with --frames-dir"])
+    from bss_cli.data.published import _refuse_pickles
+
+    _refuse_pickles(root, [audio_dir, frame_root])
     wavs = sorted(audio_dir.glob("*.wav"))
     if not wavs:
         raise ManifestError(root, [f"{audio_dir} holds no .wav files"])
