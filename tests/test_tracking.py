@@ -314,3 +314,15 @@ def test_a_run_without_log_loads_no_tracker_code(tiny_manifest, tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.integration
+def test_a_tracker_that_cannot_start_stops_the_run_before_anything_is_written(tiny_manifest, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "nosuchscheme://nowhere")
+    r = run("train", tiny_manifest, "--out", tmp_path / "r", "--epochs", "2", "--log", "mlflow")
+    assert r.exit_code == 1 and "--log mlflow: the tracker did not start" in r.stderr
+    assert not (tmp_path / "r" / "settings.json").exists() and not (tmp_path / "r" / "last.pt").exists()
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    r = run("train", tiny_manifest, "--out", tmp_path / "r", "--epochs", "2", "--quiet")  # the folder is reusable
+    assert r.exit_code == 0, r.output

@@ -318,6 +318,8 @@ class Trainer:
         cfg, main = self.cfg, self.info.is_main
         if main:  # re-checked under the lock: another run may have finished in between
             self.has_checkpoint = runs.check_run_folder(self.run, cfg.to_dict(), cfg.resume, RESUME_FREE)
+        if main and cfg.log:  # before anything is written: a tracker that cannot start leaves no run behind
+            self._open_tracking()
         if self.has_checkpoint:
             self._resume()  # reads and checks last.pt before anything in the folder changes
             self._say(f"resuming {self.run} at epoch {self.start_epoch}")
@@ -334,8 +336,6 @@ class Trainer:
             if main and self.planner.static is not None:
                 self.plan_files["static"] = save_scores_file(runs.plan_path(self.run, None), self.planner.static,
                                                              write=self.files.write)
-        if main and cfg.log:
-            self._open_tracking()
         model = self.model
         if self.info.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
