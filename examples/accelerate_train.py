@@ -60,6 +60,10 @@ def main(argv=None) -> None:
     if accelerator.is_main_process:
         print(f"trained {args.epochs} epochs: " + ", ".join(str(len(v)) for v in trained.values())
               + " samples per epoch on rank 0")
+    # leave the process group together: a rank that exits while a gloo peer still talks to it can abort
+    # that peer ("terminate called without an active exception") after a run that succeeded
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
 
 
 if __name__ == "__main__":

@@ -92,6 +92,9 @@ def main(argv=None) -> None:
     if rank == 0:
         print(f"trained {args.epochs} epochs: " + ", ".join(str(len(v)) for v in model.trained)
               + " samples per epoch on rank 0")
+    # leave the process group together: a rank exiting early can abort a gloo peer after a run that succeeded
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
 
 
 if __name__ == "__main__":

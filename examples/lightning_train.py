@@ -78,6 +78,9 @@ def main(argv=None) -> None:
     if trainer.is_global_zero:
         print(f"trained {args.epochs} epochs: " + ", ".join(str(len(v)) for v in model.trained.values())
               + " samples per epoch on rank 0")
+    if torch.distributed.is_initialized():  # leave together: a rank exiting early can abort a gloo peer
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -44,6 +44,9 @@ def main(argv=None) -> None:
     if rank == 0:
         print(f"read {args.epochs} epochs: " + ", ".join(str(len(v)) for v in trained.values())
               + " rows per epoch on rank 0")
+    if torch.distributed.is_initialized():  # leave together: a rank exiting early can abort a gloo peer
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
