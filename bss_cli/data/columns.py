@@ -19,6 +19,7 @@ from bss_cli.data.media import (
     check_wav,
     kind_of,
     volume_channels,
+    volume_layout,
     volume_shape,
 )
 from bss_cli.errors import MAX_ROWS_LISTED, ConfigError
@@ -40,17 +41,24 @@ def _load_npy(path: Path) -> np.ndarray:
     return np.asarray(np.load(path, allow_pickle=False), dtype=np.float32)
 
 
-def array_settings(metadata: dict | None) -> dict[str, dict]:
-    """``bss.arrays`` of a manifest: column -> {"length": L, "time_axis": 0 or 1} for 2-D modalities."""
-    raw = (metadata or {}).get(b"bss.arrays")
+def column_settings(metadata: dict | None, key: str, example: str) -> dict[str, dict]:
+    """A manifest metadata entry ``key`` that maps each column to a table of settings (``bss.arrays``,
+    ``bss.text``); {} when absent, a ConfigError quoting ``example`` when it is not such a table."""
+    raw = (metadata or {}).get(key.encode())
     if not raw:
         return {}
     try:
         settings = json.loads(raw)
         assert isinstance(settings, dict) and all(isinstance(v, dict) for v in settings.values())
     except (json.JSONDecodeError, UnicodeDecodeError, AssertionError, RecursionError):
-        raise ConfigError(f"manifest metadata bss.arrays is not valid: {raw[:200]!r}; expected "
-                          '{"column": {"length": 32, "time_axis": 1}}') from None
+        raise ConfigError(f"manifest metadata {key} is not valid: {raw[:200]!r}; expected {example}") from None
+    return settings
+
+
+def array_settings(metadata: dict | None) -> dict[str, dict]:
+    """``bss.arrays`` of a manifest: column -> {"length": L, "time_axis": 0 or 1} for 2-D modalities,
+    {"layout": ...} for volumes."""
+    settings = column_settings(metadata, "bss.arrays", '{"column": {"length": 32, "time_axis": 1}}')
     for column, spec in settings.items():
         length, axis = spec.get("length"), spec.get("time_axis", 0)
         if length is not None and (not isinstance(length, int) or isinstance(length, bool)
@@ -209,8 +217,7 @@ def text_values(name: str, col: pa.ChunkedArray, base: Path, media: MediaConfig,
             continue
         try:
             if kind == "vector" and len(shape := volume_shape(p)) >= 3:  # a video-like volume: read when batched
-                layout = (array_spec or {}).get("layout") or ("THW" if len(shape) == 3 else "CTHW")
-                channels = volume_channels(shape, layout)
+                channels = volume_channels(shape, volume_layout(array_spec, shape))
                 volumes.setdefault(channels, i)
                 kinds.setdefault("volume", i)
                 if kinds.get("vector") == i:  # counted as a vector file above, before its shape was known

@@ -99,9 +99,10 @@ def crema_d(root: Path, out: Path, *, frames_dir: str = "Image-01-FPS", split: s
 
 def _layouts() -> dict:
     from bss_cli.data import published as P
+    from bss_cli.data import published_text as T
 
-    return {"crema-d": crema_d, "ks": P.kinetics_sounds, "vggsound": P.vggsound, "twitter2015": P.twitter2015,
-            "sarcasm": P.sarcasm, "nvgesture": P.nvgesture}
+    return {"crema-d": crema_d, "ks": P.kinetics_sounds, "vggsound": P.vggsound, "twitter2015": T.twitter2015,
+            "sarcasm": T.sarcasm, "nvgesture": P.nvgesture}
 
 
 LAYOUT_NAMES = ("crema-d", "ks", "vggsound", "twitter2015", "sarcasm", "nvgesture")

@@ -29,7 +29,7 @@ from bss_cli.data.columns import (
     inline_matrix,
     text_values,
 )
-from bss_cli.data.media import MediaConfig, kind_of
+from bss_cli.data.media import MediaConfig, kind_of, volume_layout, volume_shape
 from bss_cli.data.text import text_specs, token_ids
 from bss_cli.errors import ManifestError
 from bss_cli.errors import rows_text as _rows
@@ -453,10 +453,7 @@ def load_manifest(path: str | Path, *, load_features: bool = True, progress=None
             continue  # type problem already reported
         if files is not None:
             if kind == "volume":  # x holds the channel count; the files are read when batched
-                first = files[0]
-                from bss_cli.data.media import volume_shape
-
-                layout = (arrays.get(name) or {}).get("layout") or ("THW" if len(volume_shape(first)) == 3 else "CTHW")
+                layout = volume_layout(arrays.get(name), volume_shape(files[0]))
                 modalities[name] = Modality(name, kind, "file", shape=[int(x[0])], layout=layout)
             else:
                 modalities[name] = Modality(name, kind, "file")

@@ -254,6 +254,11 @@ def volume_shape(path: Path) -> tuple[int, ...]:
     return tuple(np.load(path, mmap_mode="r", allow_pickle=False).shape)
 
 
+def volume_layout(spec: dict | None, shape: tuple[int, ...]) -> str:
+    """A volume column's layout: its ``bss.arrays`` setting, else THW for 3-D arrays, CTHW for 4-D."""
+    return (spec or {}).get("layout") or ("THW" if len(shape) == 3 else "CTHW")
+
+
 def volume_channels(shape: tuple[int, ...], layout: str) -> int:
     """The channel count of a volume of ``shape`` in ``layout``; a ConfigError when they disagree."""
     want = {"CTHW": 4, "THWC": 4, "THW": 3}[layout]

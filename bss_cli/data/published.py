@@ -1,4 +1,4 @@
-"""Manifest builders for the paper's other settings, reading the files the authors' loaders read
+"""Manifest builders for the paper's other audio-visual and gesture settings, reading the files the authors' loaders read
 (method.md section 8), with their label coding and their splits (no torch):
 
 * ``ks`` (Kinetics-Sounds): ``annotations/{train,val,test}.csv`` (youtube_id, label; val optional),
@@ -8,13 +8,8 @@
 * ``vggsound``: ``{train,val,test}.csv`` (id, label; or youtube_id, start_seconds, label: the clip is
   ``<youtube_id>_<start:06d>``), ``label_encoding.json`` (label -> class id; 310 classes), the
   same audio and frames folders, 1 frame.
-* ``twitter2015``: ``{train,dev,test}.tsv`` with columns ``#1 Label``, ``#2 ImageID``,
-  ``#3 String`` (the first), images in ``<images_dir>/<ImageID>``; labels 0, 1, 2 (negative,
-  neutral, positive); the text column is declared as text with the loader's preprocessing
-  (English words, lower-case, no punctuation, <= 20 words, 30 tokens).
-* ``sarcasm``: ``{train,valid,test}.json`` (a JSON list or JSON lines of objects with ``image``,
-  ``text``, ``label``), images in ``<images_dir>/<image>[.jpg]``; labels 0, 1; text <= 50 words,
-  30 tokens.
+* ``nvgesture``: see :func:`nvgesture`. The image-text layouts (``twitter2015``, ``sarcasm``) are in
+  :mod:`bss_cli.data.published_text`.
 
 Every missing file is named (all of them, by row), given splits are kept, a missing val split is
 carved from train (stratified, seeded, stated in the manifest's ``bss.val_from_train``), and a
@@ -37,7 +32,6 @@ from bss_cli.errors import ConfigError, ManifestError
 
 PICKLE_EXTS = (".pkl", ".pickle", ".pk")
 VAL_FRACTION = 0.1  # of train, per class, when a layout gives no val split
-TWITTER_LABELS = {"0": 0, "1": 1, "2": 2}
 PICKLE_HOW = ("bss never unpickles (a pickle can run code); convert it once where you trust the file, e.g. "
               "python -c \"import pickle, numpy; numpy.save('x.npy', pickle.load(open('x.pkl', 'rb')))\" for an "
               "array, or re-extract it as .wav / image files")
@@ -104,20 +98,31 @@ def _clips(root: Path, rows: list[tuple[str, str, str]], audio_dir: str, frames_
     return kept, problems, dropped
 
 
-def _av_table(root: Path, out: Path, kept: list[tuple], seed: int, dropped: list[str]) -> pa.Table:
-    splits = [r[2] for r in kept]
+def _with_val(root: Path, labels: list, splits: list[str], seed: int) -> tuple[list[str], bool]:
+    """The splits, a val split carved from train when the layout gives none (and whether it was);
+    a ConfigError when a split would still be empty."""
     carved = "val" not in splits
     if carved:
-        splits = _val_from_train([r[1] for r in kept], splits, seed)
+        splits = _val_from_train(labels, splits, seed)
     missing = [s for s in ("train", "val", "test") if s not in splits]
     if missing:
-        raise ConfigError(f"{root}: the {', '.join(missing)} split(s) would be empty; the layout's annotation files "
-                          "must give train and test clips")
+        raise ConfigError(f"{root}: the {', '.join(missing)} split(s) would be empty; the layout's files must give "
+                          "train and test samples")
+    return splits, carved
+
+
+def _av_manifest(root: Path, out: Path, rows: list[tuple[str, int, str]], problems: list[str], classes: list[str], *,
+                 media: MediaConfig, audio_dir: str, frames_dir: str, drop_short: bool, seed: int) -> pa.Table:
+    """The audio + frames manifest of (clip, class id, split) rows, every clip's files checked."""
+    kept, found, dropped = _clips(root, rows, audio_dir, frames_dir, media, drop_short)
+    if problems or found:
+        raise ManifestError(root, problems + found)
+    splits, carved = _with_val(root, [r[1] for r in kept], [r[2] for r in kept], seed)
     rel = _rel(out)
     table = pa.table({S.SAMPLE_ID: [r[0] for r in kept], S.LABEL: pa.array([r[1] for r in kept], pa.int64()),
                       S.SPLIT: splits, "audio": [rel(r[3]) for r in kept], "visual": [rel(r[4]) for r in kept]})
-    meta = {"bss.val_from_train": json.dumps(VAL_FRACTION if carved else None), "bss.dropped_clips": json.dumps(dropped)}
-    return table.replace_schema_metadata(meta)
+    return table.replace_schema_metadata({"bss.val_from_train": json.dumps(VAL_FRACTION if carved else None),
+                                          "bss.dropped_clips": json.dumps(dropped), "bss.classes": json.dumps(classes)})
 
 
 def _split_files(root: Path, stem_sets: dict[str, tuple[str, ...]], exts: tuple[str, ...]) -> dict[str, Path]:
@@ -158,12 +163,8 @@ def kinetics_sounds(root: Path, out: Path, *, media: MediaConfig, audio_dir: str
                 problems.append(f"{files[split].name} row {i}: label {label!r} does not occur in train.csv")
                 continue
             rows.append((clip, codes[label], split))
-    kept, found, dropped = _clips(root, rows, audio_dir, frames_dir, media, drop_short)
-    if problems or found:
-        raise ManifestError(root, problems + found)
-    table = _av_table(root, out, kept, seed, dropped)
-    return table.replace_schema_metadata({**table.schema.metadata,
-                                          b"bss.classes": json.dumps(list(codes)).encode()})
+    return _av_manifest(root, out, rows, problems, list(codes), media=media, audio_dir=audio_dir,
+                        frames_dir=frames_dir, drop_short=drop_short, seed=seed)
 
 
 def vggsound(root: Path, out: Path, *, media: MediaConfig, audio_dir: str = "audio", frames_dir: str = "frames",
@@ -197,121 +198,9 @@ def vggsound(root: Path, out: Path, *, media: MediaConfig, audio_dir: str = "aud
                 problems.append(f"{files[split].name} row {i}: label {label!r} is not in label_encoding.json")
                 continue
             rows.append((clip, int(codes[label]), split))
-    kept, found, dropped = _clips(root, rows, audio_dir, frames_dir, media, drop_short)
-    if problems or found:
-        raise ManifestError(root, problems + found)
     names = [k for k, _ in sorted(codes.items(), key=lambda kv: kv[1])]
-    table = _av_table(root, out, kept, seed, dropped)
-    return table.replace_schema_metadata({**table.schema.metadata, b"bss.classes": json.dumps(names).encode()})
-
-
-def _image(images: Path, name: str) -> Path | None:
-    p = images / name
-    if p.is_file():
-        return p
-    for ext in (".jpg", ".jpeg", ".png"):
-        if (images / f"{name}{ext}").is_file():
-            return images / f"{name}{ext}"
-    return None
-
-
-def _text_table(root: Path, out: Path, rows: list[tuple], problems: list[str], seed: int, text_spec: dict,
-                classes: list[str]) -> pa.Table:
-    if problems:
-        raise ManifestError(root, problems)
-    splits = [r[3] for r in rows]
-    carved = "val" not in splits
-    if carved:
-        splits = _val_from_train([r[1] for r in rows], splits, seed)
-    missing = [s for s in ("train", "val", "test") if s not in splits]
-    if missing:
-        raise ConfigError(f"{root}: the {', '.join(missing)} split(s) would be empty")
-    rel = _rel(out)
-    table = pa.table({S.SAMPLE_ID: [r[0] for r in rows], S.LABEL: pa.array([r[1] for r in rows], pa.int64()),
-                      S.SPLIT: splits, "image": [rel(r[2]) for r in rows], "text": [r[4] for r in rows]})
-    return table.replace_schema_metadata({"bss.text": json.dumps({"text": text_spec}),
-                                          "bss.classes": json.dumps(classes),
-                                          "bss.val_from_train": json.dumps(VAL_FRACTION if carved else None)})
-
-
-def twitter2015(root: Path, out: Path, *, media: MediaConfig, images_dir: str = "twitter2015_images",
-                seed: int = 0) -> pa.Table:
-    root = Path(root)
-    files = _split_files(root, {"train": ("train",), "val": ("dev", "val", "valid"), "test": ("test",)},
-                         (".tsv", ".txt"))
-    if "train" not in files or "test" not in files:
-        raise ManifestError(root, [f"expected train.tsv and test.tsv (dev.tsv optional) in {root}, with columns "
-                                   "'#1 Label', '#2 ImageID', '#3 String'"])
-    images = root / images_dir
-    if not images.is_dir():
-        raise ManifestError(root, [f"no image folder {images}; name it with --images-dir"])
-    _refuse_pickles(root, [images])
-    rows, problems = [], []
-    for split in ("train", "val", "test"):
-        if split not in files:
-            continue
-        with open(files[split], newline="", encoding="utf-8") as f:
-            lines = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-        header = [h.strip() for h in lines[0]] if lines else []
-        col = {k: next((i for i, h in enumerate(header) if k in h), None) for k in ("Label", "ImageID", "String")}
-        if None in col.values():
-            problems.append(f"{files[split].name}: header {header!r} lacks a Label, ImageID or String column")
-            continue
-        for i, line in enumerate(lines[1:], start=1):
-            if len(line) <= max(col.values()):
-                problems.append(f"{files[split].name} line {i + 1}: {len(line)} fields, expected {len(header)}")
-                continue
-            label, image_id, text = line[col["Label"]].strip(), line[col["ImageID"]].strip(), line[col["String"]]
-            if label not in TWITTER_LABELS:
-                problems.append(f"{files[split].name} line {i + 1}: label {label!r}, expected 0, 1 or 2")
-                continue
-            image = _image(images, image_id)
-            if image is None:
-                problems.append(f"{files[split].name} line {i + 1}: no image {images / image_id}")
-                continue
-            rows.append((f"{split}-{i}", TWITTER_LABELS[label], image, split, text))
-    return _text_table(root, out, rows, problems, seed, {"max_tokens": 30, "max_words": 20, "clean": True},
-                       ["negative", "neutral", "positive"])
-
-
-def sarcasm(root: Path, out: Path, *, media: MediaConfig, images_dir: str = "dataset_image", seed: int = 0
-            ) -> pa.Table:
-    root = Path(root)
-    files = _split_files(root, {"train": ("train",), "val": ("valid", "val", "dev"), "test": ("test",)},
-                         (".json", ".jsonl"))
-    if "train" not in files or "test" not in files:
-        raise ManifestError(root, [f"expected train.json and test.json (valid.json optional) in {root}: objects with "
-                                   "image, text and label"])
-    images = root / images_dir
-    if not images.is_dir():
-        raise ManifestError(root, [f"no image folder {images}; name it with --images-dir"])
-    _refuse_pickles(root, [images])
-    rows, problems = [], []
-    for split in ("train", "val", "test"):
-        if split not in files:
-            continue
-        text = files[split].read_text(encoding="utf-8")
-        try:
-            items = json.loads(text) if text.lstrip().startswith("[") else \
-                [json.loads(line) for line in text.splitlines() if line.strip()]
-        except (ValueError, RecursionError) as exc:
-            problems.append(f"{files[split].name}: not JSON or JSON lines ({str(exc)[:120]})")
-            continue
-        for i, item in enumerate(items):
-            if not isinstance(item, dict) or not {"image", "text", "label"} <= set(item):
-                problems.append(f"{files[split].name} item {i}: expected an object with image, text and label")
-                continue
-            label = item["label"]
-            if isinstance(label, bool) or str(label) not in ("0", "1"):
-                problems.append(f"{files[split].name} item {i}: label {label!r}, expected 0 or 1")
-                continue
-            image = _image(images, str(item["image"]))
-            if image is None:
-                problems.append(f"{files[split].name} item {i}: no image {images / str(item['image'])}[.jpg]")
-                continue
-            rows.append((f"{split}-{item['image']}", int(str(label)), image, split, str(item["text"])))
-    return _text_table(root, out, rows, problems, seed, {"max_tokens": 30, "max_words": 50, "clean": False},
-                       ["not sarcastic", "sarcastic"])
+    return _av_manifest(root, out, rows, problems, names, media=media, audio_dir=audio_dir, frames_dir=frames_dir,
+                        drop_short=drop_short, seed=seed)
 
 
 def _flow_layout(root: Path, path: Path) -> str:

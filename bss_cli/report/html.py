@@ -149,8 +149,8 @@ def run_report(run: Path) -> str:
         charts.append(figure("lr", svg.line_chart("Learning rate", xs, {"lr": [r.get("lr") for r in epochs]},
                                                   y_label="lr"), "The rate at each epoch's start."))
         sections.append("<h2>Curves</h2><div class=\"grid2\">" + "".join(charts) + "</div>")
-    sections.append(_schedule_section(run, epochs, settings))
-    sections.append(_scores_section(run))
+    sections.append(_schedule_section(run, epochs))
+    sections.append(_scores_section(run, s["balance"]))
     sections.append("<h2>Settings</h2>" + table(["setting", "value"], [[k, _setting(v)] for k, v in settings.items()]))
     return page(f"bss run: {run.name}", str(run), sections)
 
@@ -164,7 +164,7 @@ def _classes(meta: dict, n: int) -> list[str]:
     return names if len(names) >= n else [str(c) for c in range(n)]
 
 
-def _schedule_section(run: Path, epochs: list[dict], settings: dict) -> str:
+def _schedule_section(run: Path, epochs: list[dict]) -> str:
     files = _epoch_files(run, "schedule.parquet")
     xs = [r["epoch"] for r in epochs]
     n_train = None
@@ -172,9 +172,9 @@ def _schedule_section(run: Path, epochs: list[dict], settings: dict) -> str:
     if files:
         per_epoch, meta = [], read_metadata(files[0][1])
         for e, path in files:
-            t = pq.read_table(path, columns=[c for c in (S.LABEL,) if c in pq.read_schema(path).names])
-            labels = t[S.LABEL].to_numpy() if S.LABEL in t.column_names else None
-            per_epoch.append((e, pq.read_metadata(path).num_rows, labels))
+            f = pq.ParquetFile(path)  # one open: its row count, and its labels when it has them
+            labels = f.read(columns=[S.LABEL])[S.LABEL].to_numpy() if S.LABEL in f.schema_arrow.names else None
+            per_epoch.append((e, f.metadata.num_rows, labels))
         n_train = int(meta.get(S.META_N_SAMPLES, "0") or 0) or None
         if all(lab is not None for _, _, lab in per_epoch):
             k = max(int(lab.max()) + 1 for _, _, lab in per_epoch if len(lab))
@@ -196,7 +196,9 @@ def _schedule_section(run: Path, epochs: list[dict], settings: dict) -> str:
     return "<h2>Schedule</h2><div class=\"grid2\">" + "".join(parts) + "</div>"
 
 
-def _scores_section(run: Path) -> str:
+def _scores_section(run: Path, balance: list[dict]) -> str:
+    """``balance``: the run summary's per-epoch score statistics (every scores file, read once there);
+    only the first, middle and last scoring are read again, for their histograms on shared bins."""
     files = _epoch_files(run, "scores.parquet")
     if not files:
         return ('<h2>Balance scores</h2><p class="small">This run kept no scores (a scheduler that needs none, or '
@@ -208,7 +210,7 @@ def _scores_section(run: Path) -> str:
     chart = svg.histogram_chart("Balance scores of the train split", {f"epoch {e}": _hist(v, edges)
                                                                       for e, v in values.items()},
                                 x_label="balance (higher = modalities agree more)")
-    means = {e: float(pq.read_table(p, columns=[S.BALANCE])[S.BALANCE].to_numpy().mean()) for e, p in files}
+    means = {b["epoch"]: b["mean"] for b in balance}
     charts = [figure("scores", chart, "The scores that ordered the epochs: first, middle and last scoring.")]
     if len(means) > 1:
         charts.append(figure("mean-balance", svg.line_chart(

@@ -163,6 +163,7 @@ class MlflowBackend:
     local file store ``<folder>/mlruns``."""
 
     name = "mlflow"
+    FLUSH_SECONDS = 2.0
 
     def start(self, target: Target, settings: dict) -> None:
         uri = os.environ.get("MLFLOW_TRACKING_URI") or (target.folder / "mlruns").resolve().as_uri()
@@ -211,8 +212,6 @@ class MlflowBackend:
         self.pending += [Metric(k, float(v), now, step) for k, v in values.items()]
         if time.monotonic() - self.flushed >= self.FLUSH_SECONDS:
             self._flush()
-
-    FLUSH_SECONDS = 2.0
 
     def _flush(self) -> None:
         for i in range(0, len(self.pending), 1000):  # MLflow's batch limit

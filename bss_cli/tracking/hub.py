@@ -83,12 +83,11 @@ class Tracking:
                 raise ConfigError(f"--log {name}: the tracker did not start ({type(exc).__name__}: "
                                   f"{str(exc)[:300]}); fix it or drop --log {name}") from None
             self.backends.append(backend)
-        ids = {b.name: b.id for b in self.backends}
+        self.where = {b.name: b.id for b in self.backends}  # also what --resume reads back
         from bss_cli.artifacts import atomic_path
 
         with atomic_path(Path(run) / IDS_FILE) as tmp:
-            tmp.write_text(json.dumps(ids, indent=2, sort_keys=True) + "\n")
-        self.where = {b.name: b.id for b in self.backends}
+            tmp.write_text(json.dumps(self.where, indent=2, sort_keys=True) + "\n")
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="bss-trackers", daemon=True)
         self._thread.start()

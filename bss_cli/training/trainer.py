@@ -394,7 +394,6 @@ class Trainer:
                      if k in ("acc", "macro_f1", "map")}
         t4 = time.perf_counter()
         balance = table.column("balance").to_numpy()
-        fresh_order = epoch == 0 or (self.planner.rescoring and bool(self.history) and self.history[-1]["rescored"])
         row = {"epoch": epoch, "train_loss": loss, "lr": LR.lr_at(cfg, epoch),
                "subset_size": table.num_rows, "mean_balance": float(balance.mean()), "rescored": rescore_now,
                **{f"val_{k}": v for k, v in val.items()}, **paper,
@@ -410,7 +409,7 @@ class Trainer:
             elif improved:  # best.pt is written at the next save, with this epoch's state
                 self._best_state = copy.deepcopy(self._state(epoch))
         if self.tracking is not None:
-            self._track_epoch(epoch, row, table if fresh_order else None)
+            self._track_epoch(epoch, row, table)
         barrier(self.info)
         if self.cb.on_epoch_end and main:
             self.cb.on_epoch_end(row)
@@ -435,7 +434,9 @@ class Trainer:
         from bss_cli.tracking import epoch_values
 
         self.tracking.scalars(epoch_values(row, len(self.train_rows)), epoch)
-        if table is not None and (self.planner.file is not None or self.cfg.scheduler in (*STATIC_SCORED, "learned")):
+        # epoch 0's order, and each learned epoch after a re-scoring (history[-1] is this epoch's row)
+        fresh = epoch == 0 or (self.planner.rescoring and len(self.history) > 1 and self.history[-2]["rescored"])
+        if fresh and (self.planner.file is not None or self.cfg.scheduler in (*STATIC_SCORED, "learned")):
             self.tracking.histogram("bss/balance_scores", table.column("balance").to_numpy(), epoch)
             if "probability" in table.column_names:
                 self.tracking.histogram("bss/sampling_probability", table.column("probability").to_numpy(), epoch)
