@@ -1,9 +1,11 @@
-"""The dataset both trainer examples use: a manifest's train rows, exposing their sample ids.
+"""What the trainer examples share: a manifest's train rows, and leaving torch.distributed together.
 
 Vectors inline in the manifest (as the sample data has them) are concatenated and standardised;
 each item is a dict, as Lightning and Hugging Face models like, with the dataset index so a model
 can record what it trained on.
 """
+
+from datetime import timedelta
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -28,3 +30,25 @@ class TrainRows(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         return {"x": self.x[i], "labels": self.y[i], "index": i}
+
+
+def leave_process_group(end=None, wait_s: float = 60) -> None:
+    """Leave torch.distributed together at the end of a script, then end it.
+
+    ``end`` is the framework's own teardown (``accelerator.end_training``; the Trainer's is the same)
+    or, by default, ``destroy_process_group``. On CPU (gloo) a rank that exits while a peer still
+    talks to it can abort that peer ("terminate called without an active exception"), and a plain
+    barrier waits for the process group's timeout (30 min by default) when a peer is gone. A
+    monitored barrier waits at most ``wait_s``; if it times out, a peer has left already and there
+    is nothing more to wait for. `bss train` leaves the same way."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        if dist.get_backend() == "gloo":
+            try:
+                dist.monitored_barrier(timeout=timedelta(seconds=wait_s))
+            except RuntimeError:
+                pass
+        else:
+            dist.barrier()
+        (end or dist.destroy_process_group)()

@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _train_rows import TrainRows  # noqa: E402
+from _train_rows import TrainRows, leave_process_group  # noqa: E402
 
 from bss_cli import ScheduleSampler  # noqa: E402
 
@@ -60,10 +60,7 @@ def main(argv=None) -> None:
     if accelerator.is_main_process:
         print(f"trained {args.epochs} epochs: " + ", ".join(str(len(v)) for v in trained.values())
               + " samples per epoch on rank 0")
-    # leave the process group together: a rank that exits while a gloo peer still talks to it can abort
-    # that peer ("terminate called without an active exception") after a run that succeeded
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    leave_process_group(accelerator.end_training)
 
 
 if __name__ == "__main__":

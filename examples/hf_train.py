@@ -22,7 +22,7 @@ from torch import nn
 from transformers import Trainer, TrainingArguments
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _train_rows import TrainRows  # noqa: E402
+from _train_rows import TrainRows, leave_process_group  # noqa: E402
 
 from bss_cli import ScheduleSampler  # noqa: E402
 from bss_cli.integrations.hf import ScheduleTrainerMixin  # noqa: E402
@@ -92,9 +92,7 @@ def main(argv=None) -> None:
     if rank == 0:
         print(f"trained {args.epochs} epochs: " + ", ".join(str(len(v)) for v in model.trained)
               + " samples per epoch on rank 0")
-    # leave the process group together: a rank exiting early can abort a gloo peer after a run that succeeded
-    trainer.accelerator.wait_for_everyone()
-    trainer.accelerator.end_training()
+    leave_process_group(trainer.accelerator.end_training)  # what Trainer.end() does (transformers >= 5.24)
 
 
 if __name__ == "__main__":

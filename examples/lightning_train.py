@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _train_rows import TrainRows  # noqa: E402
+from _train_rows import TrainRows, leave_process_group  # noqa: E402
 
 from bss_cli import ScheduleSampler  # noqa: E402
 from bss_cli.integrations.lightning import ScheduleCallback  # noqa: E402
@@ -78,9 +78,7 @@ def main(argv=None) -> None:
     if trainer.is_global_zero:
         print(f"trained {args.epochs} epochs: " + ", ".join(str(len(v)) for v in model.trained.values())
               + " samples per epoch on rank 0")
-    if torch.distributed.is_initialized():  # leave together: a rank exiting early can abort a gloo peer
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    leave_process_group()
 
 
 if __name__ == "__main__":

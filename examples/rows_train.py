@@ -12,12 +12,16 @@ one row per manifest row, in manifest order, serves.
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
-from bss_cli.scheduling.streaming import ParquetRows, ScheduledRows
+sys.path.insert(0, str(Path(__file__).parent))
+from _train_rows import leave_process_group  # noqa: E402
+
+from bss_cli.scheduling.streaming import ParquetRows, ScheduledRows  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -44,9 +48,7 @@ def main(argv=None) -> None:
     if rank == 0:
         print(f"read {args.epochs} epochs: " + ", ".join(str(len(v)) for v in trained.values())
               + " rows per epoch on rank 0")
-    if torch.distributed.is_initialized():  # leave together: a rank exiting early can abort a gloo peer
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    leave_process_group()
 
 
 if __name__ == "__main__":

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +13,53 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_data"
+
+
+def run_processes(cmd, *, timeout: float, env=None, cwd=None) -> subprocess.CompletedProcess:
+    """Run a command that starts several processes (torchrun and its ranks).
+
+    Past ``timeout`` every process of its tree gets SIGABRT first, so each Python rank prints where
+    it is stuck (``PYTHONFAULTHANDLER``), then SIGKILL: the failure shows the stacks, and no rank is
+    left behind to slow the rest of the suite (torchrun starts each rank in a session of its own,
+    so killing torchrun alone leaves them running). Returns the CompletedProcess, with returncode
+    ``"timeout"`` when it had to be stopped."""
+    env = {**(os.environ if env is None else env), "PYTHONFAULTHANDLER": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    except subprocess.TimeoutExpired:
+        tree = _descendants(proc.pid) + [proc.pid]
+        for sig, wait in ((signal.SIGABRT, 5), (signal.SIGKILL, 0)):
+            for pid in tree:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            time.sleep(wait)
+        out, err = proc.communicate()
+        return subprocess.CompletedProcess(cmd, "timeout", out, f"[stopped after {timeout:.0f} s]\n" + err)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Child processes of ``pid``, deepest first (Linux /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in map(int, children):
+            found += _descendants(child) + [child]
+    return found
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def vectors(x: np.ndarray) -> pa.Array:

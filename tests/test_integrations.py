@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, free_port, run_processes
 from typer.testing import CliRunner
 
 from bss_cli.cli.app import app
@@ -50,19 +49,11 @@ def run_example(script, manifest, schedule, record, world: int, *extra):
     args = [str(ROOT / "examples" / script), str(manifest), str(schedule), "--epochs", str(EPOCHS),
             "--batch-size", "4", "--record", str(record), *extra]
     cmd = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(world), "--master_port",
-            str(_free_port())] if world > 1 else [sys.executable]) + args
+            str(free_port())] if world > 1 else [sys.executable]) + args
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    r = run_processes(cmd, timeout=300, env=env, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
     return [json.loads((record.parent / f"{record.name}.rank{k}.json").read_text()) for k in range(world)]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.parametrize("world", [1, 2])
@@ -327,9 +318,8 @@ def test_accelerate_sharding_a_second_time_is_refused(tiny_manifest, schedule, t
     args = [str(ROOT / "examples" / "accelerate_train.py"), str(tiny_manifest), str(schedule), "--epochs", "2",
             "--batch-size", "4", "--prepare-loader"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(_free_port())] + args
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,
-                       env={**os.environ, "PYTHONWARNINGS": "ignore"})
+           str(free_port())] + args
+    r = run_processes(cmd, timeout=300, cwd=ROOT, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert r.returncode != 0 and "shards its batches again" in r.stdout + r.stderr, r.stderr[-2000:]
 
 

@@ -156,24 +156,20 @@ def test_warmup_and_checkpoint_sources(tiny_manifest, tmp_path):
 def test_score_under_torchrun_equals_one_process(tiny_manifest, tmp_path, source):
     """Two gloo ranks each score half the rows; rank 0 writes a file identical to one process's."""
     import os
-    import socket
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from conftest import ROOT, free_port, run_processes
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     args = ["score", str(tiny_manifest), "--device", "cpu", "--quiet", *source]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, "-m", "bss_cli", *args, "-o", str(tmp_path / "one.parquet")],
                          capture_output=True, text=True, env=env, timeout=120)
     assert one.returncode == 0, one.stderr
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-                          "127.0.0.1", "--master_port", str(port), "-m", "bss_cli", *args, "-o",
-                          str(tmp_path / "two.parquet")], capture_output=True, text=True, env=env, timeout=240)
-    assert two.returncode == 0, two.stderr[-3000:]
+    two = run_processes([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                         "127.0.0.1", "--master_port", str(free_port()), "-m", "bss_cli", *args, "-o",
+                         str(tmp_path / "two.parquet")], env=env, timeout=240)
+    assert two.returncode == 0, two.stderr[-6000:]
     assert (tmp_path / "one.parquet").read_bytes() == (tmp_path / "two.parquet").read_bytes()
 
 

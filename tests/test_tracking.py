@@ -8,7 +8,6 @@ import json
 import struct
 import sys
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT

@@ -1,6 +1,5 @@
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -9,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, free_port, run_processes
 from typer.testing import CliRunner
 
 from bss_cli.cli.app import app
@@ -211,17 +210,12 @@ def test_plugin_model(tiny_manifest, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_two_process_torchrun_gloo(tiny_manifest, tmp_path):
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(port), "-m", "bss_cli", "train", str(tiny_manifest), "--out", str(tmp_path / "ddp"),
+           "--master_port", str(free_port()), "-m", "bss_cli", "train", str(tiny_manifest), "--out", str(tmp_path / "ddp"),
            "--epochs", "2", "--device", "cpu", "--quiet", "--json"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_processes(cmd, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-6000:]
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["epochs"] == 2 and 0 <= summary["test"]["acc"] <= 1
     rows = metrics(tmp_path / "ddp")
