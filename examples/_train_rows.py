@@ -32,18 +32,22 @@ class TrainRows(torch.utils.data.Dataset):
         return {"x": self.x[i], "labels": self.y[i], "index": i}
 
 
-def leave_process_group(end=None, wait_s: float = 60) -> None:
-    """Leave torch.distributed together at the end of a script, then end it.
+def leave_process_group(wait_s: float = 60) -> None:
+    """Leave torch.distributed together, once the function that trained has returned.
 
-    ``end`` is the framework's own teardown (``accelerator.end_training``; the Trainer's is the same)
-    or, by default, ``destroy_process_group``. On CPU (gloo) a rank that exits while a peer still
-    talks to it can abort that peer ("terminate called without an active exception"), and a plain
-    barrier waits for the process group's timeout (30 min by default) when a peer is gone. A
-    monitored barrier waits at most ``wait_s``; if it times out, a peer has left already and there
-    is nothing more to wait for. `bss train` leaves the same way."""
+    Call it after everything holding the DDP model is gone (``main()`` returned): a DDP model keeps
+    the process group alive, and on CPU (gloo) a group that is destroyed while one still holds it
+    can hang in torch when that model is freed later (its worker threads never join; seen with the
+    Trainer's ``end()`` in this repository's tests). A rank that exits while a peer still talks to
+    it can abort that peer ("terminate called without an active exception"), so the ranks first
+    meet at a monitored barrier that waits at most ``wait_s`` (if it times out, a peer has left and
+    there is nothing more to wait for). `bss train` leaves the same way."""
+    import gc
+
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        gc.collect()  # a model held only in a reference cycle goes now, while its group is still whole
         if dist.get_backend() == "gloo":
             try:
                 dist.monitored_barrier(timeout=timedelta(seconds=wait_s))
@@ -51,4 +55,4 @@ def leave_process_group(end=None, wait_s: float = 60) -> None:
                 pass
         else:
             dist.barrier()
-        (end or dist.destroy_process_group)()
+        dist.destroy_process_group()

@@ -60,8 +60,8 @@ def main(argv=None) -> None:
     if accelerator.is_main_process:
         print(f"trained {args.epochs} epochs: " + ", ".join(str(len(v)) for v in trained.values())
               + " samples per epoch on rank 0")
-    leave_process_group(accelerator.end_training)
 
 
 if __name__ == "__main__":
     main()
+    leave_process_group()  # after main(): its DDP model is freed while the process group is still whole

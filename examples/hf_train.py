@@ -92,8 +92,8 @@ def main(argv=None) -> None:
     if rank == 0:
         print(f"trained {args.epochs} epochs: " + ", ".join(str(len(v)) for v in model.trained)
               + " samples per epoch on rank 0")
-    leave_process_group(trainer.accelerator.end_training)  # what Trainer.end() does (transformers >= 5.24)
 
 
 if __name__ == "__main__":
     main()
+    leave_process_group()  # after main(): its DDP model is freed while the process group is still whole

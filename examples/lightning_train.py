@@ -78,8 +78,8 @@ def main(argv=None) -> None:
     if trainer.is_global_zero:
         print(f"trained {args.epochs} epochs: " + ", ".join(str(len(v)) for v in model.trained.values())
               + " samples per epoch on rank 0")
-    leave_process_group()
 
 
 if __name__ == "__main__":
     main()
+    leave_process_group()  # after main(): its DDP model is freed while the process group is still whole

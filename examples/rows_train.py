@@ -48,8 +48,8 @@ def main(argv=None) -> None:
     if rank == 0:
         print(f"read {args.epochs} epochs: " + ", ".join(str(len(v)) for v in trained.values())
               + " rows per epoch on rank 0")
-    leave_process_group()
 
 
 if __name__ == "__main__":
     main()
+    leave_process_group()  # after main(): its DDP model is freed while the process group is still whole
