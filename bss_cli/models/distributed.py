@@ -103,9 +103,16 @@ TEARDOWN_WAIT_S = 60  # how long a rank waits at teardown for the others (longer
 def teardown(info: DistInfo) -> None:
     """Leave the process group together: a rank that destroys it while a peer still talks to it can
     abort that peer in gloo ("terminate called without an active exception"), failing a run that
-    succeeded. A rank whose peer failed waits at most TEARDOWN_WAIT_S, then leaves anyway."""
+    succeeded. A rank whose peer failed waits at most TEARDOWN_WAIT_S, then leaves anyway.
+
+    Call it once the DDP model is freed: a gloo group destroyed while a model still holds it is
+    destructed when that model goes, and its destructor can wait forever for a worker thread (seen
+    in a 2-rank CPU run)."""
     if info.enabled and dist.is_initialized():
+        import gc
         from datetime import timedelta
+
+        gc.collect()  # a model held only in a reference cycle goes while the group is whole
 
         if dist.get_backend() == "gloo":  # NCCL needs no such wait (and its barrier cannot time out)
             try:

@@ -15,6 +15,7 @@ import copy
 import json
 import math
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -514,5 +515,9 @@ def train(cfg: TrainConfig, callbacks: Callbacks | None = None) -> TrainResult:
     info, device = setup(cfg.device, cfg.threads)
     try:
         return Trainer(cfg, info, device, callbacks or Callbacks()).fit()
+    except BaseException as err:
+        if info.enabled:  # the DDP model in the failed frames goes before its process group (see teardown)
+            traceback.clear_frames(err.__traceback__)
+        raise
     finally:
         teardown(info)
