@@ -113,7 +113,6 @@ def teardown(info: DistInfo) -> None:
         from datetime import timedelta
 
         gc.collect()  # a model held only in a reference cycle goes while the group is whole
-
         if dist.get_backend() == "gloo":  # NCCL needs no such wait (and its barrier cannot time out)
             try:
                 dist.monitored_barrier(timeout=timedelta(seconds=TEARDOWN_WAIT_S))
