@@ -62,6 +62,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def sarcasm_folder(root: Path, sizes: dict[str, int], texts: tuple[str, str], json_list=()) -> Path:
+    """A Sarcasm-layout folder: ``dataset_image/`` and one ``SPLIT.json`` per split of ``sizes``,
+    each with 2 * n items (labels 0 and 1, image shade and text by label), as JSON lines, or as one
+    JSON list for the splits in ``json_list``."""
+    import json
+
+    from PIL import Image
+
+    (root / "dataset_image").mkdir(parents=True)
+    for split, n in sizes.items():
+        items = []
+        for i in range(n):
+            for k in range(2):
+                name = f"{split}{i}{k}"
+                Image.new("RGB", (12, 10), (120 * k, 60, 60)).save(root / "dataset_image" / f"{name}.jpg")
+                items.append({"image": name, "text": texts[k], "label": k})
+        text = json.dumps(items) if split in json_list else "\n".join(json.dumps(x) for x in items)
+        (root / f"{split}.json").write_text(text)
+    return root
+
+
 def vectors(x: np.ndarray) -> pa.Array:
     x = np.ascontiguousarray(x, dtype=np.float32)
     return pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), x.shape[1]).cast(pa.list_(pa.float32()))

@@ -7,6 +7,7 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import sarcasm_folder
 from test_audio_visual import MEDIA, write_wav
 from typer.testing import CliRunner
 
@@ -147,17 +148,8 @@ def test_twitter2015_declares_its_text_with_the_papers_preprocessing(tmp_path):
 
 
 def test_sarcasm_json_lines_and_a_json_list(tmp_path):
-    root = tmp_path / "sarcasm"
-    (root / "dataset_image").mkdir(parents=True)
-    for split, n, as_list in (("train", 8, False), ("valid", 2, True), ("test", 2, False)):
-        items = []
-        for i in range(n):
-            for k in range(2):
-                name = f"{split}{i}{k}"
-                PIL.new("RGB", (12, 10), (120 * k, 60, 60)).save(root / "dataset_image" / f"{name}.jpg")
-                items.append({"image": name, "text": ["what a lovely day", "oh great another monday"][k], "label": k})
-        text = json.dumps(items) if as_list else "\n".join(json.dumps(x) for x in items)
-        (root / f"{split}.json").write_text(text)
+    root = sarcasm_folder(tmp_path / "sarcasm", {"train": 8, "valid": 2, "test": 2},
+                          ("what a lovely day", "oh great another monday"), json_list=("valid",))
     out = tmp_path / "s.parquet"
     r = run("build-manifest", "sarcasm", root, "-o", out, "--json")
     assert r.exit_code == 0, r.output

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_manifest_table
+from conftest import make_manifest_table, sarcasm_folder
 from typer.testing import CliRunner
 
 from bss_cli.cli.app import app
@@ -130,7 +130,7 @@ def test_the_sarcasm_plugin_shares_one_head_and_loads_pretrained_files(tmp_path,
     """examples/sarcasm_model.py: the paper's Sarcasm model (ResNet-50 + BERT from local files, one
     classifier shared by both unimodal branches) trains through bss train --model."""
     pytest.importorskip("transformers")
-    PIL = pytest.importorskip("PIL.Image")
+    pytest.importorskip("PIL.Image")
     import sys
 
     import torch
@@ -139,16 +139,8 @@ def test_the_sarcasm_plugin_shares_one_head_and_loads_pretrained_files(tmp_path,
     from bss_cli.models.resnet import ResNet50Trunk
 
     bert = save_tiny_bert(tmp_path / "bert")
-    root = tmp_path / "sarcasm"
-    (root / "dataset_image").mkdir(parents=True)
-    for split, n in (("train", 12), ("valid", 3), ("test", 3)):
-        items = []
-        for i in range(n):
-            for k in range(2):
-                name = f"{split}{i}{k}"
-                PIL.new("RGB", (12, 10), (120 * k, 60, 60)).save(root / "dataset_image" / f"{name}.jpg")
-                items.append({"image": name, "text": ["red apple sky", "green grass leaf"][k], "label": k})
-        (root / f"{split}.json").write_text("\n".join(json.dumps(x) for x in items))
+    root = sarcasm_folder(tmp_path / "sarcasm", {"train": 12, "valid": 3, "test": 3},
+                          ("red apple sky", "green grass leaf"))
     manifest = tmp_path / "s.parquet"
     assert run("build-manifest", "sarcasm", root, "-o", manifest, "--image-size", "32").exit_code == 0
     torch.manual_seed(1)

@@ -32,6 +32,18 @@ def result_bytes(run_dir):
             and p.relative_to(run_dir).parts[0] not in TRACKER_FILES}
 
 
+def train_with_and_without(tracker, tiny_manifest, tmp_path, *settings):
+    """Train the same run twice, without and with ``--log tracker``; the logged run's folder, after
+    checking the two computed the same bytes (settings.json included: --log is not a setting)."""
+    plain, logged = tmp_path / "plain", tmp_path / "logged"
+    base = ["train", tiny_manifest, "--epochs", "3", "--quiet", *settings]
+    assert run(*base, "--out", plain).exit_code == 0
+    r = run(*base, "--out", logged, "--log", tracker)
+    assert r.exit_code == 0, r.output
+    assert result_bytes(plain) == result_bytes(logged)
+    return logged
+
+
 def history(run_dir):
     return pq.read_table(run_dir / "metrics.parquet").to_pylist()
 
@@ -60,12 +72,7 @@ def check_logged(get, run_dir, tol=1e-9):
 
 # --- default tier: the CSV tracker needs no library ------------------------------------------------
 def test_csv_tracker_logs_the_metrics_and_changes_nothing(tiny_manifest, tmp_path):
-    plain, logged = tmp_path / "plain", tmp_path / "logged"
-    base = ["train", tiny_manifest, "--epochs", "3", "--scheduler", "learned", "--quiet"]
-    assert run(*base, "--out", plain).exit_code == 0
-    r = run(*base, "--out", logged, "--log", "csv")
-    assert r.exit_code == 0, r.output
-    assert result_bytes(plain) == result_bytes(logged)  # settings.json included: --log is not a setting
+    logged = train_with_and_without("csv", tiny_manifest, tmp_path, "--scheduler", "learned")
     with open(logged / "csv" / "metrics.csv", newline="") as f:
         table = list(csv.DictReader(f))
     check_logged(lambda tag: {int(r["step"]): float(r[tag]) for r in table if r.get(tag)}, logged)
@@ -143,11 +150,8 @@ def tensorboard_values(folder):
 @pytest.mark.integration
 def test_tensorboard_event_files_hold_the_runs_metrics(tiny_manifest, tmp_path):
     pytest.importorskip("tensorboard")
-    plain, logged = tmp_path / "plain", tmp_path / "logged"
-    base = ["train", tiny_manifest, "--epochs", "3", "--scheduler", "curriculum", "--t-grow", "2", "--quiet"]
-    assert run(*base, "--out", plain).exit_code == 0
-    assert run(*base, "--out", logged, "--log", "tensorboard").exit_code == 0
-    assert result_bytes(plain) == result_bytes(logged)
+    logged = train_with_and_without("tensorboard", tiny_manifest, tmp_path, "--scheduler", "curriculum",
+                                    "--t-grow", "2")
     acc = tensorboard_values(logged / "tensorboard")
     check_logged(lambda tag: {e.step: e.value for e in acc.Scalars(tag)}, logged, tol=1e-6)  # float32 on disk
     assert [e.step for e in acc.Histograms("bss/balance_scores")] == [0]  # a curriculum scores once
@@ -162,11 +166,7 @@ def test_mlflow_store_holds_the_runs_metrics_and_settings(tiny_manifest, tmp_pat
     from mlflow.tracking import MlflowClient
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    plain, logged = tmp_path / "plain", tmp_path / "logged"
-    assert run("train", tiny_manifest, "--out", plain, "--epochs", "3", "--quiet").exit_code == 0
-    r = run("train", tiny_manifest, "--out", logged, "--epochs", "3", "--quiet", "--log", "mlflow")
-    assert r.exit_code == 0, r.output
-    assert result_bytes(plain) == result_bytes(logged)
+    logged = train_with_and_without("mlflow", tiny_manifest, tmp_path)
     run_id = json.loads((logged / "trackers.json").read_text())["mlflow"]
     client = MlflowClient(tracking_uri=(logged / "mlruns").as_uri())
     check_logged(lambda tag: {m.step: m.value for m in client.get_metric_history(run_id, tag)}, logged)
@@ -206,11 +206,7 @@ def wandb_records(folder):
 def test_wandb_offline_run_holds_the_runs_metrics(tiny_manifest, tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    plain, logged = tmp_path / "plain", tmp_path / "logged"
-    assert run("train", tiny_manifest, "--out", plain, "--epochs", "3", "--quiet").exit_code == 0
-    r = run("train", tiny_manifest, "--out", logged, "--epochs", "3", "--quiet", "--log", "wandb")
-    assert r.exit_code == 0, r.output
-    assert result_bytes(plain) == result_bytes(logged)
+    logged = train_with_and_without("wandb", tiny_manifest, tmp_path)
     steps: dict[int, dict] = {}
     config = {}
     for rec in wandb_records(logged):
