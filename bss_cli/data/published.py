@@ -73,31 +73,6 @@ def _read_csv(path: Path) -> list[list[str]]:
         return [row for row in csv.reader(f) if row and any(c.strip() for c in row)]
 
 
-def _clips(root: Path, rows: list[tuple[str, str, str]], audio_dir: str, frames_dir: str, media: MediaConfig,
-           drop_short: bool) -> tuple[list[tuple], list[str], list[str]]:
-    """Check every (clip, label, split)'s audio file and frames folder; (kept rows, problems, dropped)."""
-    audio_root, frame_root = root / audio_dir, root / frames_dir
-    problems, kept, dropped = [], [], []
-    for clip, label, split in rows:
-        wav, frames = audio_root / f"{clip}.wav", frame_root / clip
-        if not wav.is_file():
-            problems.append(f"{split} clip {clip!r}: no audio file {wav}")
-            continue
-        n = _frames(frames)
-        if n == 0:
-            problems.append(f"{split} clip {clip!r}: no frames folder with images at {frames}")
-            continue
-        if n < media.frames:
-            if drop_short:
-                dropped.append(clip)
-                continue
-            problems.append(f"{split} clip {clip!r}: {n} frame(s) in {frames}, fewer than --frames {media.frames} (the "
-                            "authors' loader drops such clips: pass --drop-short to do the same)")
-            continue
-        kept.append((clip, label, split, wav, frames))
-    return kept, problems, dropped
-
-
 def _with_val(root: Path, labels: list, splits: list[str], seed: int) -> tuple[list[str], bool]:
     """The splits, a val split carved from train when the layout gives none (and whether it was);
     a ConfigError when a split would still be empty."""
@@ -111,20 +86,6 @@ def _with_val(root: Path, labels: list, splits: list[str], seed: int) -> tuple[l
     return splits, carved
 
 
-def _av_manifest(root: Path, out: Path, rows: list[tuple[str, int, str]], problems: list[str], classes: list[str], *,
-                 media: MediaConfig, audio_dir: str, frames_dir: str, drop_short: bool, seed: int) -> pa.Table:
-    """The audio + frames manifest of (clip, class id, split) rows, every clip's files checked."""
-    kept, found, dropped = _clips(root, rows, audio_dir, frames_dir, media, drop_short)
-    if problems or found:
-        raise ManifestError(root, problems + found)
-    splits, carved = _with_val(root, [r[1] for r in kept], [r[2] for r in kept], seed)
-    rel = _rel(out)
-    table = pa.table({S.SAMPLE_ID: [r[0] for r in kept], S.LABEL: pa.array([r[1] for r in kept], pa.int64()),
-                      S.SPLIT: splits, "audio": [rel(r[3]) for r in kept], "visual": [rel(r[4]) for r in kept]})
-    return table.replace_schema_metadata({"bss.val_from_train": json.dumps(VAL_FRACTION if carved else None),
-                                          "bss.dropped_clips": json.dumps(dropped), "bss.classes": json.dumps(classes)})
-
-
 def _split_files(root: Path, stem_sets: dict[str, tuple[str, ...]], exts: tuple[str, ...]) -> dict[str, Path]:
     """{split: file} for the first existing ROOT/<stem><ext> of each split's stems."""
     out = {}
@@ -136,71 +97,260 @@ def _split_files(root: Path, stem_sets: dict[str, tuple[str, ...]], exts: tuple[
     return out
 
 
-def kinetics_sounds(root: Path, out: Path, *, media: MediaConfig, audio_dir: str = "audio",
-                    frames_dir: str = "frames", seed: int = 0, drop_short: bool = False) -> pa.Table:
-    root = Path(root)
-    ann = root / "annotations"
-    files = _split_files(ann, {"train": ("train",), "val": ("val", "valid"), "test": ("test",)}, (".csv",))
-    if "train" not in files or "test" not in files:
-        raise ManifestError(root, [f"expected annotations/train.csv and annotations/test.csv in {root} (youtube_id, "
-                                   "label per row); point bss at the unpacked Kinetics-Sounds folder"])
-    _refuse_pickles(root, [root / audio_dir, root / frames_dir])
-    codes: dict[str, int] = {}
-    rows, problems = [], []
-    for split in ("train", "val", "test"):
-        if split not in files:
+MIN_FRAMES = 4  # the authors' KS and VGGSound loaders keep a clip only with more than 3 frames
+SHOWN = 10  # missing clips named in an error before "and N more"
+
+
+def _media_dir(root: Path, pattern: str, split: str) -> Path:
+    """ROOT/<pattern with {split} filled>; a val split without folders of its own uses train's
+    (the authors' loader reads its held-out list from the train folders)."""
+    folder = root / pattern.replace("{split}", split)
+    if split == "val" and "{split}" in pattern and not folder.is_dir():
+        folder = root / pattern.replace("{split}", "train")
+    return folder
+
+
+def unsafe_name(name: str) -> bool:
+    """A listed file name that would reach outside its folder (a path, '..', absolute) or is empty."""
+    return not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name
+
+
+def _clips(root: Path, rows: list[tuple], audio_dir: str, frames_dir: str, media: MediaConfig, *,
+           drop_short: bool, skip_missing: bool) -> tuple[list[tuple], list[str], dict[str, list[str]]]:
+    """Check every (names, label, split, where) row's audio file and frames folder, trying each of
+    the row's candidate clip names. Returns (kept rows, problems, {"missing": [...], "dropped": [...]})."""
+    problems, kept, missing, dropped, short = [], [], [], [], []
+    for names, label, split, where in rows:
+        audio, frames = _media_dir(root, audio_dir, split), _media_dir(root, frames_dir, split)
+        if unsafe_name(names[0]):
+            problems.append(f"{where}: clip id {names[0]!r} is not a plain file name (a path or '..' would read "
+                            "outside the data folder)")
             continue
-        for i, row in enumerate(_read_csv(files[split])):
-            if len(row) < 2:
-                problems.append(f"{files[split].name} row {i}: expected youtube_id,label, found {row!r}")
+        names = [n for n in names if not unsafe_name(n)]
+        clip = next((n for n in names if (audio / f"{n}.wav").is_file() and (frames / n).is_dir()), None)
+        if clip is None:
+            missing.append((names[0], where, audio / f"{names[0]}.wav", frames / names[0]))
+            continue
+        n = _frames(frames / clip)
+        if n < MIN_FRAMES:
+            dropped.append(clip)  # the authors' rule: more than 3 frames, else the clip is left out
+            continue
+        if n < media.frames:
+            if drop_short:
+                short.append(clip)
                 continue
-            clip, label = row[0].strip(), row[1].strip()
-            if i == 0 and label.lower() == "label":
-                continue  # a header
-            if split == "train":
-                codes.setdefault(label, len(codes))  # class ids in order of first appearance in train.csv
-            if label not in codes:
-                problems.append(f"{files[split].name} row {i}: label {label!r} does not occur in train.csv")
-                continue
-            rows.append((clip, codes[label], split))
-    return _av_manifest(root, out, rows, problems, list(codes), media=media, audio_dir=audio_dir,
-                        frames_dir=frames_dir, drop_short=drop_short, seed=seed)
+            problems.append(f"{where}: clip {clip!r} has {n} frame(s) in {frames / clip}, fewer than --frames "
+                            f"{media.frames} (pass --drop-short to leave such clips out)")
+            continue
+        kept.append((clip, label, split, audio / f"{clip}.wav", frames / clip))
+    if missing and not skip_missing:
+        shown = "; ".join(f"{where}: {clip!r} ({'no ' + str(wav) if not wav.is_file() else 'no frames folder ' + str(fr)})"
+                          for clip, where, wav, fr in missing[:SHOWN])
+        more = f" and {len(missing) - SHOWN} more" if len(missing) > SHOWN else ""
+        problems.insert(0, f"{len(missing)} listed clip(s) have no audio file or frames folder: {shown}{more}. Clips "
+                           "of YouTube-sourced sets go missing; pass --skip-missing to leave them out (they are "
+                           "listed in the manifest's bss.missing_clips)")
+    return kept, problems, {"missing": [m[0] for m in missing], "dropped": dropped + short}
 
 
-def vggsound(root: Path, out: Path, *, media: MediaConfig, audio_dir: str = "audio", frames_dir: str = "frames",
-             seed: int = 0, drop_short: bool = False) -> pa.Table:
-    root = Path(root)
-    files = _split_files(root, {"train": ("train",), "val": ("val", "valid"), "test": ("test",)}, (".csv",))
-    enc = root / "label_encoding.json"
-    if "train" not in files or "test" not in files or not enc.is_file():
-        raise ManifestError(root, [f"expected train.csv, test.csv and label_encoding.json in {root}; point bss at "
-                                   "the prepared VGGSound folder"])
-    _refuse_pickles(root, [root / audio_dir, root / frames_dir])
-    try:
-        codes = json.loads(enc.read_text())
-        assert isinstance(codes, dict) and all(isinstance(v, int) and not isinstance(v, bool) for v in codes.values())
-    except (ValueError, UnicodeDecodeError, AssertionError, RecursionError):
-        raise ManifestError(root, [f"{enc}: expected a JSON object label -> class id (integer)"]) from None
+def _av_manifest(root: Path, out: Path, rows: list[tuple], problems: list[str], *, media: MediaConfig,
+                 audio_dir: str, frames_dir: str, drop_short: bool, skip_missing: bool, seed: int,
+                 classes: list[str] | None, label_from: str, extra_meta: dict | None = None) -> pa.Table:
+    """The audio + frames manifest of (names, label, split, where) rows, every clip's files checked.
+
+    ``classes`` None: labels are names, coded by order of first appearance among the kept train
+    rows (the authors' KS loader); else labels are names in ``classes`` or ids into it."""
+    if problems:
+        raise ManifestError(root, problems)
+    kept, found, left_out = _clips(root, rows, audio_dir, frames_dir, media, drop_short=drop_short,
+                                   skip_missing=skip_missing)
+    if found:
+        raise ManifestError(root, found)
+    if classes is None:
+        classes = []
+        for r in kept:
+            if r[2] == "train" and r[1] not in classes:
+                classes.append(r[1])
+        unknown = sorted({r[1] for r in kept if r[1] not in classes}, key=str)
+        if unknown:
+            raise ManifestError(root, [f"label(s) {', '.join(map(repr, unknown[:5]))} of the held-out lists occur in "
+                                       "no kept train clip"])
+        ids = [classes.index(r[1]) for r in kept]
+    else:
+        ids = [r[1] if isinstance(r[1], int) else classes.index(r[1]) for r in kept]
+    train_ids = {i for i, r in zip(ids, kept) if r[2] == "train"}
+    if len(train_ids) < 2:
+        raise ManifestError(root, [f"the train clips have {len(train_ids)} distinct label(s) (read from {label_from}); "
+                                   "a classifier needs two or more: is that the label column?"])
+    splits, carved = _with_val(root, ids, [r[2] for r in kept], seed)
+    rel = _rel(out)
+    table = pa.table({S.SAMPLE_ID: [r[0] for r in kept], S.LABEL: pa.array(ids, pa.int64()), S.SPLIT: splits,
+                      "audio": [rel(r[3]) for r in kept], "visual": [rel(r[4]) for r in kept]})
+    return table.replace_schema_metadata({"bss.val_from_train": json.dumps(VAL_FRACTION if carved else None),
+                                          "bss.dropped_clips": json.dumps(left_out["dropped"]),
+                                          "bss.missing_clips": json.dumps(left_out["missing"]),
+                                          "bss.classes": json.dumps([str(c) for c in classes]),
+                                          "bss.label_from": json.dumps(label_from), **(extra_meta or {})})
+
+
+def _header(row: list[str]) -> dict[str, int]:
+    return {c.strip().lower(): i for i, c in enumerate(row)}
+
+
+def _is_int(text: str) -> bool:
+    return text.isascii() and text.strip().isdigit()
+
+
+def _is_number(text: str) -> bool:
+    t = text.strip()
+    return t.isascii() and t.replace(".", "", 1).isdigit()
+
+
+SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validate": "val",
+               "validation": "val", "test": "test", "testing": "test"}
+
+
+def _ks_list(path: Path, split: str) -> tuple[list[tuple], list[str], str]:
+    """One Kinetics-Sounds list: (rows of (clip names, label, split, where), problems, label source).
+
+    Known formats: a header naming ``youtube_id`` and ``label`` (the authors' annotations; the
+    official Kinetics CSVs ``label,youtube_id,time_start,time_end,split[,is_cc]``, whose clips may
+    also be named ``<id>_<start:06d>_<end:06d>``), or OGM-GE's lists ``clip,10,class_id`` without a
+    header. Anything else is refused, naming what it would have read."""
+    table = _read_csv(path)
+    if not table:
+        return [], [f"{path.name}: the list is empty"], ""
+    head = _header(table[0])
     rows, problems = [], []
+    if "youtube_id" in head and "label" in head:
+        yt, lab = head["youtube_id"], head["label"]
+        start, end, col_split = head.get("time_start"), head.get("time_end"), head.get("split")
+        for i, row in enumerate(table[1:], start=2):
+            where = f"{path.name} row {i}"
+            if len(row) < len(head):
+                problems.append(f"{where}: {len(row)} field(s), the header names {len(head)}")
+                continue
+            if col_split is not None and SPLIT_WORDS.get(row[col_split].strip().lower(), split) != split:
+                problems.append(f"{where}: split column says {row[col_split].strip()!r} in the {split} list")
+                continue
+            names = [row[yt].strip()]
+            if start is not None and end is not None and _is_number(row[start]) and _is_number(row[end]):
+                names.append(f"{names[0]}_{int(float(row[start])):06d}_{int(float(row[end])):06d}")
+            rows.append((names, row[lab].strip(), split, where))
+        return rows, problems, "the 'label' column"
+    if all(len(r) == 3 and _is_number(r[1]) and _is_int(r[2]) for r in table):
+        for i, row in enumerate(table, start=1):
+            rows.append(([row[0].strip()], int(row[2]), split, f"{path.name} row {i}"))
+        return rows, problems, "column 3 (OGM-GE's class id)"
+    return [], [f"{path.name}: an unknown list format (first row {table[0][:6]!r}); expected a header naming "
+                "youtube_id and label (the authors' annotations, the official Kinetics CSVs) or OGM-GE's "
+                "clip,10,class_id rows without a header; column 2 would not be a label"], ""
+
+
+def kinetics_sounds(root: Path, out: Path, *, media: MediaConfig, audio_dir: str = "{split}_wav",
+                    frames_dir: str = "{split}_img/Image-01-FPS", seed: int = 0, drop_short: bool = False,
+                    skip_missing: bool = False) -> pa.Table:
+    """Kinetics-Sounds as the authors' loader reads it: ``annotations/{train,test}.csv`` (val
+    optional), audio ``{split}_wav/<id>.wav``, frames ``{split}_img/Image-01-FPS/<id>/``; a clip is
+    kept with more than 3 frames; class ids in order of first appearance among the kept train
+    clips (OGM-GE's lists carry their ids)."""
+    root = Path(root)
+    ann = root / "annotations" if (root / "annotations").is_dir() else root
+    files = _split_files(ann, {"train": ("train", "my_train"), "val": ("val", "valid", "validate"),
+                               "test": ("test", "my_test")}, (".csv", ".txt"))
+    if "train" not in files or "test" not in files:
+        raise ManifestError(root, [f"expected annotations/train.csv and annotations/test.csv in {root} (the authors' "
+                                   "lists; OGM-GE's my_train.txt and my_test.txt also work); point bss at the "
+                                   "unpacked Kinetics-Sounds folder"])
+    _refuse_pickles(root, [_media_dir(root, d, s) for d in (audio_dir, frames_dir) for s in files])
+    rows, problems, sources = [], [], set()
     for split in ("train", "val", "test"):
-        for i, row in enumerate(_read_csv(files[split]) if split in files else []):
-            row = [c.strip() for c in row]
-            if i == 0 and any(c.lower() == "label" for c in row):
+        if split in files:
+            r, p, source = _ks_list(files[split], split)
+            rows, problems = rows + r, problems + p
+            sources.add(source)
+    if len(sources - {""}) > 1:
+        problems.append(f"the lists mix formats ({', '.join(sorted(sources - {''}))}); give all splits in one format")
+    ids = all(isinstance(r[1], int) for r in rows) and bool(rows)
+    classes = [str(i) for i in range(max(r[1] for r in rows) + 1)] if ids else None
+    return _av_manifest(root, out, rows, problems, media=media, audio_dir=audio_dir, frames_dir=frames_dir,
+                        drop_short=drop_short, skip_missing=skip_missing, seed=seed, classes=classes,
+                        label_from=", ".join(sorted(sources - {""})))
+
+
+def _vgg_rows(root: Path, files: dict[str, Path]) -> tuple[list[tuple], list[str], str]:
+    """(names, label, split, where) rows of the VGGSound lists: the original ``vggsound.csv``
+    (``youtube_id,start_seconds,label,split``, no header; the clip is ``<id>_<start:06d>``) or the
+    authors' ``train.csv`` / ``test.csv`` (no header; label in column 1, the clip in column 2 less
+    its first character, as their loader reads it)."""
+    rows, problems = [], []
+    if "all" in files:
+        for i, row in enumerate(_read_csv(files["all"]), start=1):
+            where = f"{files['all'].name} row {i}"
+            if len(row) != 4 or not _is_number(row[1]):
+                problems.append(f"{where}: expected youtube_id,start_seconds,label,split, found {row[:5]!r}")
                 continue
-            if len(row) >= 3 and row[1].replace(".", "", 1).isdigit():  # youtube_id, start_seconds, label[, split]
-                clip, label = f"{row[0]}_{int(float(row[1])):06d}", row[2]
-            elif len(row) >= 2:
-                clip, label = row[0], row[1]
-            else:
-                problems.append(f"{files[split].name} row {i}: expected id,label or youtube_id,start,label")
+            split = SPLIT_WORDS.get(row[3].strip().lower())
+            if split is None:
+                problems.append(f"{where}: split {row[3].strip()!r}, expected train or test")
                 continue
-            if label not in codes:
-                problems.append(f"{files[split].name} row {i}: label {label!r} is not in label_encoding.json")
+            rows.append(([f"{row[0].strip()}_{int(float(row[1])):06d}"], row[2].strip(), split, where))
+        return rows, problems, "column 3 of vggsound.csv"
+    for split in ("train", "val", "test"):
+        for i, row in enumerate(_read_csv(files[split]) if split in files else [], start=1):
+            where = f"{files[split].name} row {i}"
+            if len(row) < 3 or not row[2].strip():
+                problems.append(f"{where}: expected the authors' rows (label in column 2, clip in column 3), found "
+                                f"{row[:5]!r}")
                 continue
-            rows.append((clip, int(codes[label]), split))
-    names = [k for k, _ in sorted(codes.items(), key=lambda kv: kv[1])]
-    return _av_manifest(root, out, rows, problems, names, media=media, audio_dir=audio_dir, frames_dir=frames_dir,
-                        drop_short=drop_short, seed=seed)
+            rows.append(([row[2][1:], row[2].strip()], row[1].strip(), split, where))
+    return rows, problems, "column 2 of the authors' lists"
+
+
+def vggsound(root: Path, out: Path, *, media: MediaConfig, audio_dir: str = "AudioWAV",
+             frames_dir: str = "Image-01-FPS", seed: int = 0, drop_short: bool = False,
+             skip_missing: bool = False) -> pa.Table:
+    """VGGSound: the original ``vggsound.csv`` or the authors' ``train.csv`` / ``test.csv``;
+    ``AudioWAV/<clip>.wav`` and ``Image-01-FPS/<clip>/``; class ids from ``label_encoding.json``
+    (label -> id) when present, else the sorted label names of the train rows (stated in
+    ``bss.label_encoding``); a clip is kept with more than 3 frames."""
+    root = Path(root)
+    files = _split_files(root, {"train": ("train",), "val": ("val", "valid"), "test": ("test",),
+                                "all": ("vggsound",)}, (".csv",))
+    if "all" in files:
+        files = {"all": files["all"]}
+    elif "train" not in files or "test" not in files:
+        raise ManifestError(root, [f"expected vggsound.csv (the published list) or the authors' train.csv and "
+                                   f"test.csv in {root}; point bss at the VGGSound folder"])
+    _refuse_pickles(root, [root / audio_dir, root / frames_dir])
+    rows, problems, label_from = _vgg_rows(root, files)
+    enc = root / "label_encoding.json"
+    built = not enc.is_file()
+    if built:
+        names = sorted({r[1] for r in rows if r[2] == "train"})
+        codes = {name: i for i, name in enumerate(names)}
+    else:
+        try:
+            codes = json.loads(enc.read_text(encoding="utf-8"))
+            assert isinstance(codes, dict) and codes
+            assert all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 100_000 for v in codes.values())
+            assert len(set(codes.values())) == len(codes)
+        except (ValueError, UnicodeDecodeError, AssertionError, RecursionError):
+            raise ManifestError(root, [f"{enc}: expected a JSON object label -> distinct class id (0 or more)"]) \
+                from None
+    for names, label, split, where in rows:
+        if label not in codes:
+            problems.append(f"{where}: label {label!r} is not in "
+                            f"{'the train rows' if built else 'label_encoding.json'}")
+    rows = [(names, codes[label], split, where) for names, label, split, where in rows if label in codes]
+    classes = [""] * (max(codes.values()) + 1)
+    for name, i in codes.items():
+        classes[i] = name
+    return _av_manifest(root, out, rows, problems, media=media, audio_dir=audio_dir, frames_dir=frames_dir,
+                        drop_short=drop_short, skip_missing=skip_missing, seed=seed, classes=classes,
+                        label_from=label_from,
+                        extra_meta={"bss.label_encoding": json.dumps("built from the train rows' sorted labels"
+                                                                     if built else "label_encoding.json")})
 
 
 def _flow_layout(root: Path, path: Path) -> str:
