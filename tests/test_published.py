@@ -1,14 +1,20 @@
-"""bss build-manifest for the paper's other published layouts, on small generated folders in each
-layout: Kinetics-Sounds, VGGSound (audio + frames), Twitter2015, Sarcasm (image + text)."""
+"""bss build-manifest on the six settings' files as they are published: each fixture copies the
+real files' structure (headers, column order, list names, folder names, array layouts) of
+CREMA-D (OGM-GE's lists), Kinetics-Sounds (the authors' annotations, the official Kinetics CSV,
+OGM-GE's lists), VGGSound (vggsound.csv, the authors' lists), Twitter2015 (TomBERT's TSVs),
+Sarcasm (MMSD2.0's JSON, MMSD's raw text) and NVGesture (NVIDIA's lists, the authors' flow
+arrays). Tests check labels, splits, pairing and frame indices, and compare the tensors bss train
+reads with what the authors' loaders compute for the same files (recomputed here)."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from conftest import sarcasm_folder
-from test_audio_visual import MEDIA, write_wav
+from test_audio_visual import write_wav
 from typer.testing import CliRunner
 
 from bss_cli.cli.app import app
@@ -16,145 +22,521 @@ from bss_cli.data.manifest import load_manifest
 
 PIL = pytest.importorskip("PIL.Image")
 runner = CliRunner()
-CLASSES = ["playing drums", "dog barking", "singing"]
+SMALL = ["--sample-rate", "8000", "--seconds", "0.25", "--n-fft", "128", "--hop", "64", "--image-size", "16"]
 
 
 def run(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def clip(root, name, k, frames=3, audio="audio", frames_dir="frames"):
-    (root / audio).mkdir(parents=True, exist_ok=True)
-    write_wav(root / audio / f"{name}.wav", 200 + 150 * k, seed=hash(name) % 1000)
-    folder = root / frames_dir / name
+def meta(path) -> dict:
+    """The manifest's JSON metadata entries (bss.*), decoded."""
+    out = {}
+    for k, v in pq.read_schema(path).metadata.items():
+        try:
+            out[k.decode()] = json.loads(v.decode())
+        except ValueError:
+            out[k.decode()] = v.decode()
+    return out
+
+
+def frames_folder(folder, n, shade=0):
     folder.mkdir(parents=True, exist_ok=True)
-    for f in range(frames):
-        PIL.new("RGB", (12, 10), (60 * k, 200 - 50 * k, 30 * f)).save(folder / f"{f:03d}.jpg")
+    for f in range(n):
+        PIL.new("RGB", (12, 10), (shade % 256, (40 * f) % 256, 90)).save(folder / f"frame_{f:05d}.jpg")
 
 
-@pytest.fixture
-def ks(tmp_path):
+# --- CREMA-D: OGM-GE's train.csv / test.csv (clip,EMOTION, no header), AudioWAV/, Image-01-FPS/ -------------------
+CREMA_CODES = ["NEU", "HAP", "SAD", "FEA", "DIS", "ANG"]  # the authors' class ids 0..5
+
+
+def crema_root(tmp_path, bad=()):
+    root = tmp_path / "CREMA-D"
+    (root / "AudioWAV").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    train, test = [], []
+    for a, actor in enumerate(range(1001, 1008)):  # every actor in both lists, as the published lists
+        for e, emo in enumerate(CREMA_CODES):
+            for k, sentence in enumerate(("DFA", "IEO", "TIE")):
+                clip = f"{actor}_{sentence}_{emo}_XX"
+                write_wav(root / "AudioWAV" / f"{clip}.wav", 200 + 100 * e, rate=16000, seed=a + e + k)
+                frames_folder(root / "Image-01-FPS" / clip, 2, 40 * e)
+                (test if k == 2 else train).append(f"{clip},{emo}")
+    for clip, emo in bad:
+        write_wav(root / "AudioWAV" / f"{clip}.wav", 300)
+        frames_folder(root / "Image-01-FPS" / clip, 1)
+        train.append(f"{clip},{emo}")
+    (root / "annotations" / "train.csv").write_text("\ufeff" + "\r\n".join(train) + "\r\n", encoding="utf-8")
+    (root / "annotations" / "test.csv").write_text("\n".join(test) + "\n")
+    return root, train, test
+
+
+def test_crema_d_trains_on_the_given_lists_with_the_authors_label_ids(tmp_path):
+    root, train, test = crema_root(tmp_path)
+    out = tmp_path / "crema.parquet"
+    r = run("build-manifest", "crema-d", root, "-o", out, *SMALL)
+    assert r.exit_code == 0, r.output
+    rows = pq.read_table(out).to_pylist()
+    assert sorted(r["sample_id"] for r in rows if r["split"] == "test") == sorted(x.split(",")[0] for x in test)
+    assert {r["sample_id"] for r in rows if r["split"] != "test"} == {x.split(",")[0] for x in train}
+    assert sum(r["split"] == "val" for r in rows) == 6  # a tenth of each class of train.csv, carved and stated
+    assert all(r["label"] == CREMA_CODES.index(r["sample_id"].split("_")[2]) for r in rows)  # NEU 0 ... ANG 5
+    m = meta(out)
+    assert m["bss.split"] == "given" and m["bss.val_from_train"] == 0.1 and m["bss.classes"] == CREMA_CODES
+    r = run("build-manifest", "crema-d", root, "-o", tmp_path / "by-speaker.parquet", "--split", "speaker", *SMALL)
+    assert r.exit_code == 0, r.output
+    rows = pq.read_table(tmp_path / "by-speaker.parquet").to_pylist()
+    by_split = {s: {r["meta_actor"] for r in rows if r["split"] == s} for s in ("train", "val", "test")}
+    assert not (by_split["train"] & by_split["test"]) and meta(tmp_path / "by-speaker.parquet")["bss.split"] == "speaker"
+    assert load_manifest(tmp_path / "crema.parquet").media.seconds == 0.25  # a flag overrides the layout default
+
+
+def test_crema_d_defaults_are_the_authors_loader_and_inspect_shows_them(tmp_path):
+    root, _, _ = crema_root(tmp_path)
+    out = tmp_path / "crema.parquet"
+    assert run("build-manifest", "crema-d", root, "-o", out).exit_code == 0
+    media = load_manifest(out, load_features=False).media
+    assert (media.sample_rate, media.seconds, media.frames, media.image_size) == (22050, 20.0, 1, 224)
+    assert media.spectrogram_shape == [257, 1250]
+    r = run("inspect", out, "--json")
+    assert json.loads(r.stdout)["metadata"]["media"]["seconds"] == 20.0
+
+
+def test_crema_d_names_the_known_broken_clips_and_skip_bad_drops_them(tmp_path):
+    root, _, _ = crema_root(tmp_path, bad=[("1076_MTI_SAD_XX", "SAD")])
+    import wave
+
+    with wave.open(str(root / "AudioWAV" / "1002_DFA_HAP_XX.wav"), "wb") as w:  # a WAV with no audio
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+    r = run("build-manifest", "crema-d", root, "-o", tmp_path / "m.parquet", *SMALL)
+    assert r.exit_code == 1 and not (tmp_path / "m.parquet").exists()
+    assert "1076_MTI_SAD_XX.wav: reported silent; pass --skip-bad" in r.stderr
+    assert "1002_DFA_HAP_XX.wav: holds no audio (0 frames)" in r.stderr
+    r = run("build-manifest", "crema-d", root, "-o", tmp_path / "m.parquet", "--skip-bad", *SMALL)
+    assert r.exit_code == 0, r.output
+    assert set(meta(tmp_path / "m.parquet")["bss.dropped_clips"]) == {"1076_MTI_SAD_XX", "1002_DFA_HAP_XX"}
+    (root / "annotations" / "test.csv").write_text("1001_DFA_NEU_XX,HAP\n")
+    r = run("build-manifest", "crema-d", root, "-o", tmp_path / "x.parquet", "--skip-bad", *SMALL)
+    assert r.exit_code == 1 and "test.csv row 1: emotion 'HAP' disagrees with the clip name's 'NEU'" in r.stderr
+
+
+# --- Kinetics-Sounds -------------------------------------------------------------------------------------------
+KS_CLASSES = ["playing drums", "dog barking", "singing"]
+
+
+def ks_root(tmp_path, fmt="official", short=(), missing=()):
+    """The authors' layout: annotations/{train,test}.csv, {split}_wav/<id>.wav, {split}_img/Image-01-FPS/<id>/."""
     root = tmp_path / "KS"
     (root / "annotations").mkdir(parents=True)
+    listed = {}
     for split, n in (("train", 6), ("test", 2)):
-        lines = ["youtube_id,label"]
+        lines = ["label,youtube_id,time_start,time_end,split,is_cc"] if fmt == "official" else []
         for i in range(n):
-            for k, c in enumerate([CLASSES[1], CLASSES[0], CLASSES[2]]):  # first appearance: dog, drums, singing
-                name = f"{split}{i}_{k}"
-                clip(root, name, k)
-                lines.append(f"{name},{c}")
-        (root / "annotations" / f"{split}.csv").write_text("\n".join(lines) + "\n")
-    return root
+            for k, c in enumerate([KS_CLASSES[1], KS_CLASSES[0], KS_CLASSES[2]]):
+                yt = f"{split[:2]}{i}{k}x-_Ab{k}"  # YouTube ids hold - and _
+                name = yt if fmt != "kinetics-names" else f"{yt}_000030_000040"
+                listed[yt] = (split, c)
+                if yt not in missing:
+                    (root / f"{split}_wav").mkdir(exist_ok=True)
+                    write_wav(root / f"{split}_wav" / f"{name}.wav", 200 + 150 * k, seed=i + k)
+                    frames_folder(root / f"{split}_img" / "Image-01-FPS" / name, 3 if yt in short else 5, 60 * k)
+                if fmt in ("official", "kinetics-names"):
+                    lines.append(f'"{c}",{yt},30,40,{split},0')
+                else:  # OGM-GE's lists: clip,10,class id (no header)
+                    lines.append(f"{yt},10,{KS_CLASSES.index(c)}")
+        if fmt == "kinetics-names":
+            lines.insert(0, "label,youtube_id,time_start,time_end,split,is_cc")
+        name = f"{split}.csv" if fmt != "ogm" else f"my_{split}.txt"
+        (root / "annotations" / name).write_text("\n".join(lines) + "\n")
+    return root, listed
 
 
-def test_kinetics_sounds_keeps_the_loaders_coding_and_splits(ks, tmp_path):
+def test_kinetics_sounds_official_csv_read_by_name_with_the_loaders_drop_rule_and_class_order(tmp_path):
+    root, listed = ks_root(tmp_path, short=("tr00x-_Ab0",))  # the first 'dog barking' clip has 3 frames
     out = tmp_path / "ks.parquet"
-    r = run("build-manifest", "ks", ks, "-o", out, *MEDIA[:-1], "3", "--json")
+    r = run("build-manifest", "ks", root, "-o", out, *SMALL)
     assert r.exit_code == 0, r.output
-    t = pq.read_table(out)
-    meta = {k.decode(): v.decode() for k, v in t.schema.metadata.items()}
-    assert json.loads(meta["bss.classes"]) == [CLASSES[1], CLASSES[0], CLASSES[2]]  # order of first appearance
-    rows = t.to_pylist()
-    assert {r["label"] for r in rows if r["sample_id"].endswith("_0")} == {0}  # dog barking = 0
-    assert [r["split"] for r in rows if r["sample_id"].startswith("test")] == ["test"] * 6
-    assert json.loads(meta["bss.val_from_train"]) == 0.1  # no val.csv: carved from train, stratified, said
-    assert {r["split"] for r in rows if r["sample_id"].startswith("train")} == {"train", "val"}
-    m = load_manifest(out)
-    assert m.media.frames == 3 and m.modalities["visual"].kind == "image"
+    assert "1 clip(s) left out by the loader's rules" in r.stdout
+    m = meta(out)
+    assert m["bss.dropped_clips"] == ["tr00x-_Ab0"] and m["bss.label_from"] == "the 'label' column"
+    # class ids in order of first appearance among the kept train clips: with tr00 (dog) dropped,
+    # drums (tr01) and singing (tr02) come before dog (tr10)
+    assert m["bss.classes"] == [KS_CLASSES[0], KS_CLASSES[2], KS_CLASSES[1]]
+    rows = pq.read_table(out).to_pylist()
+    assert all(m["bss.classes"][r["label"]] == listed[r["sample_id"]][1] for r in rows)
+    assert {r["sample_id"] for r in rows if r["split"] == "test"} == {k for k, v in listed.items() if v[0] == "test"}
+    assert all(r["audio"].startswith(f"KS/{listed[r['sample_id']][0]}_wav/") for r in rows)  # per-split folders
+    assert all(f"{listed[r['sample_id']][0]}_img/Image-01-FPS/{r['sample_id']}" in r["visual"] for r in rows)
+    media = load_manifest(out, load_features=False).media
+    assert media.frames == 3 and media.image_size == 16  # 3 frames: the layout's default; a flag overrides
     r = run("train", out, "--out", tmp_path / "run", "--hidden", "4", "--epochs", "1", "--batch-size", "8", "--quiet")
     assert r.exit_code == 0, r.output
 
 
-def test_clips_without_enough_frames_are_named_or_dropped_as_the_loader_does(ks, tmp_path):
-    for f in list((ks / "frames" / "train1_2").iterdir())[1:]:
-        f.unlink()
-    (ks / "audio" / "test0_1.wav").unlink()
-    r = run("build-manifest", "ks", ks, "-o", tmp_path / "m.parquet", *MEDIA[:-1], "3")
-    assert r.exit_code == 1 and not (tmp_path / "m.parquet").exists()
-    assert "train clip 'train1_2': 1 frame(s)" in r.stderr and "--drop-short" in r.stderr
-    assert "test clip 'test0_1': no audio file" in r.stderr  # every problem, together
-    (ks / "audio" / "test0_1.wav").write_bytes((ks / "audio" / "test0_0.wav").read_bytes())
-    r = run("build-manifest", "ks", ks, "-o", tmp_path / "m.parquet", *MEDIA[:-1], "3", "--drop-short")
+def test_kinetics_names_with_times_and_ogm_ge_lists(tmp_path):
+    root, _ = ks_root(tmp_path / "a", fmt="kinetics-names")
+    r = run("build-manifest", "ks", root, "-o", tmp_path / "a.parquet", *SMALL)
     assert r.exit_code == 0, r.output
-    meta = pq.read_schema(tmp_path / "m.parquet").metadata
-    assert json.loads(meta[b"bss.dropped_clips"]) == ["train1_2"]
-
-
-def test_a_pickled_file_in_a_layout_is_refused_and_never_loaded(ks, tmp_path):
-    (ks / "audio" / "train0_0.pkl").write_bytes(b"\x80\x04not really")
-    r = run("build-manifest", "ks", ks, "-o", tmp_path / "m.parquet", *MEDIA[:-1], "3")
-    assert r.exit_code == 1 and "pickled files" in r.stderr and "audio/train0_0.pkl" in r.stderr
-    assert "numpy.save" in r.stderr
-
-
-def test_vggsound_reads_label_encoding_and_start_seconds(tmp_path):
-    root = tmp_path / "VGGSound"
-    root.mkdir()
-    (root / "label_encoding.json").write_text(json.dumps({c: i for i, c in enumerate(sorted(CLASSES))}))
-    for split, n in (("train", 5), ("test", 2), ("val", 1)):
-        lines = []
-        for i in range(n):
-            for k, c in enumerate(CLASSES):
-                yt = f"{split}{i}{k}"
-                clip(root, f"{yt}_000030", k, frames=1)
-                lines.append(f"{yt},30,{c},{split}")
-        (root / f"{split}.csv").write_text("\n".join(lines) + "\n")
-    out = tmp_path / "vgg.parquet"
-    r = run("build-manifest", "vggsound", root, "-o", out, *MEDIA[:-1], "1")
+    assert pq.read_table(tmp_path / "a.parquet")["visual"][0].as_py().endswith("_000030_000040")
+    root, listed = ks_root(tmp_path / "b", fmt="ogm")
+    out = tmp_path / "b.parquet"
+    r = run("build-manifest", "ks", root, "-o", out, *SMALL)
     assert r.exit_code == 0, r.output
     rows = pq.read_table(out).to_pylist()
-    assert {r["sample_id"] for r in rows} >= {"train00_000030", "val02_000030"}
-    coded = {r["sample_id"]: r["label"] for r in rows}
-    assert coded["train00_000030"] == sorted(CLASSES).index(CLASSES[0])  # label_encoding.json's ids
-    assert sorted({r["split"] for r in rows}) == ["test", "train", "val"]  # given splits kept
+    assert all(r["label"] == KS_CLASSES.index(listed[r["sample_id"]][1]) for r in rows)  # column 3, as given
+    assert meta(out)["bss.label_from"] == "column 3 (OGM-GE's class id)"
 
 
-def test_a_layout_refuses_options_it_does_not_take(ks, tmp_path):
-    r = run("build-manifest", "ks", ks, "-o", tmp_path / "m.parquet", "--split", "random")
-    assert r.exit_code == 1 and "--split does not apply to the ks layout" in r.stderr
+def test_kinetics_lists_of_an_unknown_shape_or_one_label_are_refused(tmp_path):
+    root, _ = ks_root(tmp_path)
+    for split in ("train", "test"):  # youtube_id,label without a header: not a published format
+        path = root / "annotations" / f"{split}.csv"
+        rows = [line.split(",") for line in path.read_text().splitlines()[1:]]
+        path.write_text("\n".join(f"{r[1]},{r[0]}" for r in rows) + "\n")
+    r = run("build-manifest", "ks", root, "-o", tmp_path / "m.parquet", *SMALL)
+    assert r.exit_code == 1 and "train.csv: an unknown list format" in r.stderr and "youtube_id and label" in r.stderr
+    root, _ = ks_root(tmp_path / "one")
+    for split in ("train", "test"):
+        path = root / "annotations" / f"{split}.csv"
+        lines = path.read_text().splitlines()
+        path.write_text("\n".join([lines[0]] + ['"singing"' + x[x.index('",') + 1:] for x in lines[1:]]) + "\n")
+    r = run("build-manifest", "ks", root, "-o", tmp_path / "m.parquet", *SMALL)
+    assert r.exit_code == 1 and "1 distinct label(s) (read from the 'label' column)" in r.stderr
+    assert not (tmp_path / "m.parquet").exists()
 
 
-def twitter(tmp_path):
+def test_missing_youtube_clips_are_named_or_skipped(tmp_path):
+    root, _ = ks_root(tmp_path, missing=("tr11x-_Ab1", "te01x-_Ab1"))
+    r = run("build-manifest", "ks", root, "-o", tmp_path / "m.parquet", *SMALL)
+    assert r.exit_code == 1 and "2 listed clip(s) have no audio file or frames folder" in r.stderr
+    assert "train.csv row 6: 'tr11x-_Ab1'" in r.stderr and "--skip-missing" in r.stderr
+    r = run("build-manifest", "ks", root, "-o", tmp_path / "m.parquet", "--skip-missing", *SMALL)
+    assert r.exit_code == 0, r.output
+    assert meta(tmp_path / "m.parquet")["bss.missing_clips"] == ["tr11x-_Ab1", "te01x-_Ab1"]
+
+
+def test_a_listed_clip_id_that_leaves_the_folder_is_refused(tmp_path):
+    root, _ = ks_root(tmp_path)
+    path = root / "annotations" / "test.csv"
+    path.write_text(path.read_text() + '"singing",../../etc/passwd,1,2,test,0\n')
+    r = run("build-manifest", "ks", root, "-o", tmp_path / "m.parquet", *SMALL)
+    assert r.exit_code == 1 and "test.csv row 8: clip id '../../etc/passwd' is not a plain file name" in r.stderr
+
+
+# --- VGGSound --------------------------------------------------------------------------------------------------
+VGG = ["dog barking", "airplane", "people marching"]
+
+
+def vgg_root(tmp_path, fmt="published", encoding=None):
+    root = tmp_path / "VGGSound"
+    root.mkdir(parents=True)
+    lines, per_split = [], {"train": [], "test": []}
+    for split, n in (("train", 6), ("test", 2)):
+        for i in range(n):
+            for k, c in enumerate(VGG):
+                yt, start = f"-{split[:2]}{i}{k}_q", 10 * i + k
+                clip = f"{yt}_{start:06d}"
+                (root / "AudioWAV").mkdir(exist_ok=True)
+                write_wav(root / "AudioWAV" / f"{clip}.wav", 300 + 100 * k, seed=i)
+                frames_folder(root / "Image-01-FPS" / clip, 4, 70 * k)
+                lines.append(f"{yt},{start},{c},{split}")
+                per_split[split].append(f"{len(per_split[split])},{c}, {clip}")
+    if fmt == "published":
+        (root / "vggsound.csv").write_text("\n".join(lines) + "\n")
+    else:
+        for split, rows in per_split.items():
+            (root / f"{split}.csv").write_text("\n".join(rows) + "\n")
+    if encoding:
+        (root / "label_encoding.json").write_text(json.dumps(encoding))
+    return root
+
+
+@pytest.mark.parametrize("fmt", ["published", "authors"])
+def test_vggsound_reads_the_published_csv_and_the_authors_lists(tmp_path, fmt):
+    enc = {c: i for i, c in enumerate(["people marching", "dog barking", "airplane"])}
+    root = vgg_root(tmp_path, fmt, encoding=enc)
+    out = tmp_path / "vgg.parquet"
+    r = run("build-manifest", "vggsound", root, "-o", out, *SMALL, "--frames", "1")
+    assert r.exit_code == 0, r.output
+    rows = pq.read_table(out).to_pylist()
+    assert {r["sample_id"] for r in rows if r["split"] == "test"} == {f"-te{i}{k}_q_{10 * i + k:06d}" for i in range(2)
+                                                                      for k in range(3)}
+    assert all(r["label"] == enc[VGG[int(r["sample_id"][4])]] for r in rows)  # label_encoding.json's ids
+    assert meta(out)["bss.label_encoding"] == "label_encoding.json"
+
+
+def test_vggsound_without_label_encoding_codes_sorted_names_and_checks_the_split_column(tmp_path):
+    root = vgg_root(tmp_path)
+    out = tmp_path / "vgg.parquet"
+    assert run("build-manifest", "vggsound", root, "-o", out, *SMALL, "--frames", "1").exit_code == 0
+    m = meta(out)
+    assert m["bss.classes"] == sorted(VGG) and "sorted" in m["bss.label_encoding"]
+    assert load_manifest(out, load_features=False).media.sample_rate == 8000
+    csv = root / "vggsound.csv"
+    csv.write_text(csv.read_text().replace(",test\n", ",validation-ish\n", 1))
+    r = run("build-manifest", "vggsound", root, "-o", tmp_path / "x.parquet", *SMALL, "--frames", "1")
+    assert r.exit_code == 1 and "vggsound.csv row 19: split 'validation-ish', expected train or test" in r.stderr
+
+
+# --- Twitter2015: TomBERT's TSVs ---------------------------------------------------------------------------------
+def twitter_root(tmp_path):
     root = tmp_path / "twitter2015"
     (root / "twitter2015_images").mkdir(parents=True)
-    words = {0: "awful terrible sad", 1: "meeting today at noon", 2: "great happy wonderful"}
+    words = {0: "awful terrible day at", 1: "meeting today at", 2: "great happy time at"}
+    headers = {"train": "index\t#1 Label\t#2 ImageID\t#3 String\t#3 String",
+               "dev": "index\t#1 Label\t#2 ImageID\t#3 String\t#3 String",
+               "test": "index\t#1 ImageID\t#2 String\t#2 String"}  # test.tsv names 4 columns over 5, as published
     for split, n in (("train", 6), ("dev", 2), ("test", 2)):
-        lines = ["index\t#1 Label\t#2 ImageID\t#3 String\t#3 String"]
+        lines = [headers[split]]
         for i in range(n):
             for k in range(3):
-                image = f"{split}{i}{k}.jpg"
+                image = f"{1000 * (i + 1) + 10 * k + len(split)}.jpg"
                 PIL.new("RGB", (12, 10), (80 * k, 30, 30)).save(root / "twitter2015_images" / image)
-                lines.append(f"{i}\t{k}\t{image}\tRT @x: {words[k]}, really!! #tag\t$T$")
+                lines.append(f"{3 * i + k + 1}\t{k}\t{image}\tRT @ x : {words[k]} $T$ !\tNew York")
         (root / f"{split}.tsv").write_text("\n".join(lines) + "\n")
     return root
 
 
-def test_twitter2015_declares_its_text_with_the_papers_preprocessing(tmp_path):
-    root = twitter(tmp_path)
+def test_twitter2015_reads_tombert_files_by_position_with_the_target(tmp_path):
+    root = twitter_root(tmp_path)
     out = tmp_path / "tw.parquet"
     r = run("build-manifest", "twitter2015", root, "-o", out, "--image-size", "16")
     assert r.exit_code == 0, r.output
+    rows = pq.read_table(out).to_pylist()
+    first = next(r for r in rows if r["sample_id"] == "test-1")
+    assert first["label"] == 0 and first["image"].endswith("1004.jpg")
+    assert first["text"] == "RT @ x : awful terrible day at New York ! | New York"  # $T$ filled, target appended
+    assert [sum(r["split"] == s for r in rows) for s in ("train", "val", "test")] == [18, 6, 6]  # dev.tsv is val
     m = load_manifest(out)
-    assert m.modalities["text"].kind == "text" and m.modalities["image"].kind == "image"
-    assert m.text["text"] == {"max_tokens": 30, "max_words": 20, "clean": True, "model": None, "pad_id": 0}
-    assert sorted(set(m.classes)) == [0, 1, 2]
-    splits = pq.read_table(out)["split"].to_pylist()
-    assert splits.count("val") == 6 and splits.count("test") == 6  # dev.tsv is the val split
-    r = run("train", out, "--out", tmp_path / "run", "--hidden", "4", "--epochs", "1", "--batch-size", "8", "--quiet")
-    assert r.exit_code == 0, r.output
-    (root / "twitter2015_images" / "test11.jpg").unlink()
+    assert m.modalities["text"].kind == "text" and m.media.image_size == 16
+    assert meta(out)["bss.target"] == "append"
+    out2 = tmp_path / "tw2.parquet"
+    assert run("build-manifest", "twitter2015", root, "-o", out2, "--target", "column").exit_code == 0
+    row = next(r for r in pq.read_table(out2).to_pylist() if r["sample_id"] == "test-1")
+    assert row["text"] == "RT @ x : awful terrible day at New York !" and row["meta_target"] == "New York"
+    assert load_manifest(out2, load_features=False).media.image_size == 384  # the authors' Resize 384
+    (root / "twitter2015_images" / "2014.jpg").unlink()
     r = run("build-manifest", "twitter2015", root, "-o", tmp_path / "x.parquet")
     assert r.exit_code == 1 and "test.tsv line 6: no image" in r.stderr
 
 
-def test_sarcasm_json_lines_and_a_json_list(tmp_path):
+# --- Sarcasm: MMSD2.0 JSON, MMSD raw text, the authors' JSON ------------------------------------------------------
+def sarcasm_releases(tmp_path, releases=("mmsd2",)):
+    root = tmp_path / "MMSD"
+    (root / "data" / "dataset_image").mkdir(parents=True)
+    ids = {s: [int(f"8{i:017d}") + 10 ** 6 * n for i in range(8 if s == "train" else 4)]
+           for n, s in enumerate(("train", "valid", "test"))}
+    for s, values in ids.items():
+        for i, v in enumerate(values):
+            PIL.new("RGB", (12, 10), (120 * (i % 2), 60, 60)).save(root / "data" / "dataset_image" / f"{v}.jpg")
+    if "mmsd2" in releases:  # MMSD2.0: data/text_json_final/{train,valid,test}.json, integer image ids
+        (root / "data" / "text_json_final").mkdir()
+        for s, values in ids.items():
+            items = [{"image_id": v, "text": f"so great {i}", "label": i % 2} for i, v in enumerate(values)]
+            (root / "data" / "text_json_final" / f"{s}.json").write_text(json.dumps(items))
+    if "mmsd" in releases:  # MMSD: text/train.txt [id, text, label]; valid2/test2 [id, text, hashtag, annotator]
+        (root / "data" / "text").mkdir()
+        for s, name in (("train", "train.txt"), ("valid", "valid2.txt"), ("test", "test2.txt")):
+            lines = [repr([str(v), f"oh nice {i} # tag", i % 2] if s == "train" else [str(v), f"oh nice {i}", 1, i % 2])
+                     for i, v in enumerate(ids[s])]
+            (root / "data" / "text" / name).write_text("\n".join(lines) + "\n")
+    return root, ids
+
+
+def test_sarcasm_mmsd2_json_and_mmsd_raw_text_record_the_release_and_label(tmp_path):
+    root, ids = sarcasm_releases(tmp_path / "a")
+    out = tmp_path / "s.parquet"
+    r = run("build-manifest", "sarcasm", root, "-o", out, "--image-size", "16")
+    assert r.exit_code == 0, r.output
+    rows = pq.read_table(out).to_pylist()
+    assert {r["sample_id"] for r in rows if r["split"] == "test"} == {f"test-{v}" for v in ids["test"]}
+    assert all(r["label"] == int(r["text"].split()[-1]) % 2 for r in rows)
+    assert meta(out)["bss.sarcasm"]["release"] == "mmsd2"
+    root, ids = sarcasm_releases(tmp_path / "b", releases=("mmsd2", "mmsd"))
+    r = run("build-manifest", "sarcasm", root, "-o", tmp_path / "x.parquet")
+    assert r.exit_code == 1 and "several Sarcasm releases (mmsd2, mmsd)" in r.stderr and "--release" in r.stderr
+    for source, want in (("annotator", lambda i: i % 2), ("hashtag", lambda i: 1)):
+        out = tmp_path / f"{source}.parquet"
+        r = run("build-manifest", "sarcasm", root, "-o", out, "--release", "mmsd", "--label-source", source)
+        assert r.exit_code == 0, r.output
+        rows = [r for r in pq.read_table(out).to_pylist() if r["split"] == "test"]
+        assert [r["label"] for r in rows] == [want(i) for i in range(4)]
+        assert meta(out)["bss.sarcasm"] == {"release": "mmsd", "folder": "data/text", "label": source,
+                                             "repeated_rows_kept_once": 0}
+
+
+def test_sarcasm_the_authors_json_and_an_image_with_two_labels(tmp_path):
     root = sarcasm_folder(tmp_path / "sarcasm", {"train": 8, "valid": 2, "test": 2},
                           ("what a lovely day", "oh great another monday"), json_list=("valid",))
     out = tmp_path / "s.parquet"
     r = run("build-manifest", "sarcasm", root, "-o", out, "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["splits"] == {"train": 16, "val": 4, "test": 4}
-    assert load_manifest(out).text["text"]["max_words"] == 50
+    assert load_manifest(out).text["text"]["max_words"] == 50 and meta(out)["bss.sarcasm"]["release"] == "json"
+    with open(root / "test.json", "a") as f:
+        f.write("\n" + json.dumps({"image": "test00", "text": "what a lovely day", "label": 1}) + "\n")
+    r = run("build-manifest", "sarcasm", root, "-o", tmp_path / "x.parquet")
+    assert r.exit_code == 1 and "test.json item 4: image test00 is listed again with another text or label" in r.stderr
+
+
+# --- NVGesture: NVIDIA's lists, frame folders (window or whole video), the authors' [H, W, 2, T] flow ------------------
+def nvgesture_root(tmp_path, whole=False, window=(10, 22)):
+    """Each frame's red channel and each flow step's value encode the video frame index, so a
+    test can read which frames a batch took."""
+    root = tmp_path / "nvGesture"
+    s, e = window
+    for split, n in (("train", 8), ("test", 3)):
+        lines = []
+        (root / "Video_data" / "flow_data" / split).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            label, subject = i % 3 + 1, i % 4 + (1 if split == "train" else 20)
+            rel = f"./Video_data/class_{label:02d}/subject{subject}_r{i}"
+            for name, first in (("sk_color", 0 if whole else s), ("sk_depth", 0 if whole else s)):
+                folder = root / rel / name
+                folder.mkdir(parents=True, exist_ok=True)
+                for frame in range(first, e + 3 if whole else e):
+                    PIL.new("RGB", (16, 16), (frame * 5, 7 * label, 200)).save(folder / f"{frame - first:05d}.jpg")
+            flow = np.zeros((16, 16, 2, e - s), np.float32) + (s + np.arange(e - s, dtype=np.float32))  # [H, W, 2, T]
+            np.save(root / "Video_data" / "flow_data" / split / f"{i}.npy", flow)
+            lines.append(f"path:{rel} depth:sk_depth:{s}:{e} color:sk_color:{s}:{e} duo_left:duo_left:{s + 2}:{e + 2} "
+                         f"label:{label}")
+        (root / f"nvgesture_{split}_correct_cvpr2016_v2.lst").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("whole", [False, True])
+def test_nvgesture_samples_rgb_depth_and_flow_in_step_inside_the_listed_window(tmp_path, whole):
+    import torch
+
+    from bss_cli.data.datasets import ManifestData
+
+    root = nvgesture_root(tmp_path, whole=whole)
+    out = tmp_path / "nv.parquet"
+    r = run("build-manifest", "nvgesture", root, "-o", out, "--image-size", "14", "--frames", "4")
+    assert r.exit_code == 0, r.output
+    m = load_manifest(out)
+    assert {k: v.kind for k, v in m.modalities.items()} == {"rgb": "image", "depth": "image", "flow": "volume"}
+    assert m.modalities["flow"].layout == "HWCT" and m.modalities["flow"].shape == [2]
+    rows = pq.read_table(out).to_pylist()
+    assert sorted({r["label"] for r in rows}) == [0, 1, 2]  # label:N -> N - 1
+    assert all(r["meta_rgb_from"] == (10 if whole else 0) and r["meta_flow_from"] == 0 for r in rows)
+    val = {r["meta_subject"] for r in rows if r["split"] == "val"}
+    assert val and not val & {r["meta_subject"] for r in rows if r["split"] == "train"}
+    data = ManifestData(m)
+    torch.manual_seed(0)
+    for train in (True, False):
+        x, _ = data.batch(list(range(len(rows))), train=train)
+        assert tuple(x["rgb"].shape) == (len(rows), 4, 3, 14, 14) and tuple(x["depth"].shape) == (len(rows), 4, 1, 14, 14)
+        assert tuple(x["flow"].shape) == (len(rows), 2, 4, 14, 14)
+        rgb_frame = ((x["rgb"][:, :, 0] * 0.229 + 0.485) * 255 / 5).round()  # ImageNet-normalised red -> frame index
+        depth_frame = (x["depth"][:, :, 0] * 255 / 5).round()  # depth: one channel in [0, 1], not normalised
+        flow_frame = x["flow"][:, 0]
+        for t in (rgb_frame, depth_frame, flow_frame):
+            assert torch.equal(t.amin(dim=(2, 3)), t.amax(dim=(2, 3)))  # a frame is one index
+        idx = [t.amin(dim=(2, 3)) for t in (rgb_frame, depth_frame, flow_frame)]
+        assert torch.equal(idx[0], idx[1]) and torch.equal(idx[0], idx[2])  # the three modalities in step
+        assert int(idx[0].min()) >= 10 and int(idx[0].max()) <= 21  # inside the listed window 10..21
+        steps = idx[0] - idx[0][:, :1]
+        if train:
+            assert torch.equal(steps, torch.arange(4).expand_as(steps))  # consecutive frames from a random start
+        else:
+            assert idx[0][0].tolist() == [10, 14, 17, 21]  # evenly spaced over the whole window
+    r = run("train", out, "--out", tmp_path / "run", "--hidden", "4", "--epochs", "1", "--batch-size", "4", "--json")
+    assert r.exit_code == 0, r.output
+    assert {"acc_rgb", "acc_depth", "acc_flow"} <= set(json.loads(r.stdout)["test"])
+
+
+def test_nvgesture_names_a_video_without_frames_and_a_folder_that_does_not_hold_the_window(tmp_path):
+    import shutil
+
+    root = nvgesture_root(tmp_path)
+    clip_dir = root / "Video_data" / "class_02" / "subject2_r1"
+    shutil.rmtree(clip_dir / "sk_depth")
+    (clip_dir / "sk_depth.avi").write_bytes(b"")
+    for f in list((root / "Video_data" / "class_01" / "subject1_r0" / "sk_color").iterdir())[:3]:
+        f.unlink()
+    (root / "Video_data" / "flow_data" / "test" / "2.npy").unlink()
+    r = run("build-manifest", "nvgesture", root, "-o", tmp_path / "nv.parquet", "--frames", "3")
+    assert r.exit_code == 1 and not (tmp_path / "nv.parquet").exists()
+    lst = "nvgesture_train_correct_cvpr2016_v2.lst"
+    assert f"{lst} line 2: no depth frames folder" in r.stderr
+    assert "mkdir -p" in r.stderr and "ffmpeg -i" in r.stderr and "between(n\\,10\\,21)" in r.stderr
+    assert f"{lst} line 1:" in r.stderr and "holds 9 frame(s); the window 10..21 needs 12" in r.stderr
+    assert "nvgesture_test_correct_cvpr2016_v2.lst line 3: no optical flow file" in r.stderr
+
+
+# --- the tensors bss train reads, against what the authors' loaders compute -------------------------------------------
+def _authors_spectrogram(path, rate: int, seconds: float) -> np.ndarray:
+    """The authors' KS / VGGSound audio, recomputed: librosa.load(sr=rate) (soxr_hq), tile until
+    `seconds`, first `seconds`, clip to [-1, 1], librosa.stft(n_fft=512, hop=353) (centred,
+    zero-padded, periodic Hann), log(|.| + 1e-7)."""
+    import wave
+
+    import soxr
+
+    with wave.open(str(path)) as w:
+        ch, sr = w.getnchannels(), w.getframerate()
+        x = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32).reshape(-1, ch).mean(1) / 32768
+    x = soxr.resample(x, sr, rate, quality="soxr_hq")
+    while len(x) / rate < seconds:
+        x = np.tile(x, 2)
+    x = np.clip(x[:int(rate * seconds)], -1, 1)
+    padded = np.pad(x, 256)
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(512) / 512)
+    frames = np.stack([padded[i:i + 512] * window for i in range(0, len(padded) - 512 + 1, 353)])
+    return np.log(np.abs(np.fft.rfft(frames, axis=1)).T + 1e-7)
+
+
+@pytest.mark.parametrize("layout,shape", [("ks", (257, 1003)), ("vggsound", (257, 2006))])
+def test_audio_matches_the_authors_loader_at_the_layouts_defaults(tmp_path, layout, shape):
+    from bss_cli.data.datasets import ManifestData
+
+    root = ks_root(tmp_path)[0] if layout == "ks" else vgg_root(tmp_path)
+    out = tmp_path / "m.parquet"
+    r = run("build-manifest", layout, root, "-o", out, "--image-size", "16")
+    assert r.exit_code == 0, r.output
+    m = load_manifest(out)
+    x, _ = ManifestData(m).batch([0, 1])
+    for row in (0, 1):
+        want = _authors_spectrogram(m.paths["audio"][row], 35400, 10.0 if layout == "ks" else 20.0)
+        assert want.shape == shape and tuple(x["audio"][row].shape) == shape
+        got = x["audio"][row].numpy()
+        assert np.allclose(np.exp(got), np.exp(want), rtol=1e-3, atol=1e-5)  # magnitudes; float32 vs float64
+        assert np.abs(got[want > -5] - want[want > -5]).max() < 5e-3  # log values above the noise floor
+    frames = 3 if layout == "ks" else 1
+    assert tuple(x["visual"].shape) == (2, frames, 3, 16, 16)
+
+
+def test_resampling_is_band_limited(tmp_path):
+    """16 kHz speech up-sampled to 35.4 kHz: nothing above the old 8 kHz Nyquist (linear
+    interpolation put images of the signal there), and the same samples as soxr itself."""
+    import soxr
+
+    from bss_cli.data.media import resample
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=16000).astype(np.float32) * 0.3
+    y = resample(x, 16000, 35400)
+    assert np.array_equal(y, soxr.resample(x, 16000, 35400, quality="HQ"))
+    spectrum = np.abs(np.fft.rfft(y)) ** 2
+    freqs = np.fft.rfftfreq(len(y), 1 / 35400)
+    assert spectrum[freqs > 8400].sum() / spectrum.sum() < 1e-4
+    linear = np.interp(np.linspace(0, len(x) - 1, len(y)), np.arange(len(x)), x)
+    lin_spec = np.abs(np.fft.rfft(linear)) ** 2
+    assert lin_spec[freqs > 8400].sum() / lin_spec.sum() > 1e-2  # what the old resampler did
+
+
+def test_a_layout_refuses_options_it_does_not_take(tmp_path):
+    root, _ = ks_root(tmp_path)
+    r = run("build-manifest", "ks", root, "-o", tmp_path / "m.parquet", "--split", "random")
+    assert r.exit_code == 1 and "--split does not apply to the ks layout" in r.stderr
+
+
+def test_a_pickled_file_in_a_layout_is_refused_and_never_loaded(tmp_path):
+    root, _ = ks_root(tmp_path)
+    (root / "train_wav" / "tr00x-_Ab0.pkl").write_bytes(b"\x80\x04not really")
+    r = run("build-manifest", "ks", root, "-o", tmp_path / "m.parquet", *SMALL)
+    assert r.exit_code == 1 and "pickled files" in r.stderr and "train_wav/tr00x-_Ab0.pkl" in r.stderr
 
 
 def test_pretrained_resnet50_weights_load_from_a_torchvision_style_file_checked_for_shape(tmp_path):
@@ -195,72 +577,3 @@ def test_pretrained_resnet50_weights_load_from_a_torchvision_style_file_checked_
         LateFusion(cfg)
 
 
-def nvgesture_root(tmp_path, layout="CTHW"):
-    import numpy as np
-
-    root = tmp_path / "nvGesture"
-    for split, n in (("train", 12), ("test", 4)):
-        lines = []
-        (root / "flow_data" / split).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            label, subject = i % 3 + 1, i % 4 + (1 if split == "train" else 20)
-            clip_dir = root / "Video_data" / f"class_{label:02d}" / f"subject{subject}_r{i}"
-            for name, shade in (("sk_color", 200), ("sk_depth", 90)):
-                (clip_dir / name).mkdir(parents=True, exist_ok=True)
-                for f in range(4):
-                    PIL.new("RGB", (12, 10), (shade, 40 * label, 10 * f)).save(clip_dir / name / f"{f:05d}.jpg")
-            flow = np.random.default_rng(i).normal(size=(2, 6, 8, 8)).astype(np.float32) + label
-            np.save(root / "flow_data" / split / f"{i}.npy", flow if layout == "CTHW" else flow.transpose(1, 2, 3, 0))
-            lines.append(f"path:./Video_data/class_{label:02d}/subject{subject}_r{i} depth:sk_depth:10:90 "
-                         f"color:sk_color:10:90 duo_left:duo_left:12:92 label:{label}")
-        (root / f"nvgesture_{split}_correct_v2.lst").write_text("\n".join(lines) + "\n")
-    return root
-
-
-@pytest.mark.parametrize("layout", ["CTHW", pytest.param("THWC", marks=pytest.mark.slow)])
-def test_nvgesture_three_modalities_rgb_depth_and_flow_volumes(tmp_path, layout):
-    root = nvgesture_root(tmp_path, layout)
-    out = tmp_path / "nv.parquet"
-    r = run("build-manifest", "nvgesture", root, "-o", out, "--image-size", "16", "--frames", "3")
-    assert r.exit_code == 0, r.output
-    m = load_manifest(out)
-    assert {k: v.kind for k, v in m.modalities.items()} == {"rgb": "image", "depth": "image", "flow": "volume"}
-    assert m.modalities["flow"].shape == [2] and m.modalities["flow"].layout == layout
-    rows = pq.read_table(out).to_pylist()
-    assert sorted({r["label"] for r in rows}) == [0, 1, 2]  # label:N -> N - 1
-    val_subjects = {r["meta_subject"] for r in rows if r["split"] == "val"}
-    assert val_subjects and not val_subjects & {r["meta_subject"] for r in rows if r["split"] == "train"}
-    from bss_cli.data.datasets import ManifestData
-
-    x, _ = ManifestData(m).batch([0, 1])
-    assert tuple(x["flow"].shape) == (2, 2, 3, 16, 16) and tuple(x["rgb"].shape) == (2, 3, 3, 16, 16)
-    r = run("train", out, "--out", tmp_path / "run", "--hidden", "4", "--epochs", "2", "--batch-size", "4", "--json")
-    assert r.exit_code == 0, r.output
-    assert {"acc_rgb", "acc_depth", "acc_flow"} <= set(json.loads(r.stdout)["test"])  # a head per modality
-
-
-def test_nvgesture_names_a_video_without_its_frames_and_how_to_extract_them(tmp_path):
-    import shutil
-
-    root = nvgesture_root(tmp_path)
-    clip_dir = root / "Video_data" / "class_02" / "subject2_r1"
-    shutil.rmtree(clip_dir / "sk_depth")
-    (clip_dir / "sk_depth.avi").write_bytes(b"")
-    (root / "flow_data" / "test" / "3.npy").unlink()
-    r = run("build-manifest", "nvgesture", root, "-o", tmp_path / "nv.parquet", "--frames", "3")
-    assert r.exit_code == 1 and not (tmp_path / "nv.parquet").exists()
-    assert "nvgesture_train_correct_v2.lst line 2: no depth frames folder" in r.stderr
-    assert "ffmpeg -i" in r.stderr and "between(n\\,10\\,89)" in r.stderr
-    assert "nvgesture_test_correct_v2.lst line 4: no optical flow file" in r.stderr
-
-
-def test_crema_d_refuses_a_pickled_file_too(tmp_path):
-    from test_audio_visual import EMOTIONS
-
-    root = tmp_path / "CREMA-D"
-    (root / "AudioWAV").mkdir(parents=True)
-    (root / "Image-01-FPS").mkdir()
-    write_wav(root / "AudioWAV" / f"1001_DFA_{EMOTIONS[0]}_XX.wav", 300)
-    (root / "AudioWAV" / "1001_DFA_ANG_XX.pkl").write_bytes(b"\x80\x04x")
-    r = run("build-manifest", "crema-d", root, "-o", tmp_path / "m.parquet")
-    assert r.exit_code == 1 and "pickled files" in r.stderr and "AudioWAV/1001_DFA_ANG_XX.pkl" in r.stderr

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from bss_cli.data.manifest import Manifest
-from bss_cli.data.media import cached_spectrogram, load_frames, load_volume
+from bss_cli.data.media import cached_spectrogram, clip_plan, load_frames, load_volume
 
 
 class ManifestData:
@@ -40,11 +40,14 @@ class ManifestData:
             if mod.kind == "array":  # flattened in x; the encoder sees the [A, B] shape
                 self.dims[m] = list(mod.shape)
         self.layouts = {m: mod.layout for m, mod in manifest.modalities.items() if mod.kind == "volume"}
+        self.images = manifest.images  # per image modality: channels and normalisation (depth: 1, none)
+        self.clip = manifest.clip  # modalities sampled in step inside each row's window (NVGesture)
+        size = self.media.image_size
         for m in self.raw:
             kind = self.kinds[m]
-            self.dims[m] = self.media.spectrogram_shape if kind == "audio" else self.media.frames_shape \
-                if kind == "image" else [manifest.modalities[m].shape[0], self.media.frames, self.media.image_size,
-                                         self.media.image_size]
+            self.dims[m] = self.media.spectrogram_shape if kind == "audio" else \
+                [self.media.frames, self.images.get(m, {}).get("channels", 3), size, size] if kind == "image" else \
+                [manifest.modalities[m].shape[0], self.media.frames, size, size]
         self.dims = {m: self.dims[m] for m in self.names}
         self.n_classes = manifest.n_classes
 
@@ -52,19 +55,28 @@ class ManifestData:
     def has_raw(self) -> bool:
         return bool(self.raw)
 
-    def _decode(self, m: str, row: int, train: bool) -> torch.Tensor:
+    def _decode(self, m: str, row: int, train: bool, plan=None) -> torch.Tensor:
+        """One row's tensor of raw modality ``m``; ``plan`` = (window steps, crop) of a clip."""
+        steps, crop = (None, None) if plan is None or m not in self.clip["from"] else plan
+        if steps is not None:
+            steps = steps + int(self.clip["from"][m][row])
         if self.kinds[m] == "audio":
             return cached_spectrogram(self.raw[m][row], self.media, self.cache_dir)
         if self.kinds[m] == "volume":
-            return load_volume(self.raw[m][row], self.media, self.layouts[m])
-        return load_frames(self.raw[m][row], self.media, train)
+            return load_volume(self.raw[m][row], self.media, self.layouts[m], steps=steps, crop=crop)
+        image = self.images.get(m, {})
+        return load_frames(self.raw[m][row], self.media, train, indices=steps, crop=crop,
+                           channels=image.get("channels", 3), normalize=image.get("normalize", True))
 
     def batch(self, idx, train: bool = False) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         idx = torch.as_tensor(idx, dtype=torch.long)
         on_device = idx.to(self.device)
         out = {m: v.index_select(0, on_device) for m, v in self.x.items()}
+        rows = idx.tolist()
+        # one plan per sample, shared by its modalities: the same window steps and the same crop
+        plans = [clip_plan(int(self.clip["length"][r]), self.media, train) for r in rows] if self.clip else [None] * len(rows)
         for m in self.raw:
-            out[m] = torch.stack([self._decode(m, int(r), train) for r in idx.tolist()]).to(self.device)
+            out[m] = torch.stack([self._decode(m, r, train, p) for r, p in zip(rows, plans)]).to(self.device)
         return {m: out[m] for m in self.names}, self.y.index_select(0, on_device)
 
     def iter_batches(self, rows: np.ndarray, batch_size: int):

@@ -11,6 +11,7 @@ and ignored. Validation collects every problem of a manifest and raises one
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,9 @@ class Manifest:
     paths: dict[str, list[Path]] = field(default_factory=dict)  # audio and image modalities
     media: MediaConfig = field(default_factory=MediaConfig)
     text: dict[str, dict] = field(default_factory=dict)  # text modality -> its TextSpec and padding id
+    # clips sampled in step (bss.clip): {"length": [N] window lengths, "from": {modality: [N] first step}}
+    clip: dict | None = None
+    images: dict[str, dict] = field(default_factory=dict)  # image modality -> {"channels": 1|3, "normalize": bool}
 
     @property
     def n(self) -> int:
@@ -468,6 +472,8 @@ def load_manifest(path: str | Path, *, load_features: bool = True, progress=None
         check_finite(name, x, problems)
         modalities[name] = Modality(name, kind, source, int(x.shape[1]), shape)
         features[name] = x
+    clip = _clip_settings(schema.metadata, table, modalities, problems) if load_features else None
+    images = _image_settings(schema.metadata, modalities, problems)
     if problems:
         raise ManifestError(path, problems)
     if len(classes) < 2:
@@ -475,4 +481,61 @@ def load_manifest(path: str | Path, *, load_features: bool = True, progress=None
     # without features nothing makes tensors of them: the smallest integer type holds the codes
     labels = labels.astype(np.int64 if load_features else np.min_scalar_type(max(len(classes) - 1, 0)), copy=False)
     return Manifest(path, fingerprint_file(path), ids, labels, classes, splits, modalities, features, raw_paths, media,
-                    text_info)
+                    text_info, clip, images)
+
+
+def _meta_json(metadata, key: str, problems: list[str]):
+    raw = (metadata or {}).get(key.encode())
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw.decode())
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        problems.append(f"manifest metadata {key} is not JSON")
+        return None
+
+
+def _clip_settings(metadata, table: pa.Table, modalities: dict, problems: list[str]) -> dict | None:
+    """``bss.clip`` = {"length": column, "from": {modality: column}}: per row, a clip's window
+    length and where each modality's window starts (in its folder's frames or its array's steps),
+    so that every modality of a sample is sampled at the same steps (see media.clip_plan)."""
+    spec = _meta_json(metadata, "bss.clip", problems)
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or not isinstance(spec.get("length"), str) or not isinstance(spec.get("from"), dict):
+        problems.append('manifest metadata bss.clip: expected {"length": column, "from": {modality: column}}')
+        return None
+    out = {"length": None, "from": {}}
+    for key, column in [("length", spec["length"]), *spec["from"].items()]:
+        if key != "length" and (key not in modalities or modalities[key].kind not in ("image", "volume")):
+            problems.append(f"manifest metadata bss.clip: {key!r} is not an image or volume modality")
+            continue
+        if not isinstance(column, str) or column not in table.column_names or \
+                not pa.types.is_integer(table.schema.field(column).type):
+            problems.append(f"manifest metadata bss.clip: column {column!r} of {key!r} is not an integer column")
+            continue
+        values = table[column].to_numpy(zero_copy_only=False)
+        low = 1 if key == "length" else 0
+        bad = np.flatnonzero(~(values >= low))
+        if len(bad):
+            problems.append(f"{_rows(bad.tolist())}: column '{column}' is below {low} (bss.clip)")
+            continue
+        if key == "length":
+            out["length"] = values.astype(np.int64)
+        else:
+            out["from"][key] = values.astype(np.int64)
+    return out if out["length"] is not None and out["from"] else None
+
+
+def _image_settings(metadata, modalities: dict, problems: list[str]) -> dict[str, dict]:
+    """``bss.images`` = {modality: {"channels": 1 or 3, "normalize": true or false}} (default 3, true)."""
+    spec = _meta_json(metadata, "bss.images", problems) or {}
+    out = {}
+    for name, s in (spec.items() if isinstance(spec, dict) else []):
+        if name not in modalities or modalities[name].kind != "image" or not isinstance(s, dict) \
+                or s.get("channels", 3) not in (1, 3) or not isinstance(s.get("normalize", True), bool):
+            problems.append(f"manifest metadata bss.images: {name!r} needs an image modality with channels 1 or 3 "
+                            "and normalize true or false")
+            continue
+        out[name] = {"channels": int(s.get("channels", 3)), "normalize": bool(s.get("normalize", True))}
+    return out

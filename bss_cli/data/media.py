@@ -207,26 +207,66 @@ def check_image(path: Path, k: int) -> None:
             raise BSSError(f"{f.name} cannot be decoded as an image ({exc})") from None
 
 
-def load_frames(path: Path, cfg: MediaConfig, train: bool, generator=None):
-    """[frames, 3, S, S] float32 tensor; short folders repeat their last frame."""
+def load_frames(path: Path, cfg: MediaConfig, train: bool, generator=None, *, indices=None, crop=None,
+                channels: int = 3, normalize: bool = True):
+    """[frames, channels, S, S] float32 tensor; short folders repeat their last frame.
+
+    Without ``indices``: the folder's first ``frames`` images, augmented (random resized crop and
+    flip) when ``train``. With ``indices`` (positions in the folder's sorted images, a clip's
+    window; see :func:`clip_plan`): those images, each resized to ``crop[0]`` and cut to S x S at
+    ``crop[1:]`` (the same crop for every frame and modality of the sample, no flip).
+    ``channels`` 1 keeps the first channel (depth); ``normalize`` False leaves values in [0, 1]
+    (the authors normalise RGB with ImageNet statistics, depth not)."""
     import torch
 
     Image = _pil()
-    files = frame_files(path, cfg.frames)
-    files = files + [files[-1]] * (cfg.frames - len(files))
+    if indices is None:
+        files = frame_files(path, cfg.frames)
+        files = files + [files[-1]] * (cfg.frames - len(files))
+    else:
+        every = frame_files(path, 1 << 30)
+        files = [every[min(int(i), len(every) - 1)] for i in indices]
     out = []
     for f in files:
         with Image.open(f) as im:
             im = im.convert("RGB")
-            if train:
+            if crop is not None:
+                side, x, y = crop
+                im = im.resize((side, side), Image.BILINEAR).crop((x, y, x + cfg.image_size, y + cfg.image_size))
+            elif train:
                 im = _random_resized_crop(im, cfg.image_size, generator)
                 if torch.rand((), generator=generator) < 0.5:
                     im = im.transpose(Image.FLIP_LEFT_RIGHT)
             else:
                 im = im.resize((cfg.image_size, cfg.image_size), Image.BILINEAR)
-            arr = (np.asarray(im, np.float32) / 255 - MEAN) / STD
+            arr = np.asarray(im, np.float32)[:, :, :channels] / 255
+            if normalize:
+                arr = (arr - MEAN[:channels]) / STD[:channels]
         out.append(torch.from_numpy(arr.transpose(2, 0, 1).copy()))
     return torch.stack(out)
+
+
+CROP_RESIZE = 8 / 7  # clips: frames are resized to 8/7 of the crop first (256 for 224, as the authors' NVGesture loader)
+
+
+def clip_plan(length: int, cfg: MediaConfig, train: bool, generator=None) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Which time steps of a clip's window (0 .. length - 1) and which crop every modality of one
+    sample takes, so that they stay in step: in training ``frames`` consecutive steps from a random
+    start and a random S x S crop of the frame resized to 8/7 S (the authors' NVGesture train
+    transform, without flip); in evaluation ``frames`` steps evenly spaced over the whole window
+    and the centre crop. Steps past a short window repeat its last one."""
+    import torch
+
+    k, size = cfg.frames, cfg.image_size
+    side = int(round(size * CROP_RESIZE))
+    if train:
+        start = int(torch.randint(0, max(0, length - k) + 1, (), generator=generator))
+        x, y = (int(v) for v in torch.randint(0, side - size + 1, (2,), generator=generator))
+        steps = np.minimum(np.arange(start, start + k), length - 1)
+    else:
+        x = y = (side - size) // 2
+        steps = np.linspace(0, length - 1, k).round().astype(np.int64)
+    return steps, (side, x, y)
 
 
 def _random_resized_crop(im, size: int, generator):
@@ -251,7 +291,7 @@ def _random_resized_crop(im, size: int, generator):
     return im.resize((size, size), _pil().BILINEAR, box=box)
 
 
-VOLUME_LAYOUTS = ("CTHW", "THWC", "THW")
+VOLUME_LAYOUTS = ("CTHW", "THWC", "THW", "HWCT")  # HWCT: the authors' NVGesture flow files
 
 
 def volume_shape(path: Path) -> tuple[int, ...]:
@@ -266,27 +306,41 @@ def volume_layout(spec: dict | None, shape: tuple[int, ...]) -> str:
 
 def volume_channels(shape: tuple[int, ...], layout: str) -> int:
     """The channel count of a volume of ``shape`` in ``layout``; a ConfigError when they disagree."""
-    want = {"CTHW": 4, "THWC": 4, "THW": 3}[layout]
+    want = {"CTHW": 4, "THWC": 4, "THW": 3, "HWCT": 4}[layout]
     if len(shape) != want:
         raise ConfigError(f"a {len(shape)}-D array, expected {want}-D ({layout})")
-    return 1 if layout == "THW" else int(shape[0] if layout == "CTHW" else shape[-1])
+    return 1 if layout == "THW" else int({"CTHW": shape[0], "THWC": shape[-1], "HWCT": shape[2]}[layout])
 
 
-def load_volume(path: Path, cfg: MediaConfig, layout: str = "CTHW"):
+def volume_steps(shape: tuple[int, ...], layout: str) -> int:
+    """The number of time steps of a volume of ``shape`` in ``layout``."""
+    return int(shape[{"CTHW": 1, "THWC": 0, "THW": 0, "HWCT": 3}[layout]])
+
+
+def load_volume(path: Path, cfg: MediaConfig, layout: str = "CTHW", *, steps=None, crop=None):
     """A video-like array (optical flow, depth as numbers) from a .npy file -> [C, frames, S, S]
-    float32: ``frames`` time steps evenly spaced over the clip, each resized to S x S (bilinear).
-    Memory-mapped, so only the steps taken are read."""
+    float32: ``frames`` time steps evenly spaced over the clip (or the given ``steps``, a clip's
+    window), each resized to S x S (bilinear), or with ``crop`` = (side, x, y) resized to side x
+    side and cut at (x, y) as :func:`load_frames` does. Memory-mapped: only the steps taken are read."""
     import torch
 
     a = np.load(path, mmap_mode="r", allow_pickle=False)
-    t_axis = 1 if layout == "CTHW" else 0
-    steps = np.linspace(0, a.shape[t_axis] - 1, cfg.frames).round().astype(np.int64)
-    a = np.asarray(a[:, steps] if t_axis == 1 else a[steps], np.float32)  # only these steps are read
+    t_axis = {"CTHW": 1, "THWC": 0, "THW": 0, "HWCT": 3}[layout]
+    if steps is None:
+        steps = np.linspace(0, a.shape[t_axis] - 1, cfg.frames).round().astype(np.int64)
+    steps = np.minimum(np.asarray(steps, np.int64), a.shape[t_axis] - 1)
+    a = np.asarray(np.take(a, steps, axis=t_axis), np.float32)  # only these steps are read
     if layout == "THW":
         a = a[None]
     elif layout == "THWC":
         a = a.transpose(3, 0, 1, 2)
+    elif layout == "HWCT":
+        a = a.transpose(2, 3, 0, 1)
     x = torch.from_numpy(np.ascontiguousarray(a))  # [C, K, H, W]
-    x = torch.nn.functional.interpolate(x, size=(cfg.image_size, cfg.image_size), mode="bilinear",
-                                        align_corners=False)
-    return x.contiguous()
+    if crop is None:
+        return torch.nn.functional.interpolate(x, size=(cfg.image_size, cfg.image_size), mode="bilinear",
+                                               align_corners=False).contiguous()
+    side, left, top = crop
+    if tuple(x.shape[-2:]) != (side, side):
+        x = torch.nn.functional.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
+    return x[..., top:top + cfg.image_size, left:left + cfg.image_size].contiguous()

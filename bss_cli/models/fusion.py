@@ -72,7 +72,7 @@ def resnet18_encoder(shape: int | list[int], kind: str, cfg: ModelConfig) -> nn.
     if kind == "audio":
         return AudioResNet18(cfg.hidden)
     if kind == "image":
-        return VisualResNet18(cfg.hidden)
+        return VisualResNet18(cfg.hidden, channels=int(shape[1]) if isinstance(shape, list) and len(shape) == 4 else 3)
     if kind == "array":
         return ArrayResNet18(list(shape), cfg.hidden)
     raise ConfigError(f"encoder 'resnet18' takes audio, image or array modalities, not {kind}")

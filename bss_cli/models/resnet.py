@@ -64,11 +64,11 @@ class AudioResNet18(nn.Module):
 
 
 class VisualResNet18(nn.Module):
-    """[B, K, 3, H, W] frames -> [B, 8*width], pooled over frames and space."""
+    """[B, K, C, H, W] frames (C 3, or 1 for depth) -> [B, 8*width], pooled over frames and space."""
 
-    def __init__(self, width: int = 64):
+    def __init__(self, width: int = 64, channels: int = 3):
         super().__init__()
-        self.trunk = ResNet18Trunk(3, width)
+        self.trunk = ResNet18Trunk(channels, width)
         self.out_dim = self.trunk.out_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
