@@ -46,7 +46,8 @@ def build_manifest(
     release: Annotated[Optional[str], typer.Option(help="sarcasm: which published files to read when ROOT holds "
                                                         "several: mmsd2 (text_json_final), mmsd-clean "
                                                         "(text_json_clean), mmsd (text/*.txt) or json (the authors' "
-                                                        "{train,valid,test}.json).")] = None,
+                                                        "{train,valid,test}.json) (default: the only one "
+                                                        "present).")] = None,
     label_source: Annotated[Optional[str], typer.Option(help="sarcasm --release mmsd: which of the two labels of "
                                                              "valid2.txt/test2.txt: annotator (the last; default) or "
                                                              "hashtag.")] = None,
