@@ -466,10 +466,10 @@ def test_nvgesture_names_a_video_without_frames_and_a_folder_that_does_not_hold_
 
 
 # --- the tensors bss train reads, against what the authors' loaders compute -------------------------------------------
-def _authors_spectrogram(path, rate: int, seconds: float) -> np.ndarray:
-    """The authors' KS / VGGSound audio, recomputed: librosa.load(sr=rate) (soxr_hq), tile until
-    `seconds`, first `seconds`, clip to [-1, 1], librosa.stft(n_fft=512, hop=353) (centred,
-    zero-padded, periodic Hann), log(|.| + 1e-7)."""
+def _authors_spectrogram(path, rate: int, seconds: float, tiles: int | None = None) -> np.ndarray:
+    """The authors' audio, recomputed: librosa.load(sr=rate) (soxr_hq), tiled (KS, VGGSound: doubled
+    until `seconds`; CREMA-D: np.tile(x, 20)), the first `seconds`, clipped to [-1, 1],
+    librosa.stft(n_fft=512, hop=353) (centred, zero-padded, periodic Hann), log(|.| + 1e-7)."""
     import wave
 
     import soxr
@@ -478,6 +478,8 @@ def _authors_spectrogram(path, rate: int, seconds: float) -> np.ndarray:
         ch, sr = w.getnchannels(), w.getframerate()
         x = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32).reshape(-1, ch).mean(1) / 32768
     x = soxr.resample(x, sr, rate, quality="soxr_hq")
+    if tiles:
+        x = np.tile(x, tiles)
     while len(x) / rate < seconds:
         x = np.tile(x, 2)
     x = np.clip(x[:int(rate * seconds)], -1, 1)
@@ -505,6 +507,51 @@ def test_audio_matches_the_authors_loader_at_the_layouts_defaults(tmp_path, layo
         assert np.abs(got[want > -5] - want[want > -5]).max() < 5e-3  # log values above the noise floor
     frames = 3 if layout == "ks" else 1
     assert tuple(x["visual"].shape) == (2, frames, 3, 16, 16)
+
+
+def test_crema_d_audio_and_frames_match_the_authors_loader(tmp_path):
+    from bss_cli.data.datasets import ManifestData
+    from bss_cli.data.media import MEAN, STD
+
+    root, _, _ = crema_root(tmp_path)
+    for clip in ("1001_DFA_NEU_XX", "1001_IEO_NEU_XX"):  # CREMA-D clips last 1.3 to 5 s
+        write_wav(root / "AudioWAV" / f"{clip}.wav", 330, rate=16000, seconds=1.6, seed=3)
+    out = tmp_path / "m.parquet"
+    assert run("build-manifest", "crema-d", root, "-o", out, "--image-size", "32").exit_code == 0
+    m = load_manifest(out)
+    row = [str(x) for x in m.sample_ids.to_pylist()].index("1001_DFA_NEU_XX")
+    x, _ = ManifestData(m).batch([row])
+    want = _authors_spectrogram(m.paths["audio"][row], 22050, 20.0, tiles=20)
+    got = x["audio"][0].numpy()
+    assert want.shape == got.shape == (257, 1250)
+    assert np.allclose(np.exp(got), np.exp(want), rtol=1e-3, atol=1e-5)
+    first = sorted(m.paths["visual"][row].iterdir())[0]  # test transform: Resize(224) (here 32), ImageNet stats
+    with PIL.open(first) as im:
+        frame = (np.asarray(im.convert("RGB").resize((32, 32), PIL.BILINEAR), np.float32) / 255 - MEAN) / STD
+    assert np.allclose(x["visual"][0, 0].numpy().transpose(1, 2, 0), frame, atol=1e-5)
+
+
+def test_image_text_images_are_normalised_as_the_authors_do(tmp_path):
+    from bss_cli.data.datasets import ManifestData
+    from bss_cli.data.media import NORMALISATIONS
+
+    root = twitter_root(tmp_path)
+    out = tmp_path / "tw.parquet"
+    assert run("build-manifest", "twitter2015", root, "-o", out, "--image-size", "16").exit_code == 0
+    m = load_manifest(out)
+    x, _ = ManifestData(m).batch([0])
+    with PIL.open(m.paths["image"][0]) as im:  # Twitter2015: Resize(384), ToTensor, no normalisation
+        want = np.asarray(im.convert("RGB").resize((16, 16), PIL.BILINEAR), np.float32) / 255
+    assert np.allclose(x["image"][0, 0].numpy().transpose(1, 2, 0), want, atol=1e-6)
+    root, _ = sarcasm_releases(tmp_path / "s")
+    out = tmp_path / "s.parquet"
+    assert run("build-manifest", "sarcasm", root, "-o", out, "--image-size", "16").exit_code == 0
+    m = load_manifest(out)
+    x, _ = ManifestData(m).batch([0])
+    mean, std = NORMALISATIONS["clip"]
+    with PIL.open(m.paths["image"][0]) as im:  # Sarcasm: CLIP's mean and std
+        want = (np.asarray(im.convert("RGB").resize((16, 16), PIL.BILINEAR), np.float32) / 255 - mean) / std
+    assert np.allclose(x["image"][0, 0].numpy().transpose(1, 2, 0), want, atol=1e-5)
 
 
 def test_resampling_is_band_limited(tmp_path):

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from bss_cli.cli.common import err, handle_errors, out
 
@@ -25,8 +26,8 @@ def _kv_table(title: str, items: dict) -> Table:
     t = Table(title=title, show_header=False, title_justify="left")
     t.add_column(style="bold")
     t.add_column()
-    for k, v in items.items():
-        t.add_row(str(k), v if isinstance(v, str) else json.dumps(v))
+    for k, v in items.items():  # as text, never as rich markup: names come from users' files
+        t.add_row(Text(str(k)), Text(v if isinstance(v, str) else json.dumps(v)))
     return t
 
 
@@ -37,7 +38,7 @@ def _records_table(title: str, rows: list[dict], fmt: str = "{:.3f}") -> Table:
     for col in rows[0]:
         t.add_column(col, justify="right")
     for r in rows:
-        t.add_row(*[fmt.format(v) if isinstance(v, float) else str(v) for v in r.values()])
+        t.add_row(*[Text(fmt.format(v) if isinstance(v, float) else str(v)) for v in r.values()])
     return t
 
 
@@ -57,6 +58,14 @@ def render_manifest(s: dict) -> None:
     out.print(_records_table("samples per class", rows))
     rows = [{"modality": m, **v} for m, v in s["modalities"].items()]
     out.print(_records_table("modalities", rows))
+    meta = s.get("metadata") or {}
+    built = {k: meta[k] for k in ("layout", "media", "split", "val_from_train", "label_from", "label_encoding",
+                                  "sarcasm", "target", "clip", "images", "arrays", "val_subjects") if k in meta}
+    for key in ("dropped_clips", "missing_clips"):
+        if isinstance(meta.get(key), list) and meta[key]:
+            built[key] = f"{len(meta[key])}: {', '.join(map(str, meta[key][:5]))}{' ...' if len(meta[key]) > 5 else ''}"
+    if built:
+        out.print(_kv_table("how it was built (decoding settings used by every later command)", built))
 
 
 def render_scores(s: dict) -> None:

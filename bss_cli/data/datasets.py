@@ -66,7 +66,7 @@ class ManifestData:
             return load_volume(self.raw[m][row], self.media, self.layouts[m], steps=steps, crop=crop)
         image = self.images.get(m, {})
         return load_frames(self.raw[m][row], self.media, train, indices=steps, crop=crop,
-                           channels=image.get("channels", 3), normalize=image.get("normalize", True))
+                           channels=image.get("channels", 3), normalize=image.get("normalize", "imagenet"))
 
     def batch(self, idx, train: bool = False) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         idx = torch.as_tensor(idx, dtype=torch.long)

@@ -66,7 +66,7 @@ class Manifest:
     text: dict[str, dict] = field(default_factory=dict)  # text modality -> its TextSpec and padding id
     # clips sampled in step (bss.clip): {"length": [N] window lengths, "from": {modality: [N] first step}}
     clip: dict | None = None
-    images: dict[str, dict] = field(default_factory=dict)  # image modality -> {"channels": 1|3, "normalize": bool}
+    images: dict[str, dict] = field(default_factory=dict)  # image modality -> {"channels": 1|3, "normalize": stats}
 
     @property
     def n(self) -> int:
@@ -528,14 +528,17 @@ def _clip_settings(metadata, table: pa.Table, modalities: dict, problems: list[s
 
 
 def _image_settings(metadata, modalities: dict, problems: list[str]) -> dict[str, dict]:
-    """``bss.images`` = {modality: {"channels": 1 or 3, "normalize": true or false}} (default 3, true)."""
+    """``bss.images`` = {modality: {"channels": 1 or 3, "normalize": "imagenet", "clip" or "none"}}
+    (default 3 channels, ImageNet statistics)."""
+    from bss_cli.data.media import NORMALISATIONS
+
     spec = _meta_json(metadata, "bss.images", problems) or {}
     out = {}
     for name, s in (spec.items() if isinstance(spec, dict) else []):
         if name not in modalities or modalities[name].kind != "image" or not isinstance(s, dict) \
-                or s.get("channels", 3) not in (1, 3) or not isinstance(s.get("normalize", True), bool):
+                or s.get("channels", 3) not in (1, 3) or s.get("normalize", "imagenet") not in NORMALISATIONS:
             problems.append(f"manifest metadata bss.images: {name!r} needs an image modality with channels 1 or 3 "
-                            "and normalize true or false")
+                            f"and normalize one of {', '.join(NORMALISATIONS)}")
             continue
-        out[name] = {"channels": int(s.get("channels", 3)), "normalize": bool(s.get("normalize", True))}
+        out[name] = {"channels": int(s.get("channels", 3)), "normalize": s.get("normalize", "imagenet")}
     return out

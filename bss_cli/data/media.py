@@ -28,6 +28,11 @@ AUDIO_EXTS = (".wav",)
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
+# per-channel statistics an image modality is normalised with (manifest metadata bss.images)
+NORMALISATIONS = {"imagenet": (MEAN, STD),
+                  "clip": (np.array([0.48145466, 0.4578275, 0.40821073], np.float32),
+                           np.array([0.26862954, 0.26130258, 0.27577711], np.float32)),
+                  "none": None}
 
 
 @dataclass
@@ -208,15 +213,16 @@ def check_image(path: Path, k: int) -> None:
 
 
 def load_frames(path: Path, cfg: MediaConfig, train: bool, generator=None, *, indices=None, crop=None,
-                channels: int = 3, normalize: bool = True):
+                channels: int = 3, normalize: str = "imagenet"):
     """[frames, channels, S, S] float32 tensor; short folders repeat their last frame.
 
     Without ``indices``: the folder's first ``frames`` images, augmented (random resized crop and
     flip) when ``train``. With ``indices`` (positions in the folder's sorted images, a clip's
     window; see :func:`clip_plan`): those images, each resized to ``crop[0]`` and cut to S x S at
     ``crop[1:]`` (the same crop for every frame and modality of the sample, no flip).
-    ``channels`` 1 keeps the first channel (depth); ``normalize`` False leaves values in [0, 1]
-    (the authors normalise RGB with ImageNet statistics, depth not)."""
+    ``channels`` 1 keeps the first channel (depth); ``normalize`` names the statistics of
+    :data:`NORMALISATIONS` ("none" leaves values in [0, 1]): the authors normalise RGB frames with
+    ImageNet's, Sarcasm's images with CLIP's, Twitter2015's images and depth not at all."""
     import torch
 
     Image = _pil()
@@ -240,8 +246,9 @@ def load_frames(path: Path, cfg: MediaConfig, train: bool, generator=None, *, in
             else:
                 im = im.resize((cfg.image_size, cfg.image_size), Image.BILINEAR)
             arr = np.asarray(im, np.float32)[:, :, :channels] / 255
-            if normalize:
-                arr = (arr - MEAN[:channels]) / STD[:channels]
+            stats = NORMALISATIONS[normalize]
+            if stats is not None:
+                arr = (arr - stats[0][:channels]) / stats[1][:channels]
         out.append(torch.from_numpy(arr.transpose(2, 0, 1).copy()))
     return torch.stack(out)
 

@@ -516,5 +516,5 @@ def nvgesture(root: Path, out: Path, *, media: MediaConfig, seed: int = 0) -> pa
                                               "flow": "meta_flow_from"}}
     return table.replace_schema_metadata({"bss.arrays": json.dumps({"flow": {"layout": layout}}),
                                           "bss.clip": json.dumps(clip),
-                                          "bss.images": json.dumps({"depth": {"channels": 1, "normalize": False}}),
+                                          "bss.images": json.dumps({"depth": {"channels": 1, "normalize": "none"}}),
                                           "bss.val_subjects": json.dumps(sorted(val))})

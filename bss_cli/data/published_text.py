@@ -43,7 +43,7 @@ def _image(images: Path, name: str) -> Path | None:
 
 
 def _text_table(root: Path, out: Path, rows: list[tuple], problems: list[str], seed: int, text_spec: dict,
-                classes: list[str]) -> pa.Table:
+                classes: list[str], normalize: str) -> pa.Table:
     if problems:
         raise ManifestError(root, problems)
     splits, carved = _with_val(root, [r[1] for r in rows], [r[3] for r in rows], seed)
@@ -51,6 +51,7 @@ def _text_table(root: Path, out: Path, rows: list[tuple], problems: list[str], s
     table = pa.table({S.SAMPLE_ID: [r[0] for r in rows], S.LABEL: pa.array([r[1] for r in rows], pa.int64()),
                       S.SPLIT: splits, "image": [rel(r[2]) for r in rows], "text": [r[4] for r in rows]})
     return table.replace_schema_metadata({"bss.text": json.dumps({"text": text_spec}),
+                                          "bss.images": json.dumps({"image": {"normalize": normalize}}),
                                           "bss.classes": json.dumps(classes),
                                           "bss.val_from_train": json.dumps(VAL_FRACTION if carved else None)})
 
@@ -139,7 +140,7 @@ def twitter2015(root: Path, out: Path, *, media: MediaConfig, images_dir: str = 
             text = f"{filled} | {tgt}" if tgt is not None and target == "append" else filled
             rows.append((f"{split}-{index}", TWITTER_LABELS[label], image, split, text, tgt or ""))
     table = _text_table(root, out, rows, problems, seed, {"max_tokens": 30, "max_words": 20, "clean": True},
-                        ["negative", "neutral", "positive"])
+                        ["negative", "neutral", "positive"], normalize="none")  # the authors: Resize 384, ToTensor
     if target == "column":
         table = table.append_column("meta_target", pa.array([r[5] for r in rows]))
     return table.replace_schema_metadata({**(table.schema.metadata or {}), b"bss.target": json.dumps(target).encode()})
@@ -269,7 +270,7 @@ def sarcasm(root: Path, out: Path, *, media: MediaConfig, images_dir: str = "dat
                 continue
             rows.append((sid, int(str(label)), image, split, text))
     table = _text_table(root, out, rows, problems, seed, {"max_tokens": 30, "max_words": 50, "clean": False},
-                        ["not sarcastic", "sarcastic"])
+                        ["not sarcastic", "sarcastic"], normalize="clip")  # the authors: CLIP's mean and std
     used = {"release": release, "folder": str(folder.relative_to(root)),
             "label": (label_source if release == "mmsd" else "label"), "repeated_rows_kept_once": repeated}
     return table.replace_schema_metadata({**(table.schema.metadata or {}), b"bss.sarcasm": json.dumps(used).encode()})

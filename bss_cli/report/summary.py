@@ -41,13 +41,21 @@ def summarise_manifest(path: Path) -> dict:
     m = load_manifest(path, load_features=True)
     per_split = {s: int((m.split_codes == k).sum()) for k, s in enumerate(S.SPLITS)}
     per_class = {}
+    meta = _metadata(path)
+    names = meta.get("classes") if isinstance(meta.get("classes"), list) else None
     for code, name in enumerate(m.classes):
         mask = m.labels == code
-        per_class[str(name)] = {s: int((mask & (m.split_codes == k)).sum()) for k, s in enumerate(S.SPLITS)}
+        label = str(name)
+        if names and isinstance(name, (int, np.integer)) and 0 <= int(name) < len(names) and str(names[int(name)]) != label:
+            label = f"{name} ({names[int(name)]})"  # the layout's class name beside its id
+        per_class[label] = {s: int((mask & (m.split_codes == k)).sum()) for k, s in enumerate(S.SPLITS)}
     modalities = {}
+    size, frames = m.media.image_size, m.media.frames
     for name, mod in m.modalities.items():
-        if name in m.paths:  # audio / image: files checked to decode, shape from the media settings
-            shape = m.media.spectrogram_shape if mod.kind == "audio" else m.media.frames_shape
+        if name in m.paths:  # audio / image / volume: files checked, shape from the media settings
+            shape = m.media.spectrogram_shape if mod.kind == "audio" else \
+                [frames, m.images.get(name, {}).get("channels", 3), size, size] if mod.kind == "image" else \
+                [(mod.shape or [1])[0], frames, size, size]
             modalities[name] = {"kind": mod.kind, "source": mod.source, "dim": "x".join(map(str, shape)),
                                 "files": len(m.paths[name])}
             continue
@@ -55,7 +63,7 @@ def summarise_manifest(path: Path) -> dict:
         modalities[name] = {"kind": mod.kind, "source": mod.source, "dim": mod.dim,
                             "mean": float(x.mean()), "std": float(x.std()),
                             "min": float(x.min()), "max": float(x.max())}
-    return {"kind": S.KIND_MANIFEST, "path": str(path), "fingerprint": m.fingerprint, "metadata": _metadata(path),
+    return {"kind": S.KIND_MANIFEST, "path": str(path), "fingerprint": m.fingerprint, "metadata": meta,
             "rows": m.n, "classes": len(m.classes), "splits": per_split, "per_class": per_class,
             "modalities": modalities}
 
