@@ -624,3 +624,31 @@ def test_pretrained_resnet50_weights_load_from_a_torchvision_style_file_checked_
         LateFusion(cfg)
 
 
+
+
+def test_broken_published_lists_end_in_one_error_naming_file_and_row(tmp_path):
+    root, _ = ks_root(tmp_path / "ks")
+    (root / "annotations" / "test.csv").write_bytes(b'label,youtube_id\n"singing",te00x\xff\n')
+    r = run("build-manifest", "ks", root, "-o", tmp_path / "m.parquet", *SMALL)
+    assert r.exit_code == 1 and "test.csv: not UTF-8 text" in r.stderr and "Traceback" not in r.output
+    (root / "annotations" / "test.csv").write_text('label,youtube_id\n"' + "a" * (1 << 20) + '",x\n')
+    r = run("build-manifest", "ks", root, "-o", tmp_path / "m.parquet", *SMALL)
+    assert r.exit_code == 1 and "test.csv row 2: not a CSV row" in r.stderr
+    root, _ = sarcasm_releases(tmp_path / "s")
+    path = root / "data" / "text_json_final" / "test.json"
+    items = json.loads(path.read_text())
+    items[1]["label"], items[2]["text"] = 1e20, None
+    path.write_text(json.dumps(items))
+    r = run("build-manifest", "sarcasm", root, "-o", tmp_path / "m.parquet")
+    assert r.exit_code == 1 and "test.json item 1: label '1e+20', expected 0 or 1" in r.stderr
+    assert "test.json item 2: image_id must be a string or integer and text a string" in r.stderr
+    root = nvgesture_root(tmp_path / "nv")
+    lst = root / "nvgesture_test_correct_cvpr2016_v2.lst"
+    lines = lst.read_text().splitlines()
+    lines[0] = lines[0].replace("color:sk_color:10:22", "color:sk_color").replace("label:1", "label:\u00b9")
+    lines[1] = lines[1].replace("path:./Video_data", "path:../../outside")
+    lst.write_text("\n".join(lines) + "\n")
+    r = run("build-manifest", "nvgesture", root, "-o", tmp_path / "m.parquet")
+    assert r.exit_code == 1 and not (tmp_path / "m.parquet").exists()
+    assert "nvgesture_test_correct_cvpr2016_v2.lst line 1: label" in r.stderr
+    assert "line 2: path '../../outside" in r.stderr and "leaves the data folder" in r.stderr

@@ -69,8 +69,21 @@ def _frames(folder: Path) -> int:
 
 
 def _read_csv(path: Path) -> list[list[str]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return [row for row in csv.reader(f) if row and any(c.strip() for c in row)]
+    """The non-empty rows of a CSV list (UTF-8, a BOM allowed); a ManifestError naming the file and
+    row for bytes that are not UTF-8 or a field past 1 MB."""
+    rows = []
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            for row in reader:
+                if row and any(c.strip() for c in row):
+                    rows.append(row)
+    except UnicodeDecodeError as exc:
+        raise ManifestError(path.parent, [f"{path.name}: not UTF-8 text (byte {exc.start}); re-save it as UTF-8"]) \
+            from None
+    except csv.Error as exc:
+        raise ManifestError(path.parent, [f"{path.name} row {reader.line_num}: not a CSV row ({exc})"]) from None
+    return rows
 
 
 def _with_val(root: Path, labels: list, splits: list[str], seed: int) -> tuple[list[str], bool]:
