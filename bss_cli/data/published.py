@@ -430,6 +430,48 @@ def _window_offset(n: int, start: int, end: int) -> int | None:
     return 0 if n == end - start else start if n >= end else None
 
 
+def _nv_clip(root: Path, flow: Path, f: dict, where: str, layout: str | None) -> tuple[tuple | None, list[str], str]:
+    """One listed clip's ((rgb folder, from), (depth folder, from), (flow file, from), subject,
+    window length), the problems found, and the flow layout (read from the first flow file)."""
+    import re
+
+    from bss_cli.data.media import volume_shape, volume_steps
+
+    clip_dir, problems, froms = root / f["path"], [], {}
+    (_, c_start, c_end), (_, d_start, d_end) = f["color"], f["depth"]
+    length = c_end - c_start
+    if d_end - d_start != length:
+        return None, [f"{where}: the color window has {length} frames, the depth window {d_end - d_start}"], layout
+    for modality, (name, start, end) in (("rgb", f["color"]), ("depth", f["depth"])):
+        folder = clip_dir / name
+        n = _frames(folder)
+        if n == 0:
+            video = clip_dir / f"{name}.avi"
+            how = (f"; extract its window: mkdir -p {folder} && ffmpeg -i {video} -vf "
+                   f"\"select=between(n\\,{start}\\,{end - 1})\" -vsync 0 {folder}/%05d.jpg") if video.is_file() else ""
+            problems.append(f"{where}: no {modality} frames folder {folder}{how}")
+        elif (offset := _window_offset(n, start, end)) is None:
+            problems.append(f"{where}: {folder} holds {n} frame(s); the window {start}..{end - 1} needs "
+                            f"{end - start} (the window alone) or at least {end} (the whole video)")
+        else:
+            froms[modality] = (folder, offset)
+    if not flow.is_file():
+        return None, problems + [f"{where}: no optical flow file {flow}"], layout
+    layout = layout or _flow_layout(root, flow)
+    try:
+        steps = volume_steps(volume_shape(flow), layout)
+    except (ValueError, OSError, IndexError, KeyError):
+        return None, problems + [f"{where}: {flow} is not a {layout} array like the first flow file"], layout
+    flow_from = _window_offset(steps, c_start, c_end)
+    if flow_from is None:
+        problems.append(f"{where}: {flow} has {steps} time step(s); the window needs {length} or at least {c_end}")
+    if problems:
+        return None, problems, layout
+    subject = re.search(r"subject(\d+)", f["path"])
+    return (froms["rgb"], froms["depth"], (flow, flow_from), subject.group(1) if subject else clip_dir.name,
+            length), [], layout
+
+
 def nvgesture(root: Path, out: Path, *, media: MediaConfig, seed: int = 0) -> pa.Table:
     """NVGesture: NVIDIA's ``nvgesture_{train,test}_correct_cvpr2016_v2.lst`` (one clip a line:
     ``path:``, ``color:sk_color:S:E``, ``depth:sk_depth:S:E``, ``label:N`` with N from 1), RGB and
@@ -440,10 +482,6 @@ def nvgesture(root: Path, out: Path, *, media: MediaConfig, seed: int = 0) -> pa
     modality of a sample is sampled at the same steps of its window (``bss.clip``, see
     media.clip_plan); depth is read as one channel without ImageNet normalisation. Labels N - 1
     (25 gestures); val: about a tenth of the train subjects (no subject in two splits), seeded."""
-    import re
-
-    from bss_cli.data.media import volume_shape, volume_steps
-
     root = Path(root)
     lists = _nv_lists(root)
     flow_root = root / "flow_data" if (root / "flow_data").is_dir() else root / "Video_data" / "flow_data"
@@ -464,49 +502,10 @@ def nvgesture(root: Path, out: Path, *, media: MediaConfig, seed: int = 0) -> pa
             if problem:
                 problems.append(problem)
                 continue
-            clip_dir = root / f["path"]
-            (c_name, c_start, c_end), (d_name, d_start, d_end) = f["color"], f["depth"]
-            length = c_end - c_start
-            if d_end - d_start != length:
-                problems.append(f"{where}: the color window has {length} frames, the depth window {d_end - d_start}")
-                continue
-            froms = {}
-            for modality, (name, start, end) in (("rgb", f["color"]), ("depth", f["depth"])):
-                folder = clip_dir / name
-                n = _frames(folder)
-                if n == 0:
-                    video = clip_dir / f"{name}.avi"
-                    how = (f"; extract its window: mkdir -p {folder} && ffmpeg -i {video} -vf "
-                           f"\"select=between(n\\,{start}\\,{end - 1})\" -vsync 0 {folder}/%05d.jpg") \
-                        if video.is_file() else ""
-                    problems.append(f"{where}: no {modality} frames folder {folder}{how}")
-                    continue
-                offset = _window_offset(n, start, end)
-                if offset is None:
-                    problems.append(f"{where}: {folder} holds {n} frame(s); the window {start}..{end - 1} needs "
-                                    f"{end - start} (the window alone) or at least {end} (the whole video)")
-                    continue
-                froms[modality] = (folder, offset)
-            flow = flow_root / split / f"{idx}.npy"
-            if not flow.is_file():
-                problems.append(f"{where}: no optical flow file {flow}")
-                continue
-            layout = layout or _flow_layout(root, flow)
-            try:
-                steps = volume_steps(volume_shape(flow), layout)
-            except (ValueError, OSError, IndexError):
-                problems.append(f"{where}: {flow} is not a {layout} array like the first flow file")
-                continue
-            flow_from = _window_offset(steps, c_start, c_end)
-            if flow_from is None:
-                problems.append(f"{where}: {flow} has {steps} time step(s); the window needs {length} or at least "
-                                f"{c_end}")
-                continue
-            if len(froms) < 2:
-                continue
-            subject = re.search(r"subject(\d+)", f["path"])
-            rows.append((f"{split}-{idx}", f["label"], split, froms["rgb"], froms["depth"], (flow, flow_from),
-                         subject.group(1) if subject else clip_dir.name, length))
+            row, found, layout = _nv_clip(root, flow_root / split / f"{idx}.npy", f, where, layout)
+            problems += found
+            if row is not None:
+                rows.append((f"{split}-{idx}", f["label"], split, *row))
     if problems:
         raise ManifestError(root, problems)
     subjects = sorted({r[6] for r in rows if r[2] == "train"})
