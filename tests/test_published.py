@@ -381,8 +381,9 @@ def test_sarcasm_the_authors_json_and_an_image_with_two_labels(tmp_path):
 
 # --- NVGesture: NVIDIA's lists, frame folders (window or whole video), the authors' [H, W, 2, T] flow ------------------
 def nvgesture_root(tmp_path, whole=False, window=(10, 22)):
-    """Each frame's red channel and each flow step's value encode the video frame index, so a
-    test can read which frames a batch took."""
+    """Each frame's red channel and each flow step's first channel encode the video frame index,
+    an RGB frame's blue channel and the flow's second channel the pixel's column, so a test can
+    read which frames and which crop a batch took."""
     root = tmp_path / "nvGesture"
     s, e = window
     for split, n in (("train", 8), ("test", 3)):
@@ -395,8 +396,11 @@ def nvgesture_root(tmp_path, whole=False, window=(10, 22)):
                 folder = root / rel / name
                 folder.mkdir(parents=True, exist_ok=True)
                 for frame in range(first, e + 3 if whole else e):
-                    PIL.new("RGB", (16, 16), (frame * 5, 7 * label, 200)).save(folder / f"{frame - first:05d}.jpg")
+                    pixels = np.zeros((16, 16, 3), np.uint8)
+                    pixels[..., 0], pixels[..., 1], pixels[..., 2] = frame * 5, 7 * label, np.arange(16) * 15
+                    PIL.fromarray(pixels).save(folder / f"{frame - first:05d}.png")
             flow = np.zeros((16, 16, 2, e - s), np.float32) + (s + np.arange(e - s, dtype=np.float32))  # [H, W, 2, T]
+            flow[:, :, 1, :] = np.arange(16, dtype=np.float32)[None, :, None]
             np.save(root / "Video_data" / "flow_data" / split / f"{i}.npy", flow)
             lines.append(f"path:{rel} depth:sk_depth:{s}:{e} color:sk_color:{s}:{e} duo_left:duo_left:{s + 2}:{e + 2} "
                          f"label:{label}")
@@ -431,6 +435,14 @@ def test_nvgesture_samples_rgb_depth_and_flow_in_step_inside_the_listed_window(t
         rgb_frame = ((x["rgb"][:, :, 0] * 0.229 + 0.485) * 255 / 5).round()  # ImageNet-normalised red -> frame index
         depth_frame = (x["depth"][:, :, 0] * 255 / 5).round()  # depth: one channel in [0, 1], not normalised
         flow_frame = x["flow"][:, 0]
+        rgb_left = ((x["rgb"][:, :, 2, :, 0] * 0.225 + 0.406) * 255 / 15).round()  # the crop's first column
+        flow_left = x["flow"][:, 1, :, :, 0]
+        assert torch.equal(rgb_left, flow_left)  # the same crop for RGB and flow
+        assert torch.equal(rgb_left.amin(dim=(1, 2)), rgb_left.amax(dim=(1, 2)))  # one crop for all of a clip's frames
+        if not train:
+            assert set(rgb_left.flatten().tolist()) == {1.0}  # the centre crop: (16 - 14) // 2
+        else:
+            assert len(set(rgb_left[:, 0, 0].tolist())) > 1  # a random crop per sample (seeded)
         for t in (rgb_frame, depth_frame, flow_frame):
             assert torch.equal(t.amin(dim=(2, 3)), t.amax(dim=(2, 3)))  # a frame is one index
         idx = [t.amin(dim=(2, 3)) for t in (rgb_frame, depth_frame, flow_frame)]
