@@ -5,9 +5,9 @@ CREMA-D: ``ROOT/AudioWAV/<clip>.wav`` with ``<clip>`` = ``<actor>_<sentence>_<em
 (``Image-01-FPS`` in the authors' preprocessing); the split lists ``train.csv`` / ``test.csv``
 when present. See :func:`crema_d`.
 
-Other audio-visual sets follow the same pattern: an audio folder and a frames folder keyed by the
-clip name, with labels from the names (CREMA-D) or from a CSV (Kinetics-Sounds, VGGSound, AVE),
-so a builder for them is one more function in :data:`LAYOUTS`.
+The other published layouts are in :mod:`bss_cli.data.published` (audio-visual, gestures) and
+:mod:`bss_cli.data.published_text` (image-text); :data:`LAYOUT_MEDIA` holds each layout's
+decoding defaults, its authors' loader's.
 """
 
 from __future__ import annotations

@@ -1,19 +1,19 @@
-"""Manifest builders for the paper's other audio-visual and gesture settings, reading the files the authors' loaders read
-(method.md section 8), with their label coding and their splits (no torch):
+"""Manifest builders for the paper's other audio-visual and gesture settings, reading the files as
+they are published and as the authors' loaders read them (method.md section 8), with their label
+coding and their splits (no torch):
 
-* ``ks`` (Kinetics-Sounds): ``annotations/{train,val,test}.csv`` (youtube_id, label; val optional),
-  audio ``<audio_dir>/<id>.wav``, frames ``<frames_dir>/<id>/``; class ids in order of first
-  appearance in train.csv; 3 frames per clip (clips with fewer are refused by name, or dropped with
-  ``drop_short``, as the loader drops them).
-* ``vggsound``: ``{train,val,test}.csv`` (id, label; or youtube_id, start_seconds, label: the clip is
-  ``<youtube_id>_<start:06d>``), ``label_encoding.json`` (label -> class id; 310 classes), the
-  same audio and frames folders, 1 frame.
-* ``nvgesture``: see :func:`nvgesture`. The image-text layouts (``twitter2015``, ``sarcasm``) are in
+* ``ks`` (Kinetics-Sounds): see :func:`kinetics_sounds` (the authors' annotations, the official
+  Kinetics CSVs, OGM-GE's lists; per-split media folders; clips with more than 3 frames).
+* ``vggsound``: see :func:`vggsound` (the published ``vggsound.csv`` or the authors' lists).
+* ``nvgesture``: see :func:`nvgesture` (NVIDIA's lists; every modality sampled in step inside the
+  listed window). The image-text layouts (``twitter2015``, ``sarcasm``) are in
   :mod:`bss_cli.data.published_text`.
 
-Every missing file is named (all of them, by row), given splits are kept, a missing val split is
-carved from train (stratified, seeded, stated in the manifest's ``bss.val_from_train``), and a
-pickled file where the loader expects data is refused with how to convert it; none is loaded.
+Every problem is named by file and row and reported together; given splits are kept, a missing
+val split is carved from train (stratified, seeded, stated in the manifest's
+``bss.val_from_train``); clips left out are listed in the manifest (``bss.dropped_clips``,
+``bss.missing_clips``); a listed name that is not a plain file name is refused; a pickled file
+where the loader expects data is refused with how to convert it; none is loaded.
 """
 
 from __future__ import annotations
