@@ -225,17 +225,72 @@ def base_metadata(kind: str, **extra: object) -> dict[str, str]:
     return meta
 
 
+# Folders (run and study folders) inside which bss never writes through a symbolic link: a link
+# planted at RUN/epochs, RUN/csv or STUDY/runs/<variant> would send files elsewhere. The folder
+# itself may be a link (a scratch disk); what bss creates or enters below it may not.
+_GUARDED: list[Path] = []
+
+
+@contextlib.contextmanager
+def guarded(folder: str | os.PathLike) -> Iterator[None]:
+    """While the body runs, every write under ``folder`` is refused where a folder between
+    ``folder`` and the file is a symbolic link (see :func:`make_dir`, :func:`atomic_path`)."""
+    root = Path(os.path.abspath(folder))
+    _GUARDED.append(root)
+    try:
+        yield
+    finally:
+        _GUARDED.remove(root)
+
+
+def link_below(root: str | os.PathLike, path: str | os.PathLike) -> Path | None:
+    """The first symbolic link among the entries from just below ``root`` down to ``path``
+    (included); None when there is none or ``path`` is not under ``root``."""
+    root, path = Path(os.path.abspath(root)), Path(os.path.abspath(path))
+    try:
+        rel = path.relative_to(root)
+    except ValueError:
+        return None
+    current = root
+    for part in rel.parts:
+        current = current / part
+        if current.is_symlink():
+            return current
+    return None
+
+
+def check_no_link(folder: str | os.PathLike) -> None:
+    """Refuse ``folder`` (to create or write into) where it, or a folder above it, is a symbolic
+    link below a guarded run or study folder."""
+    for root in list(_GUARDED):
+        link = link_below(root, folder)
+        if link is not None:
+            raise ArtifactError(f"{link} is a symbolic link inside {root}; bss never writes through one. Remove it "
+                                "and run again")
+
+
+def make_dir(folder: str | os.PathLike) -> Path:
+    """``folder`` created (with its parents) after :func:`check_no_link`, and checked again after."""
+    folder = Path(folder)
+    check_no_link(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    check_no_link(folder)  # a link swapped in between is still caught before anything is written
+    return folder
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto ``path`` only on success.
 
-    An exception (or a kill) leaves the target untouched and removes the temporary file.
+    An exception (or a kill) leaves the target untouched and removes the temporary file. Inside a
+    :func:`guarded` folder no folder on the way may be a symbolic link.
     """
     target = Path(path)
     if target.is_dir():
         raise ArtifactError(f"{target}: is a folder; name a file to write")
+    check_no_link(target.parent)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_dir(target.parent)
         tmp = _temporary(target)
     except OSError as exc:
         raise ArtifactError(f"cannot write {target}: {_why(exc)}; nothing was written") from None

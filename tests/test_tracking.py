@@ -84,7 +84,7 @@ def test_csv_tracker_logs_the_metrics_and_changes_nothing(tiny_manifest, tmp_pat
     n = len(history(logged)) and history(logged)[0]["subset_size"]
     assert sum(int(r["count"]) for r in hist if r["step"] == "0" and r["tag"] == "bss/balance_scores") == n
     params = json.loads((logged / "csv" / "hparams.json").read_text())
-    assert params["scheduler"] == "learned" and params["lr"] == "0.05" and "log" not in params
+    assert params["scheduler"] == "learned" and params["lr"] == 0.05 and "log" not in params  # types kept
 
 
 def test_a_tracker_failing_mid_run_loses_nothing(tiny_manifest, tmp_path):

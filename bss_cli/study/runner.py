@@ -34,7 +34,7 @@ from typing import Callable
 import pyarrow as pa
 
 from bss_cli import schema as S
-from bss_cli.artifacts import base_metadata, write_table
+from bss_cli.artifacts import base_metadata, check_no_link, guarded, write_table
 from bss_cli.errors import BSSError, ConfigError
 from bss_cli.study import stats
 from bss_cli.study.design import (  # noqa: F401  (re-exported: the study's public names live here too)
@@ -141,9 +141,11 @@ def run_study(study: str | Path, design: StudyDesign, jobs: int = 1, device: str
     design.validate()
     _check_inputs(design, device)
     _check_design(study, design)  # before anything is created ...
-    with runs.folder_lock(study, "--out", "the study folder", "another bss study is running in this folder right "
-                                                              "now; wait for it to finish, or choose another --out"):
+    with guarded(study), runs.folder_lock(study, "--out", "the study folder", "another bss study is running in this "
+                                          "folder right now; wait for it to finish, or choose another --out"):
         _check_design(study, design)  # ... and again under the lock: another study may have started it
+        for record in plan(study, design):  # no run folder is reached through a link (STUDY/runs/<variant>)
+            check_no_link(record.folder)
         runs.write_json(study / DESIGN, design.to_dict())
         return _run_locked(study, design, jobs, device, on_run, unstable_drop, launch)
 

@@ -20,7 +20,35 @@ from pathlib import Path
 
 import numpy as np
 
+from bss_cli.artifacts import make_dir, write_bytes
 from bss_cli.errors import ConfigError
+
+PROBE_SECONDS = 5.0  # how long a remote tracker may take to accept a connection before the run is refused
+
+
+def _append(path: Path):
+    """``path`` opened to append text, never through a symbolic link (a link planted there is
+    refused, not followed)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
+    return open(fd, "a", newline="")
+
+
+def probe(uri: str, what: str) -> None:
+    """An http(s) tracking server must accept a TCP connection within PROBE_SECONDS: one that
+    cannot be reached fails the run at once, not after the client's minutes of retries."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        socket.create_connection((parts.hostname or "", port), timeout=PROBE_SECONDS).close()
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise ConfigError(f"{what} {uri}: cannot be reached ({reason}); start the server, fix the address, or "
+                          "unset it to log to a local folder") from None
 
 
 @dataclass
@@ -47,6 +75,18 @@ class Target:
         return self.name or self.folder.name
 
 
+def _typed_params(settings: dict) -> dict:
+    """Settings for ``hparams.json``: numbers, booleans and None keep their JSON types; lists of
+    plain values stay lists; anything else becomes its text."""
+    def plain(v):
+        if v is None or isinstance(v, (bool, int, str)) or (isinstance(v, float) and v == v and abs(v) != float("inf")):
+            return v
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return str(v)
+    return {k: plain(v) for k, v in settings.items()}
+
+
 def flat_params(settings: dict) -> dict[str, str]:
     """Settings as hyper-parameter strings (lists joined, None as 'none'), in key order."""
     out = {}
@@ -65,8 +105,7 @@ class CsvBackend:
     name = "csv"
 
     def start(self, target: Target, settings: dict) -> None:
-        self.folder = target.path("csv")
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder = make_dir(target.path("csv"))
         self.rows: list[dict] = []
         self.keys: list[str] = ["step"]
         metrics = self.folder / "metrics.csv"
@@ -75,7 +114,7 @@ class CsvBackend:
                 reader = csv.DictReader(f)
                 self.keys = list(reader.fieldnames or ["step"])
                 self.rows = list(reader)
-        (self.folder / "hparams.json").write_text(json.dumps(flat_params(settings), indent=2) + "\n")
+        write_bytes(self.folder / "hparams.json", (json.dumps(_typed_params(settings), indent=2) + "\n").encode())
         self.id = str(self.folder)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
@@ -86,7 +125,7 @@ class CsvBackend:
         if row is None:
             self.rows.append({"step": step, **values})
             if not new and (self.folder / "metrics.csv").exists():  # the common case: one appended line
-                with open(self.folder / "metrics.csv", "a", newline="") as f:
+                with _append(self.folder / "metrics.csv") as f:
                     csv.DictWriter(f, self.keys).writerow(self.rows[-1])
                 return
         else:
@@ -94,18 +133,19 @@ class CsvBackend:
         self._write()
 
     def _write(self) -> None:
-        tmp = self.folder / "metrics.csv.tmp"
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, self.keys)
-            w.writeheader()
-            w.writerows(sorted(self.rows, key=lambda r: int(r["step"])))
-        os.replace(tmp, self.folder / "metrics.csv")
+        import io
+
+        text = io.StringIO(newline="")
+        w = csv.DictWriter(text, self.keys)
+        w.writeheader()
+        w.writerows(sorted(self.rows, key=lambda r: int(r["step"])))
+        write_bytes(self.folder / "metrics.csv", text.getvalue().encode())  # a fresh temporary, renamed into place
 
     def histogram(self, tag: str, values: np.ndarray, step: int) -> None:
         counts, edges = np.histogram(values, bins=30)
         path = self.folder / "histograms.csv"
         new = not path.exists()
-        with open(path, "a", newline="") as f:
+        with _append(path) as f:
             w = csv.writer(f)
             if new:
                 w.writerow(["step", "tag", "bin_low", "bin_high", "count"])
@@ -128,7 +168,7 @@ class TensorBoardBackend:
     def start(self, target: Target, settings: dict) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.dir = target.path("tensorboard")
+        self.dir = make_dir(target.path("tensorboard"))  # its library writes the event files: no link on the way
         self.writer = SummaryWriter(log_dir=str(self.dir), flush_secs=5)  # a killed run loses at most 5 s of events
         self.id = str(self.dir)
 
@@ -166,7 +206,12 @@ class MlflowBackend:
     FLUSH_SECONDS = 2.0
 
     def start(self, target: Target, settings: dict) -> None:
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or (target.folder / "mlruns").resolve().as_uri()
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or make_dir(target.folder / "mlruns").resolve().as_uri()
+        probe(uri, "MLFLOW_TRACKING_URI")
+        # a server that stops answering mid-run: a few quick retries, not MLflow's minutes of them (the
+        # tracker is then dropped with a warning and the run goes on)
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         if uri.startswith("file:"):
             # MLflow 3 keeps its file store in maintenance and refuses it unless asked: a local folder is
             # what this tracker is for (no server, no database); set here, for this process only
@@ -248,7 +293,7 @@ class WandbBackend:
         import wandb
 
         folder = target.folder  # wandb writes under <folder>/wandb/, one offline-run-* folder per run
-        folder.mkdir(parents=True, exist_ok=True)
+        make_dir(folder / "wandb")
         run_id = target.resume_ids.get(self.name)
         before = _children()
         self.run = wandb.init(

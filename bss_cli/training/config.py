@@ -199,6 +199,9 @@ class TrainConfig:
                 self.log = parse_names(self.log, label("log"))
             except ConfigError as exc:
                 problems.append(str(exc))
+        if self.log_name is not None and not _relative_name(self.log_name):
+            problems.append(f"{label('log_name')} {self.log_name!r}: a name under the log folder (parts joined by /, "
+                            "none empty, '.' or '..', not absolute)")
         if not self.manifest:
             problems.append("no manifest given")
         if not self.out:
@@ -206,6 +209,12 @@ class TrainConfig:
         if problems:
             raise ConfigError("bad training settings:\n  - " + "\n  - ".join(problems))
         return self
+
+
+def _relative_name(name) -> bool:
+    """A tracker run's name stays under its folder: relative, no empty, '.' or '..' part."""
+    return isinstance(name, str) and bool(name) and not name.startswith(("/", "\\")) and "\x00" not in name \
+        and all(part not in ("", ".", "..") for part in name.replace("\\", "/").split("/"))
 
 
 def load_toml(path: str | Path) -> dict:

@@ -28,7 +28,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from bss_cli import schema as S
-from bss_cli.artifacts import FileWriter, atomic_path, base_metadata, file_in_the_way
+from bss_cli.artifacts import FileWriter, atomic_path, base_metadata, check_no_link, file_in_the_way
 from bss_cli.errors import ConfigError
 
 SETTINGS = "settings.json"
@@ -115,6 +115,11 @@ def check_run_folder(run: Path, settings: dict, resume: bool, free_keys: tuple[s
     blocked = file_in_the_way(run)
     if blocked:
         raise ConfigError(f"--out {run}: {blocked} is a file, not a folder")
+    foreign = foreign_files(run)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ConfigError(f"--out {run}: holds files bss did not write ({shown}) and no bss run; a run goes into a "
+                          "new or empty folder, or one of bss's own run folders; choose another --out")
     last = run / LAST
     if not resume:
         if last.exists():
@@ -124,11 +129,29 @@ def check_run_folder(run: Path, settings: dict, resume: bool, free_keys: tuple[s
         return False  # killed before it wrote anything (or never started): a requeued job starts it over
     saved = read_settings(run)
     now = run_settings(settings)
-    diff = [k for k in now if k not in free_keys and saved.get(k) != now[k]]
+    diff = [k for k in now if k not in free_keys and saved.get(k) != now[k]
+            and not (k == "manifest" and _same_file(saved.get(k), now[k]))]
     if diff:
         shown = ", ".join(f"{k} (run: {saved.get(k)!r}, now: {now[k]!r})" for k in diff)
         raise ConfigError(f"--resume: settings differ from the run's {SETTINGS}: {shown}; resume with the same settings")
     return last.exists()
+
+
+def foreign_files(run: Path) -> list[str]:
+    """The entries of an existing ``run`` folder when it is not one of bss's run folders (those
+    hold ``.bss-lock``, created before anything else): a folder of the user's own files."""
+    run = Path(run)
+    if not run.is_dir() or (run / LOCK).is_file():
+        return []
+    return sorted(p.name for p in run.iterdir())
+
+
+def _same_file(a, b) -> bool:
+    """Two manifest paths name the same file (a relative and an absolute spelling, say)."""
+    try:
+        return isinstance(a, str) and isinstance(b, str) and Path(a).resolve() == Path(b).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return False
 
 
 def run_lock(run: Path):
@@ -149,6 +172,7 @@ def folder_lock(folder: Path, flag: str, what: str, busy: str):
     import fcntl
 
     folder = Path(folder)
+    check_no_link(folder)  # a run folder inside a study: no link on the way (STUDY/runs/<variant>)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)

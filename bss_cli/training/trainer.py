@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from bss_cli import __version__
-from bss_cli.artifacts import FileWriter, copy_file, fingerprint_text
+from bss_cli.artifacts import FileWriter, copy_file, fingerprint_text, guarded
 from bss_cli.data.datasets import ManifestData, batch_loader
 from bss_cli.data.manifest import load_manifest
 from bss_cli.errors import BSSError, ConfigError
@@ -307,7 +307,9 @@ class Trainer:
         Files are written by a background thread in the order asked for (checkpoints, metrics and
         artifacts land while the next epoch trains); the run waits for them before it ends.
         """
-        with runs.run_lock(self.run) if self.info.is_main else _nothing(), FileWriter(self.info.is_main) as files:
+        log_dir = Path(self.cfg.log_dir) if self.cfg.log_dir else self.run
+        with guarded(self.run), guarded(log_dir), runs.run_lock(self.run) if self.info.is_main else _nothing(), \
+                FileWriter(self.info.is_main) as files:
             self.files = files
             barrier(self.info)
             try:
