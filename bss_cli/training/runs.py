@@ -141,7 +141,7 @@ def foreign_files(run: Path) -> list[str]:
     """The entries of an existing ``run`` folder when it is not one of bss's run folders (those
     hold ``.bss-lock``, created before anything else): a folder of the user's own files."""
     run = Path(run)
-    if not run.is_dir() or (run / LOCK).is_file():
+    if not run.is_dir() or (run / LOCK).is_file() or (run / LOCK).is_symlink():  # a linked lock: refused by the lock
         return []
     return sorted(p.name for p in run.iterdir())
 
