@@ -58,7 +58,9 @@ def _num(x: float) -> str:
 _POSITIVE_INT = Bound(int, 1)
 _COUNT = Bound(int, 0)
 _POSITIVE = Bound(float, 0, low_open=True)
-_WEIGHT = Bound(float, 0)
+_WEIGHT = Bound(float, 0, 1e6)
+# optimiser factors: finite is not enough (--lr 1e300 overflows float32 in the first step)
+_FACTOR = Bound(float, 0, 10, low_open=True)
 
 BOUNDS: dict[str, Bound] = {
     # shared
@@ -76,7 +78,7 @@ BOUNDS: dict[str, Bound] = {
     # scheduling
     "lambda0": Bound(float, 0, 1, low_open=True),
     "t_grow": Bound(int, 1, optional=True),
-    "temperature": _POSITIVE,
+    "temperature": Bound(float, 0, 1e6, low_open=True),
     "eps": _POSITIVE,
     "decay": Bound(float, 0, 1),
     "beta": Bound(float, 0, 1, low_open=True),
@@ -85,20 +87,20 @@ BOUNDS: dict[str, Bound] = {
     # model and optimisation
     "layers": _POSITIVE_INT,
     "dropout": Bound(float, 0, 1, high_open=True),
-    "lr": _POSITIVE,
+    "lr": _FACTOR,
     "momentum": Bound(float, 0, 1),
-    "weight_decay": _WEIGHT,
+    "weight_decay": Bound(float, 0, 10),
     "lr_step": _POSITIVE_INT,
-    "lr_gamma": _POSITIVE,
-    "lr_warmup": Bound(float, 0),
-    "clip_grad": Bound(float, 0),
+    "lr_gamma": _FACTOR,
+    "lr_warmup": Bound(float, 0, 1e6),
+    "clip_grad": Bound(float, 0, 1e6),
     # media decoding (build-manifest)
-    "sample_rate": _POSITIVE_INT,
-    "seconds": _POSITIVE,
-    "n_fft": Bound(int, 2),
-    "hop": _POSITIVE_INT,
-    "image_size": _POSITIVE_INT,
-    "frames": _POSITIVE_INT,
+    "sample_rate": Bound(int, 1, 768_000),
+    "seconds": Bound(float, 0, 3600, low_open=True),
+    "n_fft": Bound(int, 2, 65_536),
+    "hop": Bound(int, 1, 1_000_000),
+    "image_size": Bound(int, 1, 8192),
+    "frames": Bound(int, 1, 100_000),
 }
 
 

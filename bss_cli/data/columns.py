@@ -16,6 +16,7 @@ from bss_cli.data.media import (
     VOLUME_LAYOUTS,
     MediaConfig,
     check_image,
+    check_volume,
     check_wav,
     kind_of,
     volume_channels,
@@ -217,6 +218,7 @@ def text_values(name: str, col: pa.ChunkedArray, base: Path, media: MediaConfig,
             continue
         try:
             if kind == "vector" and len(shape := volume_shape(p)) >= 3:  # a video-like volume: read when batched
+                check_volume(p, volume_layout(array_spec, shape))
                 channels = volume_channels(shape, volume_layout(array_spec, shape))
                 volumes.setdefault(channels, i)
                 kinds.setdefault("volume", i)

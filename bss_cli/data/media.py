@@ -306,6 +306,23 @@ def volume_shape(path: Path) -> tuple[int, ...]:
     return tuple(np.load(path, mmap_mode="r", allow_pickle=False).shape)
 
 
+def check_volume(path: Path, layout: str) -> tuple[int, ...]:
+    """The shape of a usable volume file: real numbers (not complex, text or objects), no empty
+    axis; a ValueError saying what is wrong otherwise (read from the header alone)."""
+    a = np.load(path, mmap_mode="r", allow_pickle=False)
+    if a.dtype.kind not in "biuf":
+        raise ValueError(f"its values are {a.dtype} ({a.dtype.kind!r}); a volume holds real numbers")
+    if 0 in a.shape:
+        raise ValueError(f"an empty volume of shape {list(a.shape)} (no time steps, height or width)")
+    try:
+        channels = volume_channels(a.shape, layout)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    if channels > 64:
+        raise ValueError(f"{channels} channels in {layout} layout; expected at most 64")
+    return tuple(a.shape)
+
+
 def volume_layout(spec: dict | None, shape: tuple[int, ...]) -> str:
     """A volume column's layout: its ``bss.arrays`` setting, else THW for 3-D arrays, CTHW for 4-D."""
     return (spec or {}).get("layout") or ("THW" if len(shape) == 3 else "CTHW")

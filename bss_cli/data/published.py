@@ -430,18 +430,19 @@ def _window_offset(n: int, start: int, end: int) -> int | None:
     return 0 if n == end - start else start if n >= end else None
 
 
-def _nv_clip(root: Path, flow: Path, f: dict, where: str, layout: str | None) -> tuple[tuple | None, list[str], str]:
+def _nv_clip(root: Path, flow: Path, f: dict, where: str, first: dict) -> tuple[tuple | None, list[str]]:
     """One listed clip's ((rgb folder, from), (depth folder, from), (flow file, from), subject,
-    window length), the problems found, and the flow layout (read from the first flow file)."""
+    window length) and the problems found; ``first`` holds the flow layout and channel count of
+    the first flow file, which every other one must share."""
     import re
 
-    from bss_cli.data.media import volume_shape, volume_steps
+    from bss_cli.data.media import check_volume, volume_channels, volume_steps
 
     clip_dir, problems, froms = root / f["path"], [], {}
     (_, c_start, c_end), (_, d_start, d_end) = f["color"], f["depth"]
     length = c_end - c_start
     if d_end - d_start != length:
-        return None, [f"{where}: the color window has {length} frames, the depth window {d_end - d_start}"], layout
+        return None, [f"{where}: the color window has {length} frames, the depth window {d_end - d_start}"]
     for modality, (name, start, end) in (("rgb", f["color"]), ("depth", f["depth"])):
         folder = clip_dir / name
         n = _frames(folder)
@@ -456,20 +457,26 @@ def _nv_clip(root: Path, flow: Path, f: dict, where: str, layout: str | None) ->
         else:
             froms[modality] = (folder, offset)
     if not flow.is_file():
-        return None, problems + [f"{where}: no optical flow file {flow}"], layout
-    layout = layout or _flow_layout(root, flow)
+        return None, problems + [f"{where}: no optical flow file {flow}"]
+    if "layout" not in first:
+        first["layout"] = _flow_layout(root, flow)
+    layout = first["layout"]
     try:
-        steps = volume_steps(volume_shape(flow), layout)
-    except (ValueError, OSError, IndexError, KeyError):
-        return None, problems + [f"{where}: {flow} is not a {layout} array like the first flow file"], layout
+        shape = check_volume(flow, layout)
+        steps, channels = volume_steps(shape, layout), volume_channels(shape, layout)
+    except (ValueError, OSError, IndexError, KeyError) as exc:
+        return None, problems + [f"{where}: {flow} is not a usable {layout} flow array ({str(exc)[:160]})"]
+    if first.setdefault("channels", channels) != channels:
+        return None, problems + [f"{where}: {flow} has {channels} channel(s), the first flow file "
+                                 f"{first['channels']}; every clip's flow has the same channels"]
     flow_from = _window_offset(steps, c_start, c_end)
     if flow_from is None:
         problems.append(f"{where}: {flow} has {steps} time step(s); the window needs {length} or at least {c_end}")
     if problems:
-        return None, problems, layout
+        return None, problems
     subject = re.search(r"subject(\d+)", f["path"])
     return (froms["rgb"], froms["depth"], (flow, flow_from), subject.group(1) if subject else clip_dir.name,
-            length), [], layout
+            length), []
 
 
 def nvgesture(root: Path, out: Path, *, media: MediaConfig, seed: int = 0) -> pa.Table:
@@ -486,7 +493,7 @@ def nvgesture(root: Path, out: Path, *, media: MediaConfig, seed: int = 0) -> pa
     lists = _nv_lists(root)
     flow_root = root / "flow_data" if (root / "flow_data").is_dir() else root / "Video_data" / "flow_data"
     _refuse_pickles(root, [flow_root])
-    rows, problems, layout = [], [], None
+    rows, problems, first = [], [], {}
     for split, lst in lists.items():
         try:
             lines = lst.read_text(encoding="utf-8").splitlines()
@@ -502,7 +509,7 @@ def nvgesture(root: Path, out: Path, *, media: MediaConfig, seed: int = 0) -> pa
             if problem:
                 problems.append(problem)
                 continue
-            row, found, layout = _nv_clip(root, flow_root / split / f"{idx}.npy", f, where, layout)
+            row, found = _nv_clip(root, flow_root / split / f"{idx}.npy", f, where, first)
             problems += found
             if row is not None:
                 rows.append((f"{split}-{idx}", f["label"], split, *row))
@@ -526,7 +533,7 @@ def nvgesture(root: Path, out: Path, *, media: MediaConfig, seed: int = 0) -> pa
                       "meta_flow_from": pa.array([r[5][1] for r in rows], pa.int64())})
     clip = {"length": "meta_window", "from": {"rgb": "meta_rgb_from", "depth": "meta_depth_from",
                                               "flow": "meta_flow_from"}}
-    return table.replace_schema_metadata({"bss.arrays": json.dumps({"flow": {"layout": layout}}),
+    return table.replace_schema_metadata({"bss.arrays": json.dumps({"flow": {"layout": first["layout"]}}),
                                           "bss.clip": json.dumps(clip),
                                           "bss.images": json.dumps({"depth": {"channels": 1, "normalize": "none"}}),
                                           "bss.val_subjects": json.dumps(sorted(val))})

@@ -55,6 +55,8 @@ class StudyDesign:
                                   "name with a dot must be quoted in TOML: [variants.\"sgd-0.05\"]")
         if self.tune not in TUNE_MODES:
             raise ConfigError(f"--tune {self.tune!r}: expected one of {', '.join(TUNE_MODES)}")
+        if self.tune != "per-variant" and self.lr_grid is None:
+            raise ConfigError(f"--tune {self.tune} needs a grid to tune on: add --tune-lr, e.g. --tune-lr 0.003,0.01,0.03")
         if self.lr_grid is not None:
             if not self.lr_grid or any(not isinstance(x, (int, float)) or isinstance(x, bool) or not math.isfinite(x)
                                        or x <= 0 for x in self.lr_grid) or len(set(self.lr_grid)) != len(self.lr_grid):
