@@ -11,6 +11,7 @@ from typing import Callable
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from bss_cli.errors import BSSError
 
@@ -34,7 +35,7 @@ def choices(name: str, keys) -> type[Enum]:
 
 def fail(message: str) -> None:
     """Print ``error: message`` to stderr and exit 1 (bad input, never a bug)."""
-    err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True, highlight=False) if err.is_terminal \
+    err.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True, highlight=False) if err.is_terminal \
         else err.print(f"error: {message}", markup=False, soft_wrap=True)
     raise typer.Exit(1)
 
@@ -51,7 +52,7 @@ class StageProgress:
         if not quiet and err.is_terminal:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            self.bars = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                                  TimeRemainingColumn(), console=err, transient=True)
         self.tasks: dict[str, int] = {}
 
@@ -105,7 +106,7 @@ def handle_errors(fn=None, *, interrupted: Callable[[dict], str] | None = None):
 
 
 def wrote(rows: int, path) -> None:
-    out.print(f"wrote {rows:,} rows -> {path}")
+    out.print(f"wrote {rows:,} rows -> {path}", markup=False)
 
 
 def print_json(record: dict) -> None:

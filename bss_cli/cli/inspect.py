@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -36,7 +37,7 @@ def _records_table(title: str, rows: list[dict], fmt: str = "{:.3f}") -> Table:
     if not rows:
         return t
     for col in rows[0]:
-        t.add_column(col, justify="right")
+        t.add_column(Text(str(col)), justify="right")
     for r in rows:
         t.add_row(*[Text(fmt.format(v) if isinstance(v, float) else str(v)) for v in r.values()])
     return t
@@ -52,7 +53,7 @@ def render_histogram(title: str, hist: dict) -> Table:
 
 
 def render_manifest(s: dict) -> None:
-    out.print(f"[bold]manifest[/] {s['path']}  ({s['rows']:,} rows, {s['classes']} classes, fingerprint {s['fingerprint']})")
+    out.print(f"[bold]manifest[/] {escape(str(s['path']))}  ({s['rows']:,} rows, {s['classes']} classes, fingerprint {s['fingerprint']})")
     out.print(_kv_table("samples per split", s["splits"]))
     rows = [{"class": c, **v} for c, v in s["per_class"].items()]
     out.print(_records_table("samples per class", rows))
@@ -69,7 +70,7 @@ def render_manifest(s: dict) -> None:
 
 
 def render_scores(s: dict) -> None:
-    out.print(f"[bold]scores[/] {s['path']}  ({s['rows']:,} rows)")
+    out.print(f"[bold]scores[/] {escape(str(s['path']))}  ({s['rows']:,} rows)")
     out.print(_kv_table("provenance", s["metadata"]))
     out.print(_records_table("balance and raw criteria", [{"column": "balance", **s["balance"]}] +
                              [{"column": c, **v} for c, v in s["criteria"].items()]))
@@ -98,7 +99,7 @@ def spark(values: list[float], lo: float, hi: float) -> str:
 
 
 def render_schedule(s: dict) -> None:
-    out.print(f"[bold]schedule[/] {s['path']}  ({len(s['epochs'])} epochs, {s['rows']:,} rows)")
+    out.print(f"[bold]schedule[/] {escape(str(s['path']))}  ({len(s['epochs'])} epochs, {s['rows']:,} rows)")
     out.print(_kv_table("provenance", s["metadata"]))
     epochs = s["epochs"]
     tenths = [v for e in epochs for v in e["tenths"] if v is not None]
@@ -122,7 +123,7 @@ def render_schedule(s: dict) -> None:
         c = Table(title="samples per class per epoch", title_justify="left")
         c.add_column("epoch", justify="right")
         for name in names:
-            c.add_column(name, justify="right")
+            c.add_column(Text(str(name)), justify="right")
         for e in shown:
             if e is None:
                 c.add_row("...", *[""] * len(names))
@@ -137,7 +138,7 @@ def render_schedule(s: dict) -> None:
 
 def render_run(s: dict) -> None:
     st = s["settings"]
-    out.print(f"[bold]run[/] {s['path']}  (scheduler {st.get('scheduler')}, {len(s['epochs'])}/{st.get('epochs')} epochs)")
+    out.print(f"[bold]run[/] {escape(str(s['path']))}  (scheduler {st.get('scheduler')}, {len(s['epochs'])}/{st.get('epochs')} epochs)")
     best = (s["summary"] or {}).get("best_epoch")
     if s["epochs"]:
         cols = {"epoch": "epoch", "train_loss": "loss", "val_acc": "val acc", "val_macro_f1": "F1", "val_map": "mAP",
@@ -168,7 +169,8 @@ def render_run(s: dict) -> None:
     if d:
         trend = [e["imbalance"] for e in d["imbalance_over_epochs"] if e["imbalance"] is not None]
         lo, hi = (min(trend), max(trend)) if trend else (0.0, 1.0)
-        out.print(f"[bold]modality balance[/] ({d['from']}): " + ", ".join(f"{h} {a:.3f}" for h, a in d["heads"].items())
+        out.print(f"[bold]modality balance[/] ({escape(str(d['from']))}): "
+                  + ", ".join(f"{escape(str(h))} {a:.3f}" for h, a in d["heads"].items())
                   + (f"; val imbalance over epochs {spark(trend, lo, hi)} ({trend[0]:.3f} -> {trend[-1]:.3f})"
                      if trend else ""))
         out.print(f"Will BSS help here? {d['verdict']}", markup=False)
@@ -181,7 +183,7 @@ def _compact_table(title: str, rows: list[dict], best: int | None) -> Table:
     if not rows:
         return t
     for col in rows[0]:
-        t.add_column(col, justify="right", no_wrap=True)
+        t.add_column(Text(str(col)), justify="right", no_wrap=True)
     for r in head_and_tail(rows):
         if r is None:
             t.add_row("...", *[""] * (len(rows[0]) - 1))
@@ -194,38 +196,38 @@ def _compact_table(title: str, rows: list[dict], best: int | None) -> Table:
                 cells.append(f"{v:,.0f}" if k == "samp/s" else f"{v:.3f}")
             else:
                 cells.append("-" if v is None else f"{v:,}" if isinstance(v, int) else str(v))
-        t.add_row(*cells)
+        t.add_row(*map(Text, cells))
     return t
 
 
 def render_metrics(s: dict) -> None:
-    out.print(f"[bold]metrics[/] {s['path']}  ({len(s['epochs'])} epochs)")
+    out.print(f"[bold]metrics[/] {escape(str(s['path']))}  ({len(s['epochs'])} epochs)")
     out.print(_records_table("per epoch", s["epochs"]))
 
 
 def render_checkpoint(s: dict) -> None:
     cfg = s["model_config"]
-    out.print(f"[bold]checkpoint[/] {s['path']}  (format {s['format']}, after epoch {s['epoch']})")
+    out.print(f"[bold]checkpoint[/] {escape(str(s['path']))}  (format {s['format']}, after epoch {s['epoch']})")
     out.print(f"model: {s['model_factory'] or 'built-in late fusion'}, {s['parameters']:,} parameters, "
-              f"{cfg.get('n_classes')} classes, modalities {cfg.get('modalities')}")
+              f"{cfg.get('n_classes')} classes, modalities {cfg.get('modalities')}", markup=False)
     if s["best"]:
         out.print(f"best so far: epoch {s['best'].get('epoch')}, val accuracy {s['best'].get('val_acc')}")
     t = Table(title="tensors", title_justify="left")
     t.add_column("name")
     t.add_column("shape")
     for name, shape in s["tensors"].items():
-        t.add_row(name, "x".join(map(str, shape)) or "scalar")
+        t.add_row(Text(str(name)), "x".join(map(str, shape)) or "scalar")
     out.print(t)
 
 
 def render_summary(s: dict) -> None:
-    out.print(f"[bold]summary[/] {s['path']}: {s.get('scheduler')}, best epoch {s['best_epoch']} of "
+    out.print(f"[bold]summary[/] {escape(str(s['path']))}: {s.get('scheduler')}, best epoch {s['best_epoch']} of "
               f"{s.get('epochs')} by val accuracy ({s['best_val_acc']:.4f})")
     out.print(_kv_table("test, once, with the best checkpoint", {k: f"{v:.4f}" for k, v in s["test"].items()}))
 
 
 def render_settings(s: dict) -> None:
-    out.print(f"[bold]settings[/] {s['path']}  (bss train --config accepts this file)")
+    out.print(f"[bold]settings[/] {escape(str(s['path']))}  (bss train --config accepts this file)")
     out.print(_kv_table("settings", s["settings"]))
 
 
@@ -243,26 +245,26 @@ def render_study_summary(summary: dict, path: str) -> None:
     from rich import box
 
     if not summary:
-        out.print(f"[bold]study[/] {path}: no finished runs yet")
+        out.print(f"[bold]study[/] {escape(str(path))}: no finished runs yet")
         return
     weak = summary.get("weak_head")
     variants = summary["variants"]
     tuned = summary.get("tuned")
     # titles as lines of their own: a table's title would wrap to the table's width
-    out.print(f"[bold]study {path}[/]: test accuracy over paired seeds (checkpoint selected on validation); "
+    out.print(f"[bold]study {escape(str(path))}[/]: test accuracy over paired seeds (checkpoint selected on validation); "
               f"differences to {summary['baseline']!r} and to each variant's random-order control (95 % t-intervals; "
               "sig. = the interval excludes 0)")
     t = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     cols = ["variant"] + (["lr"] if tuned else []) + [
         "n", "mean", "sd", "vs baseline [95 % CI]", "sig.", "W/L/T", "control", "ordering effect [95 % CI]", "sig. (Holm)",
-        f"{weak} head change [95 % CI]" if weak else "weak head", "imbal.", "unstable"]
+        f"{escape(str(weak))} head change [95 % CI]" if weak else "weak head", "imbal.", "unstable"]
     for col in cols:
         t.add_column(col, justify="left" if col in ("variant", "control") else "right", no_wrap=True)
     for name in summary.get("order") or list(variants):
         v = variants[name]
         d, c = v.get("vs_baseline"), v.get("vs_control")
         unstable = v.get("unstable_seeds") or []
-        cells = [name] + ([f"{v['lr']:g}" if v.get("lr") is not None else "-"] if tuned else []) + [
+        cells = [escape(str(name))] + ([f"{v['lr']:g}" if v.get("lr") is not None else "-"] if tuned else []) + [
             str(v["runs"]), f"{v['mean']:.4f}", f"{v['sd']:.4f}" if v["runs"] > 1 else "-", _interval(d), _sig(d),
             f"{d['wins']}/{d['losses']}/{d['ties']}" if d else "-", v.get("control") or "-", _interval(c),
             _sig({**c, "significant": c.get("significant_holm", c["significant"])} if c else None),
@@ -303,8 +305,8 @@ def render_study_summary(summary: dict, path: str) -> None:
 
 def render_study(s: dict) -> None:
     d = s["design"]
-    out.print(f"[bold]study[/] {s['path']}: {len(d['variants'])} variants x {len(d['seeds'])} seeds on "
-              f"{d['manifest']} ({len(s['runs'])} runs finished)")
+    out.print(f"[bold]study[/] {escape(str(s['path']))}: {len(d['variants'])} variants x {len(d['seeds'])} seeds on "
+              f"{escape(str(d['manifest']))} ({len(s['runs'])} runs finished)")
     render_study_summary(s["summary"], s["path"])
 
 
@@ -332,7 +334,7 @@ def inspect(
         from bss_cli.report.plotting import plot_run, plot_study
 
         check_output(plot, force=True)
-        out.print(f"wrote {(plot_run if summary['kind'] == 'run' else plot_study)(summary, plot)}")
+        out.print(f"wrote {(plot_run if summary['kind'] == 'run' else plot_study)(summary, plot)}", markup=False)
         if not as_json:
             return  # the plot is what was asked for: one line, not the tables too
     if as_json:

@@ -30,7 +30,7 @@ def report(
     check_output(output, force)
     text = make_report(path)
     write_bytes(output, text.encode())
-    out.print(f"wrote {output} ({len(text) / 1024:,.0f} KiB); open it in a browser")
+    out.print(f"wrote {output} ({len(text) / 1024:,.0f} KiB); open it in a browser", markup=False)
 
 
 def register(app: typer.Typer) -> None:

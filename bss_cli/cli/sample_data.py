@@ -42,7 +42,7 @@ def sample_data(
 
             records.append(written(path, pq.ParquetFile(path).metadata.num_rows, started, kind="manifest", name=name))
         else:
-            out.print(f"built {name} -> {path}")
+            out.print(f"built {name} -> {path}", markup=False)
     if as_json:
         print_json({"written": records})
 

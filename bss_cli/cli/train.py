@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from bss_cli.bounds import flag_label
 from bss_cli.cli.common import choices, err, handle_errors, out
@@ -51,7 +52,7 @@ class Progress:
             from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
             from rich.progress import Progress as RichProgress
 
-            self.bars = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            self.bars = RichProgress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                                      TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err)
             self.epoch_task = self.bars.add_task("epochs", total=epochs, info="")
             self.batch_task = self.bars.add_task("epoch", total=1, info="")
@@ -81,13 +82,13 @@ class Progress:
                 f"{row['samples_per_s']:,.0f} samples/s")
         if self.bars:
             self.bars.update(self.epoch_task, advance=1, info=f"val acc {row['val_acc']:.3f}")
-            self.bars.console.print(line)
+            self.bars.console.print(line, markup=False)
         elif not self.quiet:
-            err.print(line)
+            err.print(line, markup=False)
 
     def message(self, text: str) -> None:
         if not self.quiet:
-            err.print(text)
+            err.print(text, markup=False)  # names paths and modalities: text, never rich markup
 
     def stage(self, name: str, done: int, total: int) -> None:
         """Passes before training (checking a manifest's audio and image files)."""
@@ -98,12 +99,12 @@ class Progress:
 
 
 def summary_table(summary: dict) -> Table:
-    t = Table(title=f"{summary['run']}: best epoch {summary['best_epoch']} by val accuracy "
-                    f"({summary['best_val_acc']:.4f}); test once with that checkpoint", title_justify="left")
+    t = Table(title=Text(f"{summary['run']}: best epoch {summary['best_epoch']} by val accuracy "
+                         f"({summary['best_val_acc']:.4f}); test once with that checkpoint"), title_justify="left")
     t.add_column("test metric")
     t.add_column("value", justify="right")
     for k, v in summary["test"].items():
-        t.add_row(k, f"{v:.4f}")
+        t.add_row(Text(k), f"{v:.4f}")  # head names are the manifest's column names
     return t
 
 

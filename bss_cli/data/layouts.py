@@ -161,16 +161,13 @@ def crema_d(root: Path, out: Path, *, media: MediaConfig | None = None, frames_d
 
 def _crema_listed(lists: dict[str, Path]) -> list[tuple[str, str, str, str]]:
     """(clip, emotion, 'train.csv row N', split) of the given lists, in their order."""
-    import csv
+    from bss_cli.data.published import _read_csv
 
     out = []
     for split, path in lists.items():
-        with open(path, newline="", encoding="utf-8-sig") as f:  # the authors' loader reads UTF-8 with a BOM
-            for i, row in enumerate(csv.reader(f), start=1):
-                if not row or not any(c.strip() for c in row):
-                    continue
-                emotion = row[1].strip() if len(row) > 1 else ""
-                out.append((row[0].strip(), emotion, f"{path.name} row {i}", split))
+        for i, row in enumerate(_read_csv(path), start=1):  # UTF-8 with a BOM, as the authors' loader reads it
+            emotion = row[1].strip() if len(row) > 1 else ""
+            out.append((row[0].strip(), emotion, f"{path.name} row {i}", split))
     return out
 
 

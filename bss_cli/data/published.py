@@ -111,6 +111,7 @@ def _split_files(root: Path, stem_sets: dict[str, tuple[str, ...]], exts: tuple[
 
 
 MIN_FRAMES = 4  # the authors' KS and VGGSound loaders keep a clip only with more than 3 frames
+MAX_CLASSES = 100_000  # a class id read from a list names one of this many at most (VGGSound has 310)
 SHOWN = 10  # missing clips named in an error before "and N more"
 
 
@@ -253,6 +254,9 @@ def _ks_list(path: Path, split: str) -> tuple[list[tuple], list[str], str]:
         return rows, problems, "the 'label' column"
     if all(len(r) == 3 and _is_number(r[1]) and _is_int(r[2]) for r in table):
         for i, row in enumerate(table, start=1):
+            if int(row[2]) >= MAX_CLASSES:
+                problems.append(f"{path.name} row {i}: class id {row[2].strip()[:30]}, expected below {MAX_CLASSES}")
+                continue
             rows.append(([row[0].strip()], int(row[2]), split, f"{path.name} row {i}"))
         return rows, problems, "column 3 (OGM-GE's class id)"
     return [], [f"{path.name}: an unknown list format (first row {table[0][:6]!r}); expected a header naming "
@@ -346,7 +350,7 @@ def vggsound(root: Path, out: Path, *, media: MediaConfig, audio_dir: str = "Aud
         try:
             codes = json.loads(enc.read_text(encoding="utf-8"))
             assert isinstance(codes, dict) and codes
-            assert all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 100_000 for v in codes.values())
+            assert all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < MAX_CLASSES for v in codes.values())
             assert len(set(codes.values())) == len(codes)
         except (ValueError, UnicodeDecodeError, AssertionError, RecursionError):
             raise ManifestError(root, [f"{enc}: expected a JSON object label -> distinct class id (0 or more)"]) \
