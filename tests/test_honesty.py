@@ -212,7 +212,7 @@ def test_a_study_refuses_bad_names_and_a_grid_beside_an_lr():
         StudyDesign(manifest="m", variants={"sgd-0": {"05": {"lr": 0.05}}}, seeds=[0])
     with pytest.raises(ConfigError, match="also set"):
         StudyDesign(manifest="m", variants={"a": {"lr": 0.1}}, seeds=[0], lr_grid=[0.01])
-    with pytest.raises(ConfigError, match="distinct learning rates > 0"):
+    with pytest.raises(ConfigError, match="distinct learning rates, each a finite number in \\(0, 10\\]"):
         StudyDesign(manifest="m", variants={"a": {}}, seeds=[0], lr_grid=[0.01, -1])
 
 

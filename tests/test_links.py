@@ -4,7 +4,6 @@ resume that knows its manifest by any spelling of its path."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 

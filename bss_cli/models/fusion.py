@@ -289,7 +289,13 @@ def build_model(cfg: ModelConfig, factory: str | None = None) -> nn.Module:
         fn = getattr(importlib.import_module(module_name), fn_name)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"--model {factory!r}: cannot load it ({exc}); is the module on PYTHONPATH?") from None
-    return fn(cfg)
+    if not callable(fn):
+        raise ConfigError(f"--model {factory!r}: {fn_name} is a {type(fn).__name__}, not a function that builds a model")
+    model = fn(cfg)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"--model {factory!r} returned {type(model).__name__}, expected a torch.nn.Module (the "
+                          "model it builds from the ModelConfig it is given)")
+    return model
 
 
 def check_outputs(model: nn.Module, inputs: dict[str, torch.Tensor], n_classes: int, where: str) -> None:

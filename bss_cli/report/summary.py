@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bss_cli import schema as S
@@ -69,7 +71,7 @@ def summarise_manifest(path: Path) -> dict:
 
 
 def summarise_scores(path: Path) -> dict:
-    table = pq.read_table(path)
+    table = _checked_scores(path, _read_rows(path, table=True), "scores file")
     meta = _metadata(path)
     balance = table[S.BALANCE].to_numpy()
     order = np.argsort(-balance, kind="stable")
@@ -155,18 +157,21 @@ def summarise_run(path: Path) -> dict:
 
     if not (path / runs.SETTINGS).exists():
         raise ArtifactError(f"{path}: a folder, but not a bss run folder (no {runs.SETTINGS})")
-    settings = _read_json(path / runs.SETTINGS)
-    metrics = _read_rows(path / runs.METRICS) if (path / runs.METRICS).exists() else []
-    timings = {r.get("epoch"): r for r in _read_rows(path / runs.TIMINGS)} if (path / runs.TIMINGS).exists() else {}
+    settings = _checked_settings(path / runs.SETTINGS, _read_json(path / runs.SETTINGS))
+    metrics = _checked_epochs(path / runs.METRICS, _read_rows(path / runs.METRICS, table=True)) \
+        if (path / runs.METRICS).exists() else []
+    timings = {r["epoch"]: r for r in _checked_epochs(path / runs.TIMINGS, _read_rows(path / runs.TIMINGS, table=True))} \
+        if (path / runs.TIMINGS).exists() else {}
     metrics = [{**r, **timings.get(r.get("epoch"), {})} for r in metrics]
-    summary = _read_json(path / runs.SUMMARY) if (path / runs.SUMMARY).exists() else None
+    summary = _checked_summary(path / runs.SUMMARY, _read_json(path / runs.SUMMARY)) \
+        if (path / runs.SUMMARY).exists() else None
     balance = []
     folders = sorted((path / runs.EPOCHS_DIR).glob("epoch=*"), key=runs.epoch_of) \
         if (path / runs.EPOCHS_DIR).exists() else []
     for folder in folders:
         scores = folder / runs.SCORES_FILE
         if scores.exists():
-            b = _read_rows(scores, [S.BALANCE], table=True)[S.BALANCE].to_numpy()
+            b = _checked_scores(scores, _read_rows(scores, table=True), "run folder")[S.BALANCE].to_numpy()
             balance.append({"epoch": runs.epoch_of(folder), **describe(b), "histogram": histogram(b)})
     from bss_cli.training.metrics import stability
 
@@ -232,12 +237,65 @@ def summarise_study(path: Path) -> dict:
         raise ArtifactError(f"{path / DESIGN}: not a bss study design (not a JSON object); the study folder is damaged")
     try:
         design = StudyDesign(**raw)
-    except (TypeError, BSSError) as exc:
+        design.validate()
+    except (TypeError, ValueError, AttributeError, KeyError, BSSError) as exc:
         raise ArtifactError(f"{path / DESIGN}: not a bss study design ({exc}); the study folder is damaged") from None
     rows = collect(path, design)
     summary = stats.summarise_study(rows, design.baseline, controls=design.controls(), reverses=design.reverses(),
                                     lr_grid=design.lr_grid, tune=design.tune, n_seeds=len(design.seeds)) if rows else {}
     return {"kind": "study", "path": str(path), "design": design.to_dict(), "runs": rows, "summary": summary}
+
+
+def _damaged(path: Path, what: str) -> ArtifactError:
+    return ArtifactError(f"{path}: {what}; the run folder is damaged (nothing drawn from it)")
+
+
+def _checked_scores(path: Path, t, where: str):
+    """A scores table with a finite floating-point 'balance' and, when present, labels >= 0."""
+    if S.BALANCE not in t.column_names or not pa.types.is_floating(t.schema.field(S.BALANCE).type):
+        raise ArtifactError(f"{path}: no floating-point 'balance' column; the {where} is damaged")
+    if not np.isfinite(t[S.BALANCE].to_numpy(zero_copy_only=False)).all():
+        raise ArtifactError(f"{path}: 'balance' holds NaN or infinite values; the {where} is damaged")
+    if S.LABEL in t.column_names and (not pa.types.is_integer(t.schema.field(S.LABEL).type)
+                                     or (t.num_rows and pc.min(t[S.LABEL]).as_py() < 0)):
+        raise ArtifactError(f"{path}: column 'label' is not integers >= 0; the {where} is damaged")
+    return t
+
+
+def _checked_settings(path: Path, data) -> dict:
+    if not isinstance(data, dict):
+        raise _damaged(path, f"holds a JSON {type(data).__name__}, expected the run's settings (an object)")
+    return data
+
+
+def _number(v) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _checked_summary(path: Path, data) -> dict:
+    """summary.json: an object; best_epoch an integer; best_val_acc a number; test an object of numbers."""
+    if not isinstance(data, dict):
+        raise _damaged(path, f"holds a JSON {type(data).__name__}, expected the run's summary (an object)")
+    if not (data.get("best_epoch") is None or (isinstance(data["best_epoch"], int)
+                                               and not isinstance(data["best_epoch"], bool))):
+        raise _damaged(path, f"best_epoch is {data['best_epoch']!r}, expected an integer")
+    if not _number(data.get("best_val_acc")):
+        raise _damaged(path, f"best_val_acc is {data['best_val_acc']!r}, expected a number")
+    test = data.get("test", {})
+    if not isinstance(test, dict) or not all(isinstance(k, str) and _number(v) for k, v in test.items()):
+        raise _damaged(path, "test is not an object of metric names and numbers")
+    return data
+
+
+def _checked_epochs(path: Path, table) -> list[dict]:
+    """metrics.parquet / timings.parquet: an integer 'epoch' column, every other column numeric."""
+    if "epoch" not in table.column_names or not pa.types.is_integer(table.schema.field("epoch").type):
+        raise _damaged(path, "no integer 'epoch' column")
+    wrong = [f.name for f in table.schema if not (pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
+                                                   or pa.types.is_boolean(f.type) or pa.types.is_null(f.type))]
+    if wrong:
+        raise _damaged(path, f"column(s) {', '.join(map(repr, wrong[:5]))} are not numbers")
+    return table.to_pylist()
 
 
 def _read_json(path: Path):
@@ -294,7 +352,7 @@ def summarise_json(path: Path) -> dict:
 
     data = _read_json(path)
     if isinstance(data, dict) and {"best_epoch", "test"} <= set(data):
-        return {"kind": "summary", "path": str(path), **data}
+        return {"kind": "summary", "path": str(path), **_checked_summary(path, data)}
     known = {f.name for f in fields(TrainConfig)}
     if isinstance(data, dict) and data and set(data) <= known:
         return {"kind": "settings", "path": str(path), "settings": data}

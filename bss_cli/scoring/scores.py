@@ -223,6 +223,13 @@ def read_scores(path: str | Path, columns: tuple[str, ...] | None = None) -> Sco
     missing = [c for c in (S.SAMPLE_ID, S.ROW, S.BALANCE) if c not in table.column_names]
     if missing:
         raise ArtifactError(f"{path}: scores file lacks column(s) {', '.join(missing)}; re-create it with bss score")
+    expected = {S.ROW: (pa.types.is_integer, "integers"), S.BALANCE: (pa.types.is_floating, "floating-point numbers"),
+                S.LABEL: (pa.types.is_integer, "integers")}
+    wrong = [f"'{c}' holds {table.schema.field(c).type}, expected {what}" for c, (ok, what) in expected.items()
+             if c in table.column_names and not ok(table.schema.field(c).type)]
+    if wrong:
+        raise ArtifactError(f"{path}: the scores file is damaged: column {'; column '.join(wrong)}; re-create it "
+                            "with bss score")
     balance = table[S.BALANCE].to_numpy()
     if not np.isfinite(balance).all():
         raise ArtifactError(f"{path}: column 'balance' holds NaN or infinite values")

@@ -4,7 +4,6 @@ command line (``--schedulers`` or a TOML ``[base]`` / ``[variants.NAME]`` file).
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -58,10 +57,12 @@ class StudyDesign:
         if self.tune != "per-variant" and self.lr_grid is None:
             raise ConfigError(f"--tune {self.tune} needs a grid to tune on: add --tune-lr, e.g. --tune-lr 0.003,0.01,0.03")
         if self.lr_grid is not None:
-            if not self.lr_grid or any(not isinstance(x, (int, float)) or isinstance(x, bool) or not math.isfinite(x)
-                                       or x <= 0 for x in self.lr_grid) or len(set(self.lr_grid)) != len(self.lr_grid):
-                raise ConfigError(f"--tune-lr {self.lr_grid}: expected distinct learning rates > 0, e.g. "
-                                  "--tune-lr 0.003,0.01,0.03")
+            from bss_cli.bounds import BOUNDS
+
+            if not self.lr_grid or any(not BOUNDS["lr"].accepts(x) for x in self.lr_grid) \
+                    or len(set(self.lr_grid)) != len(self.lr_grid):
+                raise ConfigError(f"--tune-lr {self.lr_grid}: expected distinct learning rates, each "
+                                  f"{BOUNDS['lr'].describe()}, e.g. --tune-lr 0.003,0.01,0.03")
             self.lr_grid = sorted(float(x) for x in self.lr_grid)
             if len({f"{x:g}" for x in self.lr_grid}) != len(self.lr_grid):  # a rate names a folder: lr=<rate:g>
                 raise ConfigError(f"--tune-lr {self.lr_grid}: rates must differ in their first 6 significant digits")

@@ -112,6 +112,30 @@ def _check_design(study: Path, design: StudyDesign) -> None:
                                 "it), or choose another --out")
     elif study.exists() and (not study.is_dir() or any(p.name != runs.LOCK for p in study.iterdir())):
         raise ConfigError(f"--out {study}: the folder exists and is not a bss study; choose another --out")
+    _check_outputs(study)
+
+
+def _check_outputs(study: Path) -> None:
+    """The study's own results, when present, must be readable: a damaged one is named (bss
+    rebuilds both from the runs once it is removed), never silently replaced."""
+    import pyarrow.parquet as pq
+
+    from bss_cli.artifacts import read_metadata
+
+    table, summary = study / TABLE, study / SUMMARY
+    for path in (table, summary):
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            raise ConfigError(f"--out {study}: {path} is not a regular file; the study folder is damaged")
+    try:
+        if table.exists():
+            pq.read_schema(table)
+            if read_metadata(table).get("bss.kind") != S.KIND_STUDY:
+                raise ValueError("not a study table")
+        if summary.exists() and not isinstance(json.loads(summary.read_text()), dict):
+            raise ValueError("not a study summary")
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError, pa.ArrowException) as exc:
+        raise ConfigError(f"--out {study}: {table.name} or {summary.name} is damaged ({str(exc)[:120]}); remove both "
+                          "and run the same bss study again: they are rebuilt from the runs") from None
 
 
 def _check_inputs(design: StudyDesign, device: str) -> None:
