@@ -175,6 +175,7 @@ def test_a_model_plug_in_that_returns_none_is_refused(tiny_manifest, tmp_path, m
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # a study spawning its run: 4 s
 def test_a_study_with_damaged_results_is_named_not_overwritten(tiny_manifest, tmp_path):
     study = tmp_path / "s"
     args = ["study", tiny_manifest, "--out", study, "--schedulers", "none", "--seeds", "1", "--set", "epochs=1",
@@ -185,6 +186,7 @@ def test_a_study_with_damaged_results_is_named_not_overwritten(tiny_manifest, tm
     assert (study / "study.parquet").read_bytes() == b"garbage"
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch: 2 s
 def test_a_score_under_a_file_size_limit_fails_and_leaves_nothing(tiny_manifest, tmp_path):
     import resource
     import subprocess

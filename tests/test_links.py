@@ -97,6 +97,7 @@ def test_resume_knows_the_manifest_by_its_absolute_path(tiny_manifest, tmp_path,
     assert r.exit_code == 1
 
 
+@pytest.mark.slow  # two studies, each spawning its runs: 5 s
 def test_a_link_inside_a_study_folder_is_refused(tiny_manifest, tmp_path):
     import shutil
 
