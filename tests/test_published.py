@@ -664,3 +664,38 @@ def test_broken_published_lists_end_in_one_error_naming_file_and_row(tmp_path):
     assert r.exit_code == 1 and not (tmp_path / "m.parquet").exists()
     assert "nvgesture_test_correct_cvpr2016_v2.lst line 1: label" in r.stderr
     assert "line 2: path '../../outside" in r.stderr and "leaves the data folder" in r.stderr
+
+
+@pytest.mark.parametrize("bad,needle", [
+    (lambda p: np.save(p, np.zeros((16, 16, 3, 12), np.float32)), "has 3 channel(s), the first flow file 2"),
+    (lambda p: np.save(p, np.array([{"a": 1}], dtype=object), allow_pickle=True), "is not a usable HWCT flow array"),
+    (lambda p: np.save(p, np.zeros((16, 16, 2, 12), np.complex64)), "its values are complex64"),
+    (lambda p: p.write_bytes(b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, "
+                             b"'shape': (100000, 100000, 2, 10000), }" + b" " * 40 + b"\n"), "not a usable HWCT"),
+])
+def test_a_bad_flow_file_is_named_by_line_at_build(tmp_path, bad, needle):
+    root = nvgesture_root(tmp_path)
+    bad(root / "Video_data" / "flow_data" / "train" / "5.npy")
+    r = run("build-manifest", "nvgesture", root, "-o", tmp_path / "nv.parquet")
+    assert r.exit_code == 1 and not (tmp_path / "nv.parquet").exists()
+    assert "nvgesture_train_correct_cvpr2016_v2.lst line 6:" in r.stderr and needle in r.stderr, r.stderr
+    assert "Traceback" not in r.output
+
+
+def test_a_color_field_without_its_range_an_empty_test_list_and_a_wav_folder(tmp_path):
+    root = nvgesture_root(tmp_path / "nv")
+    lst = root / "nvgesture_train_correct_cvpr2016_v2.lst"
+    lst.write_text(lst.read_text().replace("color:sk_color:10:22", "color:sk_color", 1))
+    r = run("build-manifest", "nvgesture", root, "-o", tmp_path / "m.parquet")
+    assert r.exit_code == 1 and "line 1: color:sk_color needs <folder>:<start>:<end>" in r.stderr
+    (root / "nvgesture_test_correct_cvpr2016_v2.lst").write_text("")
+    lst.write_text(lst.read_text().replace("color:sk_color ", "color:sk_color:10:22 ", 1))
+    r = run("build-manifest", "nvgesture", root, "-o", tmp_path / "m.parquet")
+    assert r.exit_code == 1 and "the test list has 0 clip(s)" in r.stderr
+    root, _ = ks_root(tmp_path / "ks")
+    wav = root / "train_wav" / "tr01x-_Ab1.wav"
+    wav.unlink()
+    wav.mkdir()  # a folder named like the clip's audio
+    r = run("build-manifest", "ks", root, "-o", tmp_path / "m.parquet", *SMALL)
+    assert r.exit_code == 1 and "1 listed clip(s) have no audio file" in r.stderr and "tr01x-_Ab1" in r.stderr
+    assert not (tmp_path / "m.parquet").exists()
