@@ -341,3 +341,105 @@ def test_scheduled_rows_over_a_datasets_table(tiny_manifest, schedule, workers):
     for e in range(EPOCHS):
         rows.set_epoch(e)
         assert [i for batch in loader for i in batch] == expected(schedule, 0, 1)[str(e)]
+
+
+def _lightning_epochs(schedule_path, manifest, accumulate: int, with_bss: bool, onecycle: bool = False) -> dict:
+    """What Lightning did, epoch by epoch, on a schedule: with the ScheduleCallback, or with plain
+    Lightning handed the same rows per epoch (a Subset loader rebuilt every epoch, the reference)."""
+    import lightning as L
+    import pyarrow.parquet as pq
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, Dataset, Subset
+
+    from bss_cli import ScheduleSampler
+    from bss_cli.integrations.lightning import ScheduleCallback
+
+    ids = pq.read_table(manifest)["sample_id"].to_pylist()
+
+    class Rows(Dataset):
+        sample_ids = ids
+
+        def __len__(self):
+            return len(ids)
+
+        def __getitem__(self, i):
+            return {"x": torch.randn(4, generator=torch.Generator().manual_seed(i)), "y": i % 3, "i": i}
+
+    rows, epochs = Rows(), 6
+    f = ScheduleFile(schedule_path)
+    callbacks = []
+    if with_bss:
+        bss = ScheduleCallback(ScheduleSampler(schedule_path, dataset=rows), log=False)
+        callbacks, make = [bss], lambda: bss.dataloader(rows, batch_size=4)
+    else:
+        make = None
+
+    class Model(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net, self.seen = nn.Linear(4, 3), {"val": 0, "steps": 0, "lr": [], "batches": [], "ids": []}
+
+        def train_dataloader(self):
+            if make:
+                return make()
+            order = f.epoch(self.trainer.current_epoch)["row"].to_pylist()
+            return DataLoader(Subset(rows, order), batch_size=4, shuffle=False)
+
+        def val_dataloader(self):
+            return DataLoader(Subset(rows, list(range(6))), batch_size=6)
+
+        def training_step(self, batch, batch_idx):
+            self.seen["ids"].append(batch["i"].tolist())
+            return nn.functional.cross_entropy(self.net(batch["x"]), batch["y"])
+
+        def validation_step(self, batch, batch_idx):
+            pass
+
+        def on_validation_epoch_end(self):
+            self.seen["val"] += 1
+
+        def on_train_epoch_start(self):
+            self.seen["lr"].append(self.optimizers().param_groups[0]["lr"])
+            self.seen["batches"].append(self.trainer.num_training_batches)
+
+        def optimizer_step(self, *args, **kwargs):
+            self.seen["steps"] += 1
+            super().optimizer_step(*args, **kwargs)
+
+        def configure_optimizers(self):
+            opt = torch.optim.SGD(self.parameters(), lr=0.1)
+            self.seen["estimated"] = self.trainer.estimated_stepping_batches
+            if onecycle:  # raises when stepped more often than total_steps
+                sched = {"scheduler": torch.optim.lr_scheduler.OneCycleLR(opt, 0.1, total_steps=self.seen["estimated"]),
+                         "interval": "step"}
+            else:
+                sched = {"scheduler": torch.optim.lr_scheduler.StepLR(opt, 1, 0.5), "interval": "epoch"}
+            return {"optimizer": opt, "lr_scheduler": sched}
+
+    torch.manual_seed(0)
+    model = Model()
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", callbacks=callbacks, reload_dataloaders_every_n_epochs=1,
+                        use_distributed_sampler=False, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, accumulate_grad_batches=accumulate,
+                        num_sanity_val_steps=0)
+    trainer.fit(model)
+    return {**model.seen, "global_step": trainer.global_step}
+
+
+@pytest.mark.parametrize("accumulate", [1, 3])
+def test_lightning_epochs_equal_plain_lightnings_on_the_same_batches(tiny_manifest, schedule, accumulate):
+    """Epoch length, validation after every epoch, a per-epoch StepLR, gradient accumulation closing
+    each epoch's last group: the callback's run equals plain Lightning given the same rows per epoch."""
+    got = _lightning_epochs(schedule, tiny_manifest, accumulate, with_bss=True)
+    want = _lightning_epochs(schedule, tiny_manifest, accumulate, with_bss=False)
+    for key in ("ids", "batches", "val", "lr", "steps", "global_step"):
+        assert got[key] == want[key], key
+    assert got["val"] == 6 and len(set(got["lr"])) == 6  # validated and stepped every epoch
+    # the real optimizer steps, which plain Lightning under-counts for a growing curriculum
+    assert got["estimated"] == got["steps"] > want["estimated"]
+
+
+def test_lightning_one_cycle_over_estimated_stepping_batches_runs_to_the_end(tiny_manifest, schedule):
+    got = _lightning_epochs(schedule, tiny_manifest, 2, with_bss=True, onecycle=True)
+    assert got["steps"] == got["estimated"]

@@ -70,6 +70,23 @@ class ScheduleCallback(Callback):
             raise ConfigError(f"the sampler shards over {self.sampler.world_size} process(es) but the Trainer runs "
                               f"{trainer.world_size}; create the sampler after the process group starts (in "
                               "setup() or train_dataloader()) or pass rank/world_size")
+        _count_schedule_steps(trainer, self)
+
+    def estimated_stepping_batches(self, trainer) -> int | float:
+        """The optimizer steps the whole run takes on this schedule: per epoch, this process's
+        batches over ``accumulate_grad_batches`` (rounded up: Lightning steps an epoch's last,
+        partial group at its end), summed over ``max_epochs`` and capped by ``max_steps``.
+        ``trainer.estimated_stepping_batches`` answers this once the callback is set up (Lightning's
+        own formula multiplies the first epoch's batches by max_epochs, which a growing curriculum
+        makes too small: a linear or one-cycle lr schedule would end early)."""
+        if trainer.train_dataloader is None:
+            trainer.fit_loop.setup_data()  # builds this epoch's loader, as Lightning's own property does
+        if not self._batch_size or trainer.max_epochs in (None, -1):
+            return trainer.max_steps if trainer.max_epochs in (None, -1) else 0
+        acc = max(1, int(trainer.accumulate_grad_batches))
+        total = sum(-(-self.sampler.batch_count(e, self._batch_size, self.drop_last) // acc)
+                    for e in range(int(trainer.max_epochs)))
+        return min(total, trainer.max_steps) if trainer.max_steps not in (-1, None) else total
 
     def dataloader(self, dataset, batch_size: int, **loader_kwargs) -> DataLoader:
         """The train DataLoader for the Trainer's current epoch (call it from ``train_dataloader()``)."""
@@ -80,10 +97,14 @@ class ScheduleCallback(Callback):
         epoch = self.trainer.current_epoch
         restored, self._restored = self._restored, None
         # Lightning skips as many batches of an epoch's loader as its own progress counter says were
-        # done: 0 in a plain run; after a restore, those trained before the checkpoint (and, from a
-        # checkpoint taken at an epoch's last batch, that count again in the next epoch). The loader
-        # yields only what is left and is padded in length by exactly that many.
-        already = _lightning_batches_done(self.trainer)
+        # done, but only while it restarts from a checkpoint: then those trained before the
+        # checkpoint (and, from a checkpoint taken at an epoch's last batch, that count again in the
+        # next epoch). The loader yields only what is left and is padded in length by exactly that
+        # many. Between two epochs of a plain run the counter still holds the previous epoch's
+        # batches when the loader is built (Lightning resets it afterwards), so it counts for
+        # nothing: the loader's length is this epoch's batches, and Lightning validates, steps
+        # per-epoch lr schedules and closes the last gradient-accumulation group at the epoch's end.
+        already = _lightning_batches_done(self.trainer) if _restarting(self.trainer) else 0
         if restored and restored.get("epoch") == epoch:  # resumed mid-epoch: only the rest of its order
             self.sampler.load_state_dict(restored)
             self._start = int(restored["offset"])
@@ -126,6 +147,29 @@ class ScheduleCallback(Callback):
             raise ConfigError(f"epoch {trainer.current_epoch}: trained {self._done} batches, the schedule gives this "
                               f"process {self._scheduled}; something cut the epoch (a loader not built by "
                               "ScheduleCallback.dataloader, limit_train_batches)")
+
+
+def _count_schedule_steps(trainer, callback: ScheduleCallback) -> None:
+    """Make ``trainer.estimated_stepping_batches`` count the schedule's real steps: the property
+    lives on the Trainer's class, so this Trainer becomes an instance of a subclass that answers
+    from the callback (everything else is the Trainer's own)."""
+    trainer._bss_schedule = callback
+    if getattr(type(trainer), "_bss_counts_schedule", False):
+        return
+    base = type(trainer)
+    trainer.__class__ = type(f"Scheduled{base.__name__}", (base,), {
+        "_bss_counts_schedule": True, "__module__": base.__module__,
+        "estimated_stepping_batches": property(lambda self: self._bss_schedule.estimated_stepping_batches(self),
+                                               doc=L.Trainer.estimated_stepping_batches.__doc__)})
+
+
+def _restarting(trainer) -> bool:
+    """Whether Lightning is resuming from a checkpoint, and so keeps its restored batch counter
+    (it skips that many batches of the loader) instead of starting the epoch's count at 0."""
+    try:
+        return bool(trainer.fit_loop.epoch_loop.restarting)
+    except AttributeError:
+        return False
 
 
 def _lightning_batches_done(trainer) -> int:
