@@ -443,3 +443,32 @@ def test_lightning_epochs_equal_plain_lightnings_on_the_same_batches(tiny_manife
 def test_lightning_one_cycle_over_estimated_stepping_batches_runs_to_the_end(tiny_manifest, schedule):
     got = _lightning_epochs(schedule, tiny_manifest, 2, with_bss=True, onecycle=True)
     assert got["steps"] == got["estimated"]
+
+
+def test_lightning_own_launcher_shards_a_sampler_made_before_it(tiny_manifest, schedule, tmp_path):
+    """devices=2 without torchrun: Lightning starts the second process itself, after the sampler
+    was made in the first; the callback shards it as the Trainer's rank."""
+    record = tmp_path / "rec"
+    cmd = [sys.executable, str(ROOT / "examples" / "lightning_train.py"), str(tiny_manifest), str(schedule),
+           "--epochs", str(EPOCHS), "--batch-size", "4", "--devices", "2", "--record", str(record)]
+    r = run_processes(cmd, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"}, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
+    for rank in range(2):
+        got = json.loads((tmp_path / f"rec.rank{rank}.json").read_text())
+        assert got == expected(schedule, rank, 2)
+
+
+def test_a_sampler_sharded_by_hand_against_the_trainer_is_refused_naming_the_arguments(tiny_manifest, schedule):
+    import lightning as L
+    import pyarrow.parquet as pq
+
+    from bss_cli import ScheduleSampler
+    from bss_cli.integrations.lightning import ScheduleCallback
+
+    ids = pq.read_table(tiny_manifest)["sample_id"].to_pylist()
+    bss = ScheduleCallback(ScheduleSampler(schedule, ids=ids, rank=1, world_size=2))
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", callbacks=[bss], reload_dataloaders_every_n_epochs=1,
+                        use_distributed_sampler=False, logger=False, enable_checkpointing=False)
+    with pytest.raises(ConfigError, match=r"rank 1 of 2 but this Trainer process is rank 0 of 1; pass "
+                                          r"ScheduleSampler\(\.\.\., rank=trainer.global_rank"):
+        bss.setup(trainer, None, "fit")

@@ -66,10 +66,15 @@ class ScheduleCallback(Callback):
             problems.append("no limit_train_batches (it would cut every epoch's schedule)")
         if problems:
             raise ConfigError("ScheduleCallback needs Trainer(" + ", ".join(problems) + ")")
-        if self.sampler.world_size != trainer.world_size:
-            raise ConfigError(f"the sampler shards over {self.sampler.world_size} process(es) but the Trainer runs "
-                              f"{trainer.world_size}; create the sampler after the process group starts (in "
-                              "setup() or train_dataloader()) or pass rank/world_size")
+        if (self.sampler.rank, self.sampler.world_size) != (trainer.global_rank, trainer.world_size):
+            if not self.sampler.auto_shard:
+                raise ConfigError(f"the sampler shards as rank {self.sampler.rank} of {self.sampler.world_size} but "
+                                  f"this Trainer process is rank {trainer.global_rank} of {trainer.world_size}; pass "
+                                  "ScheduleSampler(..., rank=trainer.global_rank, world_size=trainer.world_size) or "
+                                  "ScheduleDataModule(..., rank=..., world_size=...), or leave both out so that the "
+                                  "Trainer's are used")
+            # made before Lightning's own launcher started the processes: shard as the Trainer does
+            self.sampler.shard_as(trainer.global_rank, trainer.world_size)
         _count_schedule_steps(trainer, self)
 
     def estimated_stepping_batches(self, trainer) -> int | float:
@@ -203,15 +208,18 @@ class ScheduleDataModule(L.LightningDataModule):
         trainer = L.Trainer(max_epochs=30, callbacks=[dm.callback], **dm.trainer_kwargs)
         trainer.fit(model, datamodule=dm)
 
-    Create it in every process (under torchrun the sampler shards by rank).
+    Create it in every process (under torchrun the sampler shards by rank; under Lightning's own
+    launcher, devices=N without torchrun, it takes each process's rank from the Trainer at setup).
     """
 
     trainer_kwargs = {"reload_dataloaders_every_n_epochs": 1, "use_distributed_sampler": False}
 
-    def __init__(self, dataset, schedule, batch_size: int, *, ids=None, drop_last: bool = False, **loader_kwargs):
+    def __init__(self, dataset, schedule, batch_size: int, *, ids=None, drop_last: bool = False,
+                 rank: int | None = None, world_size: int | None = None, **loader_kwargs):
         super().__init__()
-        sampler = ScheduleSampler(schedule, dataset=dataset) if ids is None else \
-            ScheduleSampler(schedule, ids=ids, dataset=dataset)
+        shard = {"rank": rank, "world_size": world_size}  # None: the Trainer's processes, known at setup
+        sampler = ScheduleSampler(schedule, dataset=dataset, **shard) if ids is None else \
+            ScheduleSampler(schedule, ids=ids, dataset=dataset, **shard)
         self.dataset, self.batch_size, self.loader_kwargs = dataset, batch_size, loader_kwargs
         self.callback = ScheduleCallback(sampler, drop_last=drop_last)
 

@@ -74,6 +74,7 @@ class ScheduleSampler(Sampler[int]):
     def __init__(self, schedule, index_of: Mapping | Callable | None = None, *, ids: Sequence | None = None,
                  dataset=None, rows: bool = False, rank: int | None = None, world_size: int | None = None,
                  pad: str = "wrap"):
+        self.auto_shard = rank is None and world_size is None  # the process group's, possibly known only later
         if rank is None or world_size is None:
             auto_rank, auto_world = _process_group()
             rank = auto_rank if rank is None else rank
@@ -199,6 +200,13 @@ class ScheduleSampler(Sampler[int]):
         return shard(rest, self.rank, self.world_size, self.pad)
 
     # --- the Sampler protocol ------------------------------------------------------------
+    def shard_as(self, rank: int, world_size: int) -> None:
+        """Shard over ``world_size`` processes as ``rank`` (a trainer that starts its processes after
+        the sampler was made, e.g. Lightning's own launcher, tells it here)."""
+        if not 0 <= rank < world_size:
+            raise ConfigError(f"rank {rank} is outside 0..{world_size - 1}")
+        self.rank, self.world_size = int(rank), int(world_size)
+
     def set_epoch(self, epoch: int) -> None:
         if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or not 0 <= epoch < MAX_EPOCH:
             raise ConfigError(f"set_epoch({epoch!r}): expected an epoch number from 0 to {MAX_EPOCH - 1:,}")
