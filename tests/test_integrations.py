@@ -472,3 +472,23 @@ def test_a_sampler_sharded_by_hand_against_the_trainer_is_refused_naming_the_arg
     with pytest.raises(ConfigError, match=r"rank 1 of 2 but this Trainer process is rank 0 of 1; pass "
                                           r"ScheduleSampler\(\.\.\., rank=trainer.global_rank"):
         bss.setup(trainer, None, "fit")
+
+
+def _fabric(tiny_manifest, schedule, tmp_path, devices: int, *extra):
+    cmd = [sys.executable, str(ROOT / "examples" / "fabric_train.py"), str(tiny_manifest), str(schedule), "--epochs",
+           str(EPOCHS), "--batch-size", "4", "--devices", str(devices), "--record", str(tmp_path / "rec"), *extra]
+    return run_processes(cmd, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"}, cwd=tmp_path)
+
+
+@pytest.mark.parametrize("devices", [1, 2])
+def test_fabric_trains_every_epoch_on_its_schedule_rows(tiny_manifest, schedule, tmp_path, devices):
+    r = _fabric(tiny_manifest, schedule, tmp_path, devices)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
+    for rank in range(devices):
+        assert json.loads((tmp_path / f"rec.rank{rank}.json").read_text()) == expected(schedule, rank, devices)
+
+
+def test_fabric_sharding_a_second_time_is_refused(tiny_manifest, schedule, tmp_path):
+    r = _fabric(tiny_manifest, schedule, tmp_path, 2, "--fabric-shards")
+    assert r.returncode != 0 and "use_distributed_sampler=False" in r.stderr and "shard" in r.stderr
+    assert not list(tmp_path.glob("rec.rank*.json"))

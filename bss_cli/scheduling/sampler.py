@@ -303,6 +303,9 @@ class ScheduleBatchSampler(Sampler[list[int]]):
         """The same batches as numpy slices of the order (for a consumer in this process; a
         DataLoader's batch sampler must yield lists)."""
         s = self.sampler
+        if not isinstance(s, ScheduleSampler):  # a trainer swapped in its own sampler, e.g. a DistributedSampler
+            raise ConfigError(f"the schedule's batch sampler now draws from a {type(s).__name__}, which a trainer put "
+                              f"in place of the ScheduleSampler; {NO_SECOND_SHARD}")
         mine = s._begin()
         stop = self._stop(len(mine))
         for i in range(0, stop, self.batch_size):
@@ -324,6 +327,13 @@ MAX_EPOCH = int(FILE_BOUNDS["schedule epoch"].high) + 1  # epochs are int32 in s
 # Wrappers that shard batches over processes themselves (accelerate's prepare): on top of a sampler
 # that already shards by rank, each process would train 1/W of its own share.
 RESHARDERS = ("BatchSamplerShard", "DataLoaderDispatcher", "IterableDatasetShard")
+# Lightning's DistributedSamplerWrapper (Trainer and Fabric with use_distributed_sampler=True) iterates
+# the sampler through this dataset, and exists only when it shards over several processes
+LIGHTNING_RESHARDERS = ("_DatasetSamplerWrapper", "DistributedSamplerWrapper")
+NO_SECOND_SHARD = ("the ScheduleSampler shards the schedule by rank itself, so a second sharding would train each "
+                   "process a fraction of its share. Lightning Fabric: fabric.setup_dataloaders(loader, "
+                   "use_distributed_sampler=False); Lightning Trainer: Trainer(use_distributed_sampler=False); "
+                   "accelerate: do not pass the DataLoader to accelerator.prepare() (docs/integrations.md)")
 
 
 def _refuse_second_sharding(world_size: int) -> None:
@@ -335,6 +345,9 @@ def _refuse_second_sharding(world_size: int) -> None:
         if frame is None:
             return
         owner = frame.f_locals.get("self")
+        if type(owner).__name__ in LIGHTNING_RESHARDERS:
+            raise ConfigError(f"{type(owner).__module__}.{type(owner).__name__} iterates the ScheduleSampler to shard "
+                              f"it over the processes again; {NO_SECOND_SHARD}")
         if type(owner).__name__ in RESHARDERS and getattr(owner, "num_processes", 1) > 1:
             raise ConfigError(f"the ScheduleSampler shards the schedule over {world_size} processes itself, and "
                               f"{type(owner).__module__}.{type(owner).__name__} shards its batches again, so each "
