@@ -492,3 +492,49 @@ def test_fabric_sharding_a_second_time_is_refused(tiny_manifest, schedule, tmp_p
     r = _fabric(tiny_manifest, schedule, tmp_path, 2, "--fabric-shards")
     assert r.returncode != 0 and "use_distributed_sampler=False" in r.stderr and "shard" in r.stderr
     assert not list(tmp_path.glob("rec.rank*.json"))
+
+
+PLAIN_ACCELERATE = """
+import sys, torch
+from accelerate import Accelerator
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+sys.path.insert(0, sys.argv[1])
+from _train_rows import TrainRows
+from bss_cli.scheduling.schedule_io import ScheduleFile
+manifest, schedule, epochs, k, out = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+accelerator = Accelerator(cpu=True, gradient_accumulation_steps=k)
+torch.manual_seed(0)
+data = TrainRows(manifest)
+net = nn.Sequential(nn.Linear(data.dim, 64), nn.ReLU(), nn.Linear(64, data.n_classes))
+net, opt = accelerator.prepare(net, torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9))
+where = {s: i for i, s in enumerate(data.sample_ids)}
+f = ScheduleFile(schedule)
+for epoch in range(epochs):  # plain accelerate, handed the same rows per epoch in a loader it prepares
+    rows = [where[s] for s in f.epoch(epoch)["sample_id"].to_pylist()]
+    for batch in accelerator.prepare(DataLoader(Subset(data, rows), batch_size=4, shuffle=False)):
+        with accelerator.accumulate(net):
+            loss = nn.functional.cross_entropy(net(batch["x"]), batch["labels"])
+            accelerator.backward(loss)
+            opt.step()
+            opt.zero_grad()
+torch.save(accelerator.unwrap_model(net).state_dict(), out)
+"""
+
+
+def test_accelerate_recipe_with_accumulation_equals_plain_accelerate(tiny_manifest, schedule, tmp_path):
+    """--accumulate 3: the example's loop (its loader not prepared) trains the same weights as
+    accelerate's own accumulation over a prepared loader of the same rows, which steps each epoch's
+    last, partial group."""
+    import torch
+
+    run_example("accelerate_train.py", tiny_manifest, schedule, tmp_path / "bss", 1, "--accumulate", "3")
+    (tmp_path / "plain.py").write_text(PLAIN_ACCELERATE)
+    r = run_processes([sys.executable, str(tmp_path / "plain.py"), str(ROOT / "examples"), str(tiny_manifest),
+                       str(schedule), str(EPOCHS), "3", str(tmp_path / "plain.pt")], timeout=300, cwd=ROOT,
+                      env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert r.returncode == 0, r.stderr[-4000:]
+    got, want = torch.load(tmp_path / "bss.weights.pt"), torch.load(tmp_path / "plain.pt")
+    assert all(torch.allclose(got[k], want[k], atol=1e-6) for k in want)
+    records = run_example("accelerate_train.py", tiny_manifest, schedule, tmp_path / "two", 2, "--accumulate", "3")
+    assert records == [expected(schedule, rank, 2) for rank in range(2)]
