@@ -65,10 +65,15 @@ def main(argv=None) -> None:
     model = Classifier(data)
     from transformers import TrainerCallback
 
+    lrs: list[float] = []  # the learning rate of every optimiser step
+
     class NewEpoch(TrainerCallback):
         def on_epoch_begin(self, args, state, control, **k):
             model.trained.append([])
             model.epochs.append(int(state.epoch + 1e-9))
+
+        def on_step_begin(self, args, state, control, optimizer=None, **k):
+            lrs.append(optimizer.param_groups[0]["lr"])
 
     out = args.output_dir or tempfile.mkdtemp(prefix="bss-hf-")
     saving = {"save_strategy": "steps", "save_steps": args.save_steps} if args.save_steps else {"save_strategy": "no"}
@@ -89,6 +94,7 @@ def main(argv=None) -> None:
     rank = trainer.args.process_index
     if args.record:
         Path(f"{args.record}.rank{rank}.json").write_text(json.dumps(dict(zip(model.epochs, model.trained))))
+        Path(f"{args.record}.lr.rank{rank}.json").write_text(json.dumps(lrs))
     if rank == 0:
         print(f"trained {args.epochs} epochs: " + ", ".join(str(len(v)) for v in model.trained)
               + " samples per epoch on rank 0")

@@ -179,6 +179,13 @@ def test_hf_resume_on_another_number_of_processes_continues_the_epoch(tiny_manif
         want = {"1": shard(order[1][saved["offset"]:], rank, after).tolist()}
         want.update({str(e): shard(order[e], rank, after).tolist() for e in range(2, EPOCHS)})
         assert got == want
+    # the linear lr schedule continues from where the run is, counted in the new process count's
+    # steps, and reaches its end with the last step (no jump, no steps at lr 0)
+    steps_after = [-(-(-(-len(order[e]) // after)) // 4) for e in range(EPOCHS)]
+    rest = -(-(-(-(len(order[1]) - saved["offset"]) // after)) // 4) + sum(steps_after[2:])
+    total, lrs = sum(steps_after), json.loads((tmp_path / "rec.lr.rank0.json").read_text())
+    assert np.allclose(lrs, [0.01 * (1 - (total - rest + k) / total) for k in range(rest)])
+    assert min(lrs) > 0
 
 
 def torch_seed():

@@ -41,7 +41,8 @@ class ScheduleTrainerMixin:
         self.bss_log = bss_log  # log the order's BSS quantities at each epoch's start through Trainer.log (report_to)
         parent = super()
         missing = [m for m in ("_run_epoch", "set_initial_training_values", "_init_training_state",
-                               "_save_checkpoint", "_remove_unused_columns") if not hasattr(parent, m)]
+                               "_save_checkpoint", "_remove_unused_columns", "_load_optimizer_and_scheduler")
+                   if not hasattr(parent, m)]
         if missing:
             import transformers
 
@@ -83,7 +84,7 @@ class ScheduleTrainerMixin:
                              trial):
         epochs_trained, steps = super()._init_training_state(max_steps, num_update_steps_per_epoch, num_train_epochs,
                                                              resume_from_checkpoint, trial)
-        self._resume_at = None
+        self._resume_at = self._lr_done = None
         if resume_from_checkpoint is None or self.state.global_step == 0:
             return epochs_trained, steps
         epoch, offset = self._saved_position(resume_from_checkpoint)
@@ -93,7 +94,17 @@ class ScheduleTrainerMixin:
         rest = (self._update_steps(epoch, offset) if epoch < num_train_epochs else 0) + \
             sum(self._update_steps(e) for e in range(epoch + 1, num_train_epochs))
         self.state.max_steps = self.state.global_step + rest
+        # the lr schedule was made for max_steps, this process count's steps over the whole run; in
+        # those steps the run is max_steps - rest along (the checkpoint's own step count differs
+        # when the process count did)
+        self._lr_done = max_steps - rest
         return epoch, 0  # no batch skipping: the resumed epoch's loader yields only the rest of its order
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        done = getattr(self, "_lr_done", None)
+        if done is not None and self.lr_scheduler is not None:
+            _move_lr_schedule(self.lr_scheduler, done, self.bss_sampler.world_size)
 
     def _saved_position(self, checkpoint) -> tuple[int, int]:
         import json
@@ -138,6 +149,29 @@ class ScheduleTrainerMixin:
             self.log(self.bss_sampler.epoch_quantities(epoch)[0])
         return super()._run_epoch(epoch=epoch, train_dataloader=train_dataloader, steps_in_epoch=len(train_dataloader),
                                   num_update_steps_per_epoch=updates, **kwargs)
+
+
+def _move_lr_schedule(scheduler, done: int, world_size: int) -> None:
+    """Put a restored lr schedule at step ``done`` of the run as counted now. A checkpoint's own
+    step count is that of the process count that wrote it; resumed on another, the same step would
+    be another point of the run (1 -> 2 processes: the lr jumped ahead and the last steps ran at
+    lr 0). HF's schedules (LambdaLR: linear, cosine, constant, with warmup) are functions of the
+    step, so they move exactly; any other is refused when it would have to move."""
+    from torch.optim.lr_scheduler import LambdaLR
+
+    inner = getattr(scheduler, "scheduler", scheduler)  # accelerate wraps it
+    if inner.last_epoch == done:
+        return
+    if not isinstance(inner, LambdaLR):
+        raise ConfigError(f"resuming on {world_size} process(es) moves the run to step {done} of the lr schedule "
+                          f"(the checkpoint says {inner.last_epoch}, counted on another number of processes); "
+                          f"{type(inner).__name__} cannot be moved there. Resume on the checkpoint's number of "
+                          "processes, or use one of transformers' schedules (lr_scheduler_type)")
+    inner.last_epoch = done
+    lrs = [base * fn(done) for fn, base in zip(inner.lr_lambdas, inner.base_lrs)]
+    for group, lr in zip(inner.optimizer.param_groups, lrs):
+        group["lr"] = lr
+    inner._last_lr = lrs
 
 
 def _is_hf_dataset(dataset) -> bool:
