@@ -77,5 +77,42 @@ def test_parquet_rows_reads_by_index_and_refuses_what_it_lacks(setup, tmp_path):
         p.take(np.array([90]))
     small = tmp_path / "small.parquet"
     pq.write_table(pa.table({"row": np.arange(5)}), small)
-    with pytest.raises(ConfigError, match="the source has 5 rows"):
+    with pytest.raises(ConfigError, match="has no sample_id column, so the rows it returns cannot be checked"):
         ScheduledRows(setup[0], ParquetRows(small), batch_size=4, rank=0, world_size=1)
+    with pytest.raises(ConfigError, match="the source has 5 rows"):
+        ScheduledRows(setup[0], ParquetRows(small), batch_size=4, rank=0, world_size=1, trust_row_order=True)
+
+
+@pytest.mark.parametrize("layout", ["sorted by label", "train rows only", "reversed row groups"])
+def test_a_file_in_another_row_order_or_with_only_the_train_rows_trains_the_scheduled_samples(setup, tmp_path,
+                                                                                                 layout):
+    """The rows are looked up by sample_id: the same 90 rows sorted by label (it trained 127-155
+    wrong samples an epoch when read by row number), or only the train rows, give every epoch's
+    scheduled samples, in order."""
+    from torch.utils.data import DataLoader
+
+    schedule, _ = setup
+    manifest = pq.read_table(setup[0].parent / "m.parquet")
+    table = manifest.select(["sample_id", "label", "split"])
+    if layout == "sorted by label":
+        table = table.sort_by([("label", "ascending"), ("sample_id", "descending")])
+    elif layout == "train rows only":
+        table = table.filter(pa.compute.equal(table["split"], "train"))
+    else:
+        table = table.take(pa.array(np.arange(table.num_rows)[::-1]))
+    pq.write_table(table, tmp_path / "other.parquet", row_group_size=13)
+    rows = ScheduledRows(schedule, ParquetRows(tmp_path / "other.parquet"), batch_size=4, rank=0, world_size=1,
+                         collate=lambda items: items)
+    loader = DataLoader(rows, batch_size=None, num_workers=2)
+    f = ScheduleFile(schedule)
+    for e in range(EPOCHS):
+        rows.set_epoch(e)
+        assert [r["sample_id"] for batch in loader for r in batch] == f.epoch(e)["sample_id"].to_pylist()
+
+
+def test_a_file_without_some_scheduled_samples_is_refused(setup, tmp_path):
+    schedule, _ = setup
+    table = pq.read_table(setup[0].parent / "m.parquet").select(["sample_id", "label"]).slice(0, 40)
+    pq.write_table(table, tmp_path / "part.parquet")
+    with pytest.raises(ConfigError, match="sample"):
+        ScheduledRows(schedule, ParquetRows(tmp_path / "part.parquet"), batch_size=4, rank=0, world_size=1)

@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from bss_cli import schema as S
 from bss_cli.artifacts import require_regular_file
 from bss_cli.errors import ArtifactError, ConfigError
 from bss_cli.scheduling.sampler import ScheduleSampler
@@ -56,6 +57,15 @@ class ParquetRows:
 
     def __len__(self) -> int:
         return int(self._starts[-1])
+
+    @property
+    def sample_ids(self) -> pa.Array | None:
+        """The file's ``sample_id`` column (read alone, once), or None when it has none."""
+        if "_ids" not in self.__dict__:
+            names = self._file.schema_arrow.names
+            self._ids = self._file.read(columns=[S.SAMPLE_ID]).column(0).combine_chunks() \
+                if S.SAMPLE_ID in names else None
+        return self._ids
 
     def __getstate__(self):  # a DataLoader worker opens its own file handle
         state = dict(self.__dict__)
@@ -103,6 +113,13 @@ class TableRows:
     def __len__(self) -> int:
         return self.table.num_rows if isinstance(self.table, pa.Table) else len(self.table)
 
+    @property
+    def sample_ids(self):
+        """The table's ``sample_id`` column (in its order), or None when it has none."""
+        if S.SAMPLE_ID not in self.table.column_names:
+            return None
+        return self.table[S.SAMPLE_ID] if isinstance(self.table, pa.Table) else list(self.table[S.SAMPLE_ID])
+
     def take(self, rows: np.ndarray) -> list[dict]:
         rows = np.asarray(rows, np.int64)
         if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
@@ -116,16 +133,31 @@ class ScheduledRows(torch.utils.data.IterableDataset):
     """Each epoch's scheduled rows of ``source`` (``take(rows) -> list[dict]``), in schedule order,
     as batches of ``batch_size`` dicts (``collate`` turns a list of rows into a batch; default:
     torch's ``default_collate``). Ranks from the process group or torchrun; workers from the
-    DataLoader."""
+    DataLoader.
+
+    Rows are looked up by the schedule's ``sample_id`` in the source's ``sample_id`` column
+    (``source.sample_ids``), so the source may hold its rows in any order, or only the train rows;
+    a scheduled sample the source lacks is an error. A source without sample ids is read by the
+    schedule's manifest row numbers only with ``trust_row_order=True`` (its rows must then be the
+    manifest's, in manifest order: nothing can check it)."""
 
     def __init__(self, schedule, source, batch_size: int, *, collate: Callable | None = None,
-                 rank: int | None = None, world_size: int | None = None, drop_last: bool = False):
+                 rank: int | None = None, world_size: int | None = None, drop_last: bool = False,
+                 trust_row_order: bool = False):
         if not hasattr(source, "take"):
             raise ConfigError(f"source {type(source).__name__}: expected an object with take(rows) -> list of rows "
                               "(ParquetRows, or your own over an Arrow or datasets table)")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size {batch_size!r}: expected an integer >= 1")
-        self.sampler = ScheduleSampler(schedule, rows=True, rank=rank, world_size=world_size)
+        ids = None if trust_row_order else getattr(source, "sample_ids", None)
+        if ids is None and not trust_row_order:
+            raise ConfigError(f"source {type(source).__name__} has no sample_id column, so the rows it returns cannot be "
+                              "checked against the schedule's samples (a file sorted otherwise would train the wrong "
+                              "ones); add the manifest's sample_id column, or pass trust_row_order=True if its rows "
+                              "are the manifest's, in manifest order")
+        shard = {"rank": rank, "world_size": world_size}
+        self.sampler = ScheduleSampler(schedule, ids=ids, **shard) if ids is not None else \
+            ScheduleSampler(schedule, rows=True, **shard)  # by id: any row order, a train-only file
         self.source, self.batch_size, self.drop_last = source, batch_size, drop_last
         self._resumed: tuple[int, int] | None = None  # (epoch, offset) the current pass started at
         self.collate = collate or torch.utils.data.default_collate
