@@ -358,3 +358,47 @@ def test_resume_free_flags_leave_the_summary_alone_and_an_unstarted_run_starts_o
     (tmp_path / "c").mkdir()
     c = train(TrainConfig(out=str(tmp_path / "c"), resume=True, save_every=0, **base))
     assert c.test == a.test and (tmp_path / "c" / "best.pt").read_bytes() == (tmp_path / "a" / "best.pt").read_bytes()
+
+
+def test_the_curriculum_warm_up_trains_with_the_runs_optimiser_and_clipping(tiny_manifest, tmp_path, monkeypatch):
+    """--warmup K trains its model as the run does (before: always SGD, never clipped, the default
+    architecture): the static scores change with --optimizer and --clip-grad, and the warm-up model
+    equals one built with the run's model settings and trained by hand with Adam and clipping."""
+    import torch
+
+    from bss_cli.data.datasets import ManifestData
+    from bss_cli.data.manifest import load_manifest
+    from bss_cli.models.step import OptimConfig, make_optimizer, train_epoch
+    from bss_cli.scoring import predict as P
+    from bss_cli.scoring.criteria import LossWeights
+    from bss_cli.training import trainer as T
+
+    def static(name, *flags):
+        r = runner.invoke(app, ["train", str(tiny_manifest), "--out", str(tmp_path / name), "--epochs", "1",
+                                "--scheduler", "curriculum", "--warmup", "2", "--lr", "0.05", "--quiet", *flags])
+        assert r.exit_code == 0, r.output
+        return pq.read_table(tmp_path / name / "plan" / "static.parquet")["balance"].to_numpy()
+
+    seen = {}
+
+    def keep(source, manifest, data, weights, info=None, progress=None):
+        model, fp = P.model_for_source(source, manifest, data, weights, info, progress)
+        seen.update(source=source, state={k: v.clone() for k, v in model.state_dict().items()})
+        return model, fp
+
+    monkeypatch.setattr(T, "model_for_source", keep)
+    adam_clipped = static("a", "--optimizer", "adam", "--clip-grad", "0.05", "--hidden", "16")
+    src, run = seen["source"], TrainConfig()
+    assert (src.optimizer, src.clip_grad, src.hidden, src.model_settings["layers"], src.model_settings["dropout"]) == \
+        ("adam", 0.05, 16, run.layers, run.dropout)
+    m = load_manifest(tiny_manifest)
+    data = ManifestData(m)
+    model, _ = P.fresh_model(m, data, 0, 16, None, **src.model_settings)
+    opt = make_optimizer(model, OptimConfig("adam", 0.05, run.momentum, run.weight_decay))
+    gen = np.random.default_rng([0, 1])
+    for _ in range(2):
+        train_epoch(model, opt, data, gen.permutation(m.indices("train")), batch_size=run.batch_size,
+                    weights=LossWeights(run.fused_weight, run.unimodal_weight), clip=0.05)
+    assert all(torch.equal(v, seen["state"][k]) for k, v in model.state_dict().items())
+    assert not np.allclose(adam_clipped, static("b", "--optimizer", "sgd", "--clip-grad", "0.05", "--hidden", "16"))
+    assert not np.allclose(adam_clipped, static("c", "--optimizer", "adam", "--clip-grad", "0", "--hidden", "16"))

@@ -67,8 +67,9 @@ def min_batch(model: torch.nn.Module) -> int:
 
 
 def train_epoch(model, optimizer, data: ManifestData, order: np.ndarray, *, batch_size: int,
-                weights: LossWeights) -> float:
-    """One plain pass over ``order`` (manifest rows) in that order, e.g. a warm-up; mean loss."""
+                weights: LossWeights, clip: float = 0.0) -> float:
+    """One plain pass over ``order`` (manifest rows) in that order, e.g. a warm-up; mean loss.
+    ``clip`` > 0 clips the gradient's global norm, as the run's own steps do."""
     model.train()
     dev = next(model.parameters()).device
     total, count = 0.0, 0
@@ -77,7 +78,7 @@ def train_epoch(model, optimizer, data: ManifestData, order: np.ndarray, *, batc
         if len(order) - start < smallest:
             break
         xb, yb = data.batch(order[start:start + batch_size], train=True)
-        _, loss = train_step(model, optimizer, {m: v.to(dev) for m, v in xb.items()}, yb.to(dev), weights)
+        _, loss = train_step(model, optimizer, {m: v.to(dev) for m, v in xb.items()}, yb.to(dev), weights, clip=clip)
         total += float(loss.sum())
         count += len(yb)
     return total / max(count, 1)

@@ -125,6 +125,12 @@ class ModelSource:
     lr: float = 0.01
     batch_size: int = 64
     model: str | None = None  # the --model plug-in the user named (never taken from a file)
+    # how a warm-up trains: the run's optimiser and clipping (bss train passes its own settings)
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    clip_grad: float = 0.0
+    model_settings: dict | None = None  # the run's encoders, layers, dropout (ModelConfig fields)
 
     def describe(self) -> str:
         if self.kind == "checkpoint":
@@ -178,17 +184,18 @@ def model_for_source(source: ModelSource, manifest: Manifest, data: ManifestData
         return model, fp
     if source.kind not in ("init", "warmup"):
         raise ConfigError(f"unknown model source {source.kind!r}; choose init, checkpoint or warmup")
-    model, cfg = fresh_model(manifest, data, source.seed, source.hidden, source.model)
+    model, cfg = fresh_model(manifest, data, source.seed, source.hidden, source.model, **(source.model_settings or {}))
     if source.kind == "warmup":
         if source.warmup_epochs < 1:
             raise ConfigError("--warmup must be at least 1 epoch")
         from bss_cli.models.step import OptimConfig, make_optimizer, train_epoch
 
-        opt = make_optimizer(model, OptimConfig(lr=source.lr))
+        opt = make_optimizer(model, OptimConfig(source.optimizer, source.lr, source.momentum, source.weight_decay))
         gen = np.random.default_rng([source.seed, 1])
         train_rows = manifest.indices("train")
         for epoch in range(source.warmup_epochs):
-            train_epoch(model, opt, data, gen.permutation(train_rows), batch_size=source.batch_size, weights=weights)
+            train_epoch(model, opt, data, gen.permutation(train_rows), batch_size=source.batch_size, weights=weights,
+                        clip=source.clip_grad)
             if progress:
                 progress(epoch + 1, source.warmup_epochs)
         if info is not None and info.enabled:
@@ -196,5 +203,7 @@ def model_for_source(source: ModelSource, manifest: Manifest, data: ManifestData
 
             for tensor in model.state_dict().values():
                 dist.broadcast(tensor, src=0)
-    fp = fingerprint_text(f"{source.describe()}|seed={source.seed}|{cfg.to_dict()}|{manifest.fingerprint}")
+    trained = f"|{source.optimizer},{source.lr},{source.momentum},{source.weight_decay},{source.clip_grad}" \
+        if source.kind == "warmup" else ""
+    fp = fingerprint_text(f"{source.describe()}|seed={source.seed}|{cfg.to_dict()}|{manifest.fingerprint}{trained}")
     return model, fp

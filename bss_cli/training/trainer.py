@@ -119,12 +119,16 @@ class Trainer:
         self.pos_of_row[self.train_rows] = np.arange(len(self.train_rows))
         self.tracking = None  # experiment trackers (--log), rank 0 only
 
+    def _model_settings(self) -> dict:
+        """The run's model settings beside hidden and --model (the warm-up model is built the same)."""
+        cfg = self.cfg
+        return dict(encoder=cfg.encoder, array_encoder=cfg.array_encoder,
+                    **({"extra": {"image_encoder": cfg.image_encoder}} if cfg.image_encoder != "resnet18" else {}),
+                    layers=cfg.layers, dropout=cfg.dropout, encoder_weights=cfg.weights_by_modality())
+
     def _fresh_model(self):
         cfg = self.cfg
-        return fresh_model(self.manifest, self.data, cfg.seed, cfg.hidden, cfg.model, encoder=cfg.encoder,
-                           array_encoder=cfg.array_encoder,
-                           **({"extra": {"image_encoder": cfg.image_encoder}} if cfg.image_encoder != "resnet18" else {}),
-                           layers=cfg.layers, dropout=cfg.dropout, encoder_weights=cfg.weights_by_modality())
+        return fresh_model(self.manifest, self.data, cfg.seed, cfg.hidden, cfg.model, **self._model_settings())
 
     # --- scoring -------------------------------------------------------------------------
     def _predict_split(self, rows: np.ndarray, model=None) -> RowParts:
@@ -146,8 +150,11 @@ class Trainer:
         if cfg.scheduler in STATIC_SCORED and cfg.scores:
             pass  # the planner read and checked the --scores file
         elif cfg.scheduler in STATIC_SCORED and cfg.warmup:
+            # the warm-up trains as the run does: its optimiser, clipping and --model plug-in
             src = ModelSource(kind="warmup", warmup_epochs=cfg.warmup, seed=cfg.seed, hidden=cfg.hidden, lr=cfg.lr,
-                              batch_size=cfg.batch_size)
+                              batch_size=cfg.batch_size, model=cfg.model, optimizer=cfg.optimizer,
+                              momentum=cfg.momentum, weight_decay=cfg.weight_decay, clip_grad=cfg.clip_grad,
+                              model_settings=self._model_settings())
             warm, _ = model_for_source(src, self.manifest, self.data, self.weights, self.info)
             torch.manual_seed(cfg.seed)  # the main model's dropout stream does not depend on the warm-up
             self.planner.set_static_scores(self._scores(self._predict_split(self.train_rows, warm), src.describe()))
