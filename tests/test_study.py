@@ -214,3 +214,72 @@ def test_a_run_folder_lock_is_never_written_through_a_link(tiny_manifest, tmp_pa
     (run_dir / ".bss-lock").symlink_to(tmp_path / "target")
     r = runner.invoke(app, ["train", str(tiny_manifest), "--out", str(run_dir), "--epochs", "1", "--quiet"])
     assert r.exit_code == 1 and "symbolic link" in r.stderr and not (tmp_path / "target").exists()
+
+
+def _rows(table: dict[str, list[float]], lr=None, heads: dict[str, list[float]] | None = None) -> list[dict]:
+    """Study rows: variant -> test accuracy per seed (val accuracy the same), optional weak-head accuracies."""
+    out = []
+    for v, accs in table.items():
+        for seed, acc in enumerate(accs):
+            row = {"variant": v, "seed": seed, "test_acc": acc, "val_acc": acc, "lr": lr, "test_imbalance": 0.1,
+                   "best_epoch": 3, "unstable": False}
+            for head, values in (heads or {}).get(v, {}).items():
+                row[f"test_acc_{head}"] = values[seed]
+            out.append(row)
+    return out
+
+
+def test_two_seeds_or_a_zero_width_interval_draw_no_verdict():
+    from bss_cli.study import stats
+
+    rows = _rows({"none": [0.80, 0.82], "learned": [0.78, 0.80], "learned-shuffled": [0.80, 0.82]})
+    s = stats.summarise_study(rows, "none", controls={"learned": "learned-shuffled"})
+    text = "\n".join(s["conclusion"])
+    assert "no verdict" in text and "fewer than the 3 a verdict needs" in text and "zero width" in text
+    assert "hurts" not in text and "helps" not in text
+    assert not s["variants"]["learned"]["vs_control"]["significant"]
+    rows = _rows({"none": [0.8, 0.81, 0.82, 0.83], "learned": [0.78, 0.79, 0.80, 0.81],
+                  "learned-shuffled": [0.8, 0.81, 0.82, 0.83]})  # 4 seeds, every difference -0.02
+    d = stats.summarise_study(rows, "none", controls={"learned": "learned-shuffled"})["variants"]["learned"]
+    assert d["vs_control"]["degenerate"] and not d["vs_control"]["significant"]
+
+
+def test_conclusions_name_every_significant_result_losses_too():
+    from bss_cli.study import stats
+
+    rng = np.random.default_rng(0)
+    noise = lambda: list(rng.normal(0, 0.002, 6))  # noqa: E731
+    base = [0.80 + x for x in noise()]
+    rows = _rows({"none": base,
+                  "learned": [b - 0.05 + x for b, x in zip(base, noise())],           # loses to the baseline
+                  "learned-shuffled": [b + 0.03 + x for b, x in zip(base, noise())],  # the control gains alone
+                  "curriculum": [b + x for b, x in zip(base, noise())],
+                  "anti-curriculum": [b - 0.04 + x for b, x in zip(base, noise())]},
+                 heads={"none": {"a": [0.6] * 6, "b": [0.3 + x for x in noise()]},
+                        "learned": {"a": [0.6] * 6, "b": [0.4 + x for x in noise()]},
+                        "learned-shuffled": {"a": [0.6] * 6, "b": [0.3 + x for x in noise()]},
+                        "curriculum": {"a": [0.6] * 6, "b": [0.3 + x for x in noise()]},
+                        "anti-curriculum": {"a": [0.6] * 6, "b": [0.3 + x for x in noise()]}})
+    s = stats.summarise_study(rows, "none", controls={"learned": "learned-shuffled"},
+                              reverses={"curriculum": "anti-curriculum"})
+    text = "\n".join(s["conclusion"])
+    assert "Significant: learned loses against none" in text
+    assert "Significant: learned-shuffled gains against none" in text and "pacing or weighting alone" in text
+    assert "Significant: learned raises the weak head (b)" in text
+    assert "Significant: curriculum (balanced first) against anti-curriculum" in text and "better" in text
+    assert "Significant: anti-curriculum loses against none" in text
+
+
+def test_a_variant_and_its_control_are_tuned_together():
+    """Per-variant tuning picked learned at 0.03 and learned-shuffled at 0.01 on a tiny validation
+    gap, then called their difference an ordering effect: the pair now shares one rate."""
+    from bss_cli.study import stats
+
+    rows = []
+    for lr, (learned, shuffled) in {0.01: (0.8000, 0.8100), 0.03: (0.8002, 0.7000)}.items():
+        rows += _rows({"none": [0.8, 0.81, 0.79], "learned": [learned] * 3, "learned-shuffled": [shuffled] * 3}, lr=lr)
+    s = stats.summarise_study(rows, "none", controls={"learned": "learned-shuffled"}, lr_grid=[0.01, 0.03],
+                              tune="per-variant", n_seeds=3)
+    v = s["variants"]
+    assert v["learned"]["lr"] == v["learned-shuffled"]["lr"] == 0.01  # the pair's best mean, not each its own
+    assert "mixes the order with the learning rate" not in "\n".join(s["conclusion"])

@@ -70,17 +70,28 @@ def t95(df: int) -> float:
     return t_quantile(0.975, df) if df >= 1 else math.nan
 
 
+MIN_VERDICT_SEEDS = 3  # fewer paired seeds draw no verdict: a 2-seed interval has 1 degree of freedom
+
+
 def paired(values: dict[int, float], base: dict[int, float], tie: float = 1e-9) -> dict:
-    """Paired difference values - base over the seeds both have."""
+    """Paired difference values - base over the seeds both have.
+
+    ``significant`` needs at least MIN_VERDICT_SEEDS seeds and an interval that is not degenerate
+    (every paired difference the same: sd 0, a zero-width interval and p = 0 that say nothing about
+    the spread the next seed would show); ``degenerate`` and ``too_few`` say why not."""
     seeds = sorted(set(values) & set(base))
     d = np.array([values[s] - base[s] for s in seeds], float)
     n = len(d)
     mean = float(d.mean()) if n else math.nan
     sd = float(d.std(ddof=1)) if n > 1 else math.nan
     half = t95(n - 1) * sd / math.sqrt(n) if n > 1 else math.nan
+    degenerate = bool(n > 1 and sd <= tie)
+    too_few = n < MIN_VERDICT_SEEDS
     return {"n": n, "mean": mean, "sd": sd, "low": mean - half, "high": mean + half,
             "wins": int((d > tie).sum()), "losses": int((d < -tie).sum()), "ties": int((abs(d) <= tie).sum()),
-            "significant": bool(n > 1 and (mean - half > 0 or mean + half < 0)), "p": t_test_p(mean, sd, n)}
+            "significant": bool(not too_few and not degenerate and (mean - half > 0 or mean + half < 0)),
+            "degenerate": degenerate, "too_few": too_few,
+            "p": t_test_p(mean, sd, n) if not degenerate else math.nan}
 
 
 def t_test_p(mean: float, sd: float, n: int) -> float:
@@ -177,6 +188,15 @@ def conclusion(summary: dict) -> list[str]:
     k = len(ordering)
     for v, e in ordering:
         d, c = e["vs_control"], e["control"]
+        if d.get("too_few") or d.get("degenerate"):
+            e["balance_aware_gain"] = False
+            why = (f"every seed's difference is {d['mean']:+.4f}, so the interval has zero width and says nothing "
+                   "about the next seed" if d.get("degenerate") else "")
+            few = f"only {d['n']} paired seed(s), fewer than the {MIN_VERDICT_SEEDS} a verdict needs"
+            lines.append(f"{v} vs its random-order control {c}: {d['mean']:+.4f} over "
+                         f"{d['n']} seed(s) -> no verdict: " + "; ".join(x for x in (few if d.get("too_few") else "",
+                                                                                       why) if x) + ".")
+            continue
         holds = d.get("significant_holm", d["significant"])
         r = e.get("vs_reverse")
         reversed_as_good = bool(r and r["n"] > 1 and not (r["significant"] and r["mean"] > 0))
@@ -203,12 +223,47 @@ def conclusion(summary: dict) -> list[str]:
             extra = (f" (the control alone gains {cb['mean']:+.4f})" if cb and cb["n"] > 1 else "")
             lines.append(f"{v}'s gain over {base} ({vb['mean']:+.4f}) is not explained by its order: its "
                          f"random-order control does as well{extra}; the gain comes from pacing or weighting.")
+    lines += _every_significant(summary)
     if not ordering:
         lines.append("No variant has its random-order control in this study, so a difference to the baseline cannot "
                      "be told apart from pacing (add paced-random for a curriculum, learned-shuffled for learned).")
     elif not any(e["balance_aware_gain"] for _, e in ordering):
         lines.append("Overall: no evidence here that balance-aware ordering improves test accuracy.")
     return lines
+def _interval_text(d: dict) -> str:
+    return f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+
+
+def _every_significant(summary: dict) -> list[str]:
+    """One sentence for each significant difference besides the ordering verdicts: every gain or
+    loss against the baseline (a control's own gain is pacing or weighting), every change of the
+    weak modality's head, every contrast with the reversed order."""
+    base, weak, out = summary["baseline"], summary.get("weak_head"), []
+    controls = {e.get("control"): v for v, e in summary["variants"].items() if e.get("control")}
+    for v, e in summary["variants"].items():
+        b = e.get("vs_baseline")
+        if b and b["significant"]:
+            what = ("gains" if b["mean"] > 0 else "loses") + f" against {base}: {_interval_text(b)}"
+            if v in controls:
+                what += (f" (a random-order control, so this is {'what pacing or weighting alone gives' if b['mean'] > 0 else 'a cost of pacing or weighting alone'};"
+                         f" {controls[v]} is compared with it above)")
+            out.append(f"Significant: {v} {what}.")
+        h = e.get("weak_head_change")
+        if h and h["significant"] and weak:
+            out.append(f"Significant: {v} {'raises' if h['mean'] > 0 else 'lowers'} the weak head ({weak}) against "
+                       f"{base}: {_interval_text(h)}.")
+        r = e.get("vs_reverse")
+        if r and r["significant"]:
+            out.append(f"Significant: {v} (balanced first) against {e['reverse']} (the same order reversed): "
+                       f"{_interval_text(r)} -> balanced first is {'better' if r['mean'] > 0 else 'worse'}.")
+        if e.get("lr") is not None and e.get("control") in summary["variants"]:
+            other = summary["variants"][e["control"]].get("lr")
+            if other is not None and other != e["lr"]:
+                out.append(f"WARNING: {v} ran at lr {e['lr']:g} and its control {e['control']} at lr {other:g}: their "
+                           "contrast mixes the order with the learning rate, so it is no ordering effect.")
+    return out
+
+
 def select_rate(rows: list[dict], variant: str, grid: list[float], n_seeds: int,
                 metric: str = "val_acc") -> float | None:
     """The rate of ``grid`` with the best mean *validation* accuracy of ``variant`` over its seeds
@@ -237,8 +292,17 @@ def summarise_study(rows: list[dict], baseline: str, controls: dict[str, str] | 
         variants = list(dict.fromkeys(r["variant"] for r in rows))
         chosen = {}
         shared = select_rate(rows, baseline, lr_grid, n_seeds) if tune == "shared" else None
+        # per variant, a variant and its random-order control are tuned together (one rate for the
+        # pair, the best mean validation accuracy of the two): their contrast is the ordering effect
+        # only if nothing else differs
+        pair_of = {}
+        for v, c in (controls or {}).items():
+            if v in variants and c in variants:
+                pair_of[v] = pair_of[c] = (v, c)
         for v in variants:
-            rate = shared if tune == "shared" else select_rate(rows, v, lr_grid, n_seeds)
+            rate = shared if tune == "shared" else select_rate(
+                [{**r, "variant": v} for r in rows if r["variant"] in pair_of[v]], v, lr_grid, 2 * n_seeds) \
+                if v in pair_of else select_rate(rows, v, lr_grid, n_seeds)
             means = {lr: float(np.mean(x)) for lr, x in sorted(rate_means(rows, v).items())}
             tuning[v] = {"selected_lr": rate, "val_acc_by_lr": {f"{lr:g}": m for lr, m in means.items()},
                          "at_grid_edge": rate is not None and len(lr_grid) > 1 and rate in (lr_grid[0], lr_grid[-1])
