@@ -283,3 +283,25 @@ def test_a_variant_and_its_control_are_tuned_together():
     v = s["variants"]
     assert v["learned"]["lr"] == v["learned-shuffled"]["lr"] == 0.01  # the pair's best mean, not each its own
     assert "mixes the order with the learning rate" not in "\n".join(s["conclusion"])
+
+
+def test_a_first_epoch_of_nearly_one_class_is_warned_about():
+    from bss_cli.study import stats
+
+    rows = _rows({"none": [0.8, 0.81, 0.82], "curriculum": [0.7, 0.71, 0.72]})
+    for r in rows:
+        r["first_class_share"] = 23 / 24 if r["variant"] == "curriculum" and r["seed"] != 1 else 0.4
+    text = "\n".join(stats.summarise_study(rows, "none")["conclusion"])
+    assert "WARNING: curriculum's first epoch draws at least 90% of its rows from one class (seed(s) 0, 2)" in text
+    assert "stratify=true" in text and "warmup=2" in text and "none's first epoch" not in text
+
+
+def test_a_run_records_the_largest_class_share_of_each_epoch(tiny_manifest, tmp_path):
+    r = runner.invoke(app, ["train", str(tiny_manifest), "--out", str(tmp_path / "r"), "--epochs", "3",
+                            "--scheduler", "curriculum", "--quiet"])
+    assert r.exit_code == 0, r.output
+    history = pq.read_table(tmp_path / "r" / "metrics.parquet").to_pylist()
+    for e, row in enumerate(history):
+        sched = pq.read_table(tmp_path / "r" / "epochs" / f"epoch={e}" / "schedule.parquet")
+        labels = np.asarray(sched["label"].to_pylist())
+        assert row["top_class_share"] == pytest.approx(np.bincount(labels).max() / len(labels))

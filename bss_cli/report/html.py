@@ -283,8 +283,7 @@ def study_report(study: Path) -> str:
                + table(["variant", "seed", "lr", "best epoch", "why"],
                        [[r["variant"], r["seed"], r.get("lr"), r.get("best_epoch"), r.get("unstable_why")]
                         for r in unstable])
-               if unstable else f"<p>No run shows the instability signature; {escape(str(base))} is stable on "
-                                "every seed.</p>"))
+               if unstable else "<p>No run of this study shows the instability signature.</p>"))
     sections.append(stab)
     tuned = summary.get("tuned")
     if tuned:

@@ -187,7 +187,7 @@ LEVEL, IMBALANCED = 0.05, 0.10  # spread of the heads' accuracies: the old rule'
 # validation spread at their selected epoch), so no signal of a single run is known to predict a gain.
 EVIDENCE_SETS = ("digits-av", "htad", "mfeat", "digits-av-clean", "mfeat-mor-fac", "mfeat-zer-kar")
 EVIDENCE_SPREADS = (0.039, 0.301)
-EVIDENCE_PAGE = "benchmarks/studies/README.md"
+EVIDENCE_PAGE = "bss's own studies, which ship with its benchmarks"  # said on shared pages: no repository path
 
 
 def diagnose(metrics: list[dict], summary: dict | None) -> dict | None:

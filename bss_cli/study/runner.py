@@ -314,7 +314,8 @@ def collect(study: Path, design: StudyDesign, unstable_drop: float | None = None
                            else unstable_drop)
         row = {"variant": record.variant, "lr": record.lr, "seed": record.seed, "best_epoch": summary["best_epoch"],
                "val_acc": summary["best_val_acc"], "peak_drop": stable["peak_drop"], "unstable": stable["unstable"],
-               "unstable_why": stable["why"], "seconds": seconds}
+               "unstable_why": stable["why"], "seconds": seconds,
+               "first_class_share": history[0].get("top_class_share") if history else None}
         row.update({f"test_{k}": v for k, v in summary["test"].items()})
         paper = [r.get("paper_test_acc") for r in history if r.get("paper_test_acc") is not None]
         if paper:  # the paper's protocol: the best test accuracy over epochs (selected on test: optimistic)

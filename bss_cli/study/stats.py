@@ -70,6 +70,7 @@ def t95(df: int) -> float:
     return t_quantile(0.975, df) if df >= 1 else math.nan
 
 
+ONE_CLASS_SHARE = 0.9  # a first epoch with this share of one class trains that class alone, in effect
 MIN_VERDICT_SEEDS = 3  # fewer paired seeds draw no verdict: a 2-seed interval has 1 degree of freedom
 
 
@@ -140,6 +141,8 @@ def summarise(rows: list[dict], baseline: str, metric: str = "test_acc",
                  "sd": float(x.std(ddof=1)) if len(x) > 1 else math.nan,
                  "imbalance": float(np.mean([r.get("test_imbalance", math.nan) for r in by[v].values()])),
                  "unstable_seeds": unstable,
+                 "one_class_first": sorted(s for s, r in by[v].items()
+                                           if (r.get("first_class_share") or 0) >= ONE_CLASS_SHARE),
                  "mean_best_epoch": float(np.mean([r.get("best_epoch", math.nan) for r in by[v].values()]))}
         if v != baseline and baseline in by:
             entry["vs_baseline"] = paired(vals, values(baseline, metric))
@@ -184,6 +187,12 @@ def conclusion(summary: dict) -> list[str]:
                      f"{b['runs']} seeds (its validation accuracy collapses after a peak, or it peaks in the first "
                      "epochs): a variant that beats it may only be rescuing its optimisation (a curriculum's small "
                      "early epochs act as a warm-up). Tune the learning rate (--tune-lr) or use a warm-up, then compare.")
+    for v, e in variants.items():
+        if e.get("one_class_first"):
+            lines.append(f"WARNING: {v}'s first epoch draws at least {ONE_CLASS_SHARE:.0%} of its rows from one class "
+                         f"(seed(s) {', '.join(map(str, e['one_class_first']))}): ranked by an untrained model, its "
+                         "order put one class first, so its early epochs train that class alone. Rank within each "
+                         "class (--set stratify=true) or by a warmed-up model (--set warmup=2), then compare.")
     ordering = [(v, e) for v, e in variants.items() if e.get("vs_control") and e["vs_control"]["n"] > 1]
     k = len(ordering)
     for v, e in ordering:

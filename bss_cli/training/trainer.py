@@ -404,8 +404,12 @@ class Trainer:
                      if k in ("acc", "macro_f1", "map")}
         t4 = time.perf_counter()
         balance = table.column("balance").to_numpy()
+        # the largest class's share of the epoch's rows: a curriculum ranked by an untrained model
+        # can put one class first, so that its early epochs train on one class alone
+        counts = np.bincount(self.manifest.labels[table.column("row").to_numpy()], minlength=self.manifest.n_classes)
         row = {"epoch": epoch, "train_loss": loss, "lr": LR.lr_at(cfg, epoch),
-               "subset_size": table.num_rows, "mean_balance": float(balance.mean()), "rescored": rescore_now,
+               "subset_size": table.num_rows, "mean_balance": float(balance.mean()),
+               "top_class_share": float(counts.max() / max(counts.sum(), 1)), "rescored": rescore_now,
                **{f"val_{k}": v for k, v in val.items()}, **paper,
                "plan_seconds": t1 - t0, "train_seconds": t2 - t1, "score_seconds": t3 - t2, "eval_seconds": t4 - t3,
                "samples_per_s": seen * self.info.world_size / max(t2 - t1, 1e-9)}
