@@ -96,10 +96,13 @@ def test_a_bad_volume_is_refused_by_row_at_manifest_load(tmp_path, array, needle
     assert not (tmp_path / "run").exists()
 
 
-@pytest.fixture
-def finished_run(tiny_manifest, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("base") / "run"
-    r = run("train", tiny_manifest, "--out", run_dir, "--epochs", "2", "--quiet", "--scheduler", "learned")
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One learned run (with epoch artifacts), trained once for every damage case."""
+    base = tmp_path_factory.mktemp("base")
+    pq.write_table(make_manifest_table(), base / "tiny.parquet")
+    run_dir = base / "run"
+    r = run("train", base / "tiny.parquet", "--out", run_dir, "--epochs", "2", "--quiet", "--scheduler", "learned")
     assert r.exit_code == 0, r.output
     return run_dir
 

@@ -360,6 +360,7 @@ def test_resume_free_flags_leave_the_summary_alone_and_an_unstarted_run_starts_o
     assert c.test == a.test and (tmp_path / "c" / "best.pt").read_bytes() == (tmp_path / "a" / "best.pt").read_bytes()
 
 
+@pytest.mark.slow  # four runs with a warm-up each: 4 s
 def test_the_curriculum_warm_up_trains_with_the_runs_optimiser_and_clipping(tiny_manifest, tmp_path, monkeypatch):
     """--warmup K trains its model as the run does (before: always SGD, never clipped, the default
     architecture): the static scores change with --optimizer and --clip-grad, and the warm-up model
