@@ -95,7 +95,7 @@ def test_study_runs_every_pair_resumes_and_reports(tiny_manifest, tmp_path):
     page = (tmp_path / "a.html").read_text()
     assert page == (tmp_path / "b.html").read_text()
     assert all(f'data-plot="{p}"' in page for p in ("vs-baseline", "seeds"))  # no control variant in this study
-    assert "No run shows the instability signature" in page or "instability signature (validation" in page
+    assert "No run of this study shows the instability signature" in page or "instability signature (validation" in page
     # another design in the same folder is refused, not mixed, and the message says what differs
     r = runner.invoke(app, [*args[:9], "epochs=3", *args[10:]])
     assert r.exit_code == 1 and "holds a study of another design" in r.stderr and "base:" in r.stderr

@@ -18,7 +18,7 @@ from bss_cli.training.config import TrainConfig
 from bss_cli.training.trainer import Callbacks, train
 
 runner = CliRunner()
-TRACKER_FILES = ("csv", "tensorboard", "mlruns", "wandb", "trackers.json")
+TRACKER_FILES = ("csv", "tensorboard", "mlruns", "wandb", "trackers.json", "trackers-logged.json")
 
 
 def run(*args):
@@ -138,6 +138,35 @@ def test_a_resumed_run_continues_its_tracker_files(tiny_manifest, tmp_path):
     check_logged(lambda tag: {int(r["step"]): float(r[tag]) for r in table if r.get(tag)}, run_dir)
 
 
+def test_epochs_a_killed_trackers_thread_never_wrote_are_replayed_on_resume(tiny_manifest, tmp_path):
+    """A kill -9 can leave the tracker thread behind the saved epochs (it writes on its own thread):
+    here the CSV holds epoch 0 only while last.pt holds epochs 0-2, the state such a kill leaves.
+    Resumed, the trackers get the saved epochs they lack and then the rest: every epoch exactly once,
+    with the run's values."""
+    import json
+
+    run_dir = tmp_path / "r"
+
+    def kill(row):
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    cfg = dict(manifest=str(tiny_manifest), out=str(run_dir), epochs=5, scheduler="learned", quiet=True,
+               save_every=0.0, log=["csv"])
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(**cfg), Callbacks(on_epoch_end=kill))
+    metrics = run_dir / "csv" / "metrics.csv"
+    lines = metrics.read_text().splitlines(keepends=True)
+    metrics.write_text("".join(lines[:2]))  # the header and epoch 0: what the lagging thread had written
+    (run_dir / "trackers-logged.json").write_text(json.dumps({"csv": 0}))
+    train(TrainConfig(**{**cfg, "resume": True}))
+    with open(metrics, newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in table] == [0, 1, 2, 3, 4]
+    check_logged(lambda tag: {int(r["step"]): float(r[tag]) for r in table if r.get(tag)}, run_dir)
+    assert json.loads((run_dir / "trackers-logged.json").read_text()) == {"csv": 4}
+
+
 # --- integration tier: each tracker read back with its own library ----------------------------------
 def tensorboard_values(folder):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -158,6 +187,37 @@ def test_tensorboard_event_files_hold_the_runs_metrics(tiny_manifest, tmp_path):
     assert acc.Histograms("bss/balance_scores")[0].histogram_value.num == history(logged)[0]["subset_size"]
     assert any("hparams" in name for name in acc.PluginTagToContent("hparams") or {}) or \
         acc.summary_metadata  # the HPARAMS tab's session summaries
+
+
+@pytest.mark.integration
+def test_a_kill_9_then_resume_leaves_every_epoch_in_tensorboard_exactly_once(tiny_manifest, tmp_path):
+    """kill -9 while epochs are being written, then --resume: TensorBoard's event files hold every
+    epoch of metrics.parquet once (the steps it lacked replayed, those it had not written twice)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    pytest.importorskip("tensorboard")
+    run_dir = tmp_path / "r"
+    cmd = [sys.executable, "-m", "bss_cli", "train", str(tiny_manifest), "--out", str(run_dir), "--epochs", "40",
+           "--quiet", "--scheduler", "learned", "--save-every", "0", "--log", "tensorboard", "--threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (run_dir / "last.pt").exists() and (run_dir / "trackers-logged.json").exists():
+            time.sleep(0.3)  # a few epochs in
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    r = run("train", tiny_manifest, "--out", run_dir, "--epochs", "40", "--quiet", "--scheduler", "learned",
+            "--save-every", "0", "--log", "tensorboard", "--threads", "1", "--resume")
+    assert r.exit_code == 0, r.output
+    acc = tensorboard_values(run_dir / "tensorboard")
+    steps = [e.step for e in acc.Scalars("val/acc")]
+    assert sorted(steps) == list(range(40)) and len(set(steps)) == len(steps)
+    check_logged(lambda tag: {e.step: e.value for e in acc.Scalars(tag)}, run_dir, tol=1e-6)
 
 
 @pytest.mark.integration

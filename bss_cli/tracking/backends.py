@@ -117,6 +117,10 @@ class CsvBackend:
         write_bytes(self.folder / "hparams.json", (json.dumps(_typed_params(settings), indent=2) + "\n").encode())
         self.id = str(self.folder)
 
+    def held_steps(self) -> set[int]:
+        """The epochs metrics.csv holds (read back: what a resumed run must not log again)."""
+        return {int(r["step"]) for r in self.rows if str(r.get("step", "")).isdigit() and r.get("train/loss")}
+
     def scalars(self, values: dict[str, float], step: int) -> None:
         # a step logged again (a resumed run redoing an epoch, the final figures) updates its row
         row = next((r for r in self.rows if str(r.get("step")) == str(step)), None)
@@ -182,6 +186,23 @@ class TensorBoardBackend:
 
     def histogram(self, tag: str, values: np.ndarray, step: int) -> None:
         self.writer.add_histogram(tag, np.asarray(values, np.float64), step)
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def held_steps(self) -> set[int]:
+        """The epochs whose train/loss the event files under the run's folder hold (read back)."""
+        from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+        steps = set()
+        for path in sorted(self.dir.glob("events.out.tfevents.*")):
+            try:
+                for event in EventFileLoader(str(path)).Load():
+                    if any(v.tag == "train/loss" for v in event.summary.value):
+                        steps.add(int(event.step))
+            except Exception:  # a file cut by a kill: what was read before the cut counts
+                continue
+        return steps
 
     def final(self, settings: dict, results: dict[str, float], step: int) -> None:
         from torch.utils.tensorboard.summary import hparams
@@ -257,6 +278,13 @@ class MlflowBackend:
         self.pending += [Metric(k, float(v), now, step) for k, v in values.items()]
         if time.monotonic() - self.flushed >= self.FLUSH_SECONDS:
             self._flush()
+
+    def flush(self) -> None:
+        self._flush()
+
+    def held_steps(self) -> set[int]:
+        """The epochs the MLflow run holds a train/loss for (asked of the store)."""
+        return {int(m.step) for m in self.client.get_metric_history(self.run_id, "train/loss")}
 
     def _flush(self) -> None:
         for i in range(0, len(self.pending), 1000):  # MLflow's batch limit

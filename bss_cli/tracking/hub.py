@@ -18,6 +18,7 @@ from bss_cli.errors import ConfigError
 from bss_cli.tracking.backends import BACKENDS, Target
 
 IDS_FILE = "trackers.json"  # in the run folder: the tracker run ids, so --resume continues the same tracker runs
+LOGGED_FILE = "trackers-logged.json"  # in the run folder: per tracker, the last epoch it holds for sure
 CLOSE_TIMEOUT = 120.0  # seconds the end of a run waits for its trackers to flush
 
 
@@ -59,6 +60,15 @@ def _lowest_priority() -> None:
         pass
 
 
+def read_logged(run: Path) -> dict[str, int]:
+    try:
+        logged = json.loads((Path(run) / LOGGED_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): int(v) for k, v in logged.items() if isinstance(v, int) and not isinstance(v, bool)} \
+        if isinstance(logged, dict) else {}
+
+
 def read_ids(run: Path) -> dict[str, str]:
     try:
         ids = json.loads((Path(run) / IDS_FILE).read_text())
@@ -72,6 +82,13 @@ class Tracking:
 
     def __init__(self, names: list[str], target: Target, settings: dict, run: Path, say=None):
         self.messages: list[str] = []  # failures, for the main thread to report
+        self.run = Path(run)
+        # per tracker, the epochs it holds: a resumed run replays the saved epochs a tracker lacks and
+        # skips those it has, so every epoch reaches every tracker exactly once even after a kill -9.
+        # Read back from the tracker's own store where it can be (CSV, TensorBoard, MLflow); W&B's
+        # offline files cannot be read back, so for it the run's note of the last epoch flushed counts.
+        noted = read_logged(run) if target.resume_ids else {}
+        self.logged = noted
         self._lock = threading.Lock()
         self.backends = []
         for name in names:
@@ -83,6 +100,16 @@ class Tracking:
                 raise ConfigError(f"--log {name}: the tracker did not start ({type(exc).__name__}: "
                                   f"{str(exc)[:300]}); fix it or drop --log {name}") from None
             self.backends.append(backend)
+        self.held: dict[str, set[int]] = {}
+        for backend in self.backends:
+            if not target.resume_ids.get(backend.name):
+                self.held[backend.name] = set()
+                continue
+            try:
+                self.held[backend.name] = backend.held_steps() if hasattr(backend, "held_steps") else \
+                    set(range(noted.get(backend.name, -1) + 1))
+            except Exception:  # unreadable: fall back to the note
+                self.held[backend.name] = set(range(noted.get(backend.name, -1) + 1))
         self.where = {b.name: b.id for b in self.backends}  # also what --resume reads back
         from bss_cli.artifacts import atomic_path
 
@@ -123,9 +150,18 @@ class Tracking:
                 self._close_all()
                 return
             method, args = item
+            noted = False
             for backend in list(self.backends):
+                if method == "scalars" and args[1] in self.held.get(backend.name, ()):
+                    continue  # an epoch this tracker already holds (logged before a kill, or replayed)
                 try:
                     getattr(backend, method)(*args)
+                    if method == "scalars":
+                        if hasattr(backend, "flush"):
+                            backend.flush()  # durable before it is noted as logged
+                        self.logged[backend.name] = max(args[1], self.logged.get(backend.name, -1))
+                        self.held.setdefault(backend.name, set()).add(args[1])
+                        noted = True
                 except Exception as exc:  # a tracker's fault never stops the run: drop it, say so once
                     self.backends.remove(backend)
                     self._fail_note(f"--log {backend.name} failed ({type(exc).__name__}: {str(exc)[:200]}); the run "
@@ -134,6 +170,23 @@ class Tracking:
                         backend.close()
                     except Exception:
                         pass
+            if noted:
+                self._note_logged()
+
+    def _note_logged(self) -> None:
+        from bss_cli.artifacts import write_bytes
+
+        try:
+            write_bytes(self.run / LOGGED_FILE, (json.dumps(self.logged, sort_keys=True) + "\n").encode())
+        except Exception as exc:  # the note is the trackers' bookkeeping: losing it costs a replay, not the run
+            self._fail_note(f"the trackers' progress note could not be written ({str(exc)[:200]})")
+
+    def replay(self, rows: list[dict], values) -> None:
+        """Queue the saved epochs (``rows`` of metrics.parquet, ``values(row)`` their tracker
+        values): each tracker receives those it does not hold yet (a kill -9 can leave a tracker
+        behind the saved epochs: it writes on its own thread)."""
+        for row in rows:
+            self.scalars(values(row), int(row["epoch"]))
 
     def _close_all(self) -> None:
         for backend in self.backends:

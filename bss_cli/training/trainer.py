@@ -333,6 +333,10 @@ class Trainer:
         if self.has_checkpoint:
             self._resume()  # reads and checks last.pt before anything in the folder changes
             self._say(f"resuming {self.run} at epoch {self.start_epoch}")
+            if self.tracking is not None:  # the saved epochs a kill left some tracker without
+                from bss_cli.tracking import epoch_values
+
+                self.tracking.replay(self.history, lambda row: epoch_values(row, len(self.train_rows)))
         if main and cfg.resume:
             for stale in runs.remove_stale_temporaries(self.run):
                 self._say(f"removed {stale.name}, left by an interrupted write")
@@ -441,6 +445,7 @@ class Trainer:
                         read_ids(self.run) if self.has_checkpoint else {})
         self.tracking = Tracking(cfg.log, target, runs.run_settings(cfg.to_dict()), self.run)
         self._say("logging to " + ", ".join(f"{k} ({v})" for k, v in self.tracking.where.items()))
+
 
     def _track_epoch(self, epoch: int, row: dict, table) -> None:
         """Queue the epoch's values (and, when the epoch's order came from new scores, histograms of
