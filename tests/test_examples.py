@@ -11,6 +11,7 @@ def load_example():
     return mod
 
 
+@pytest.mark.slow  # the example script in a fresh interpreter per way: 4 s each
 @pytest.mark.parametrize("via", ["sampler", "pipe"])
 def test_external_trainer_takes_its_order_from_bss(htad, via):
     result = load_example().main([str(htad), "--via", via, "--epochs", "2"])

@@ -260,6 +260,7 @@ def _worker(rank, world, port, path, out):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two processes and a gloo group: 5 s
 def test_two_process_gloo_sharding(schedule_file):
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
