@@ -138,8 +138,21 @@ def look_at(html_path, png_path, chromium, sync_playwright) -> dict:
             colour = sum(1 for px in pixels if any(sum(abs(a - b) for a, b in zip(px, c)) < 60 for c in PALETTE_RGB))
             found["figures"][name] = {"width": box["width"], "height": box["height"], "ink": ink,
                                       "colour": colour / len(pixels)}
+        # every label inside its chart (none cut at the edge)
+        found["clipped_labels"] = page.evaluate("""() => [...document.querySelectorAll('svg.chart')].flatMap(svg => {
+            const box = svg.getBoundingClientRect();
+            return [...svg.querySelectorAll('text')].filter(t => { const b = t.getBoundingClientRect();
+                return b.width > 0 && (b.left < box.left - 1 || b.right > box.right + 1); }).map(t => t.textContent); })""")
+        # a phone's width: the charts keep legible text (they scroll sideways instead of shrinking)
+        page.set_viewport_size({"width": 375, "height": 800})
+        found["narrow_text_px"] = page.evaluate("""() => Math.min(1000, ...[...document.querySelectorAll(
+            'svg.chart text')].map(t => t.getBoundingClientRect().height).filter(h => h > 0))""")
+        page.set_viewport_size({"width": 1100, "height": 900})
         page.emulate_media(media="print")
-        found["pdf_bytes"] = len(page.pdf(format="A4"))
+        # printed: every table fits the page's width (no column cut off by a scrolling box)
+        found["print_cut_tables"] = page.evaluate("""() => [...document.querySelectorAll('table')].filter(t =>
+            t.getBoundingClientRect().right > document.documentElement.clientWidth + 1).length""")
+        found["pdf_bytes"] = len(page.pdf(format="A4", landscape=True))
         browser.close()
     return found
 
@@ -167,6 +180,9 @@ def test_reports_render_in_a_real_browser_with_every_plot_drawn(tiny_manifest, l
             assert fig["ink"] > 0.01, (kind, name, fig)  # axes, labels and marks, not a blank frame
             assert fig["colour"] > 0.0001, (kind, name, fig)  # the data's own colours (a blank frame has none)
         assert seen["pdf_bytes"] > 10_000  # it prints
+        assert seen["clipped_labels"] == [], (kind, seen["clipped_labels"])
+        assert seen["narrow_text_px"] >= 9, (kind, seen["narrow_text_px"])  # at 375 px, 10 px text stays 10 px
+        assert seen["print_cut_tables"] == 0, kind
     # the check tells a drawn chart from an empty frame: axes and labels alone carry no data colour
     from bss_cli.report.html import figure, page
 

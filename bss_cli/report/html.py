@@ -42,7 +42,11 @@ figure.plot figcaption{font-size:12px;color:#555;max-width:500px}
 .warn{background:#fdf3ea;border-left:4px solid #D55E00;padding:8px 12px;margin:10px 0}
 .small{font-size:12px;color:#555}
 code{font-size:12px;background:#f3f3f3;padding:1px 4px}
-@media print{body{margin:0;max-width:none}h2{page-break-after:avoid}.grid2{display:block}}
+@media (max-width:640px){svg.chart{max-width:none}figure.plot,.tw{overflow-x:auto;max-width:100%}}
+@media print{body{margin:0;max-width:none;font-size:11px}h2{page-break-after:avoid}.grid2{display:block}
+.tw{overflow:visible}table{font-size:8px;width:100%}th,td{padding:1px 3px;white-space:normal}
+svg.chart{max-width:100%}}
+@page{size:A4 landscape;margin:10mm}
 """
 
 

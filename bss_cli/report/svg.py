@@ -210,8 +210,13 @@ def interval_chart(title: str, rows: list[tuple[str, float, float, float, str]],
     values = [v for _, m, lo, hi, _ in rows for v in (m, lo, hi) if v is not None and math.isfinite(v)] + [0.0]
     span = max(values) - min(values) or 1.0
     height = TOP + BOTTOM + 26 * max(len(rows), 1)
+    # the label column is as wide as the longest label (about 6 px a character at 10 px), up to 300 px;
+    # a longer label is shortened with an ellipsis and keeps its full text as a tooltip
+    longest = max((len(str(r[0])) for r in rows), default=10)
+    left = min(300, max(150, 6 * longest + 14))
+    fit = (left - 14) // 6
     f = Frame(title, (min(values) - span * 0.05, max(values) + span * 0.05), (0, max(len(rows), 1)), x_label,
-              width=W + 120, height=height, legend=False, left=150, right=190)
+              width=W + 120 + left - 150, height=height, legend=False, left=left, right=190)
     f.y_ticks = []
     zero = _n(f.x(0))
     f.add(f'<line x1="{zero}" x2="{zero}" y1="{TOP}" y2="{_n(height - BOTTOM)}" class="zero"/>')
@@ -219,7 +224,8 @@ def interval_chart(title: str, rows: list[tuple[str, float, float, float, str]],
         y = _n(TOP + 13 + 26 * i)
         c = colour(i)
         f.add(f'<text x="{_n(f.width - f.right + 6)}" y="{y}" class="lg" dy="4">{escape(note)}</text>')
-        f.add(f'<text x="{f.left - 6}" y="{y}" class="yt">{escape(label)}</text>')
+        shown = label if len(label) <= fit else label[:fit - 1] + "\u2026"
+        f.add(f'<text x="{f.left - 6}" y="{y}" class="yt"><title>{escape(label)}</title>{escape(shown)}</text>')
         if mean is None or not math.isfinite(mean):
             continue
         if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi):
@@ -252,6 +258,7 @@ def strip_chart(title: str, groups: dict[str, dict[int, float]], y_label: str = 
 
 CSS = """
 svg.chart{max-width:100%;height:auto;font-family:inherit}
+@media (max-width:640px){svg.chart{max-width:none}}
 svg .ct{font-size:13px;font-weight:600;fill:#222}
 svg .grid{stroke:#e6e6e6;stroke-width:1}
 svg .axis{stroke:#555;stroke-width:1}
