@@ -5,8 +5,8 @@ CREMA-D: ``ROOT/AudioWAV/<clip>.wav`` with ``<clip>`` = ``<actor>_<sentence>_<em
 (``Image-01-FPS`` in the authors' preprocessing); the split lists ``train.csv`` / ``test.csv``
 when present. See :func:`crema_d`.
 
-The other published layouts are in :mod:`bss_cli.data.published` (audio-visual, gestures) and
-:mod:`bss_cli.data.published_text` (image-text); :data:`LAYOUT_MEDIA` holds each layout's
+The other published layouts are in :mod:`bss_cli.data.published` (audio-visual),
+:mod:`bss_cli.data.published_nvgesture` (gestures) and :mod:`bss_cli.data.published_text` (image-text); :data:`LAYOUT_MEDIA` holds each layout's
 decoding defaults, its authors' loader's.
 """
 
@@ -173,10 +173,11 @@ def _crema_listed(lists: dict[str, Path]) -> list[tuple[str, str, str, str]]:
 
 def _layouts() -> dict:
     from bss_cli.data import published as P
+    from bss_cli.data import published_nvgesture as N
     from bss_cli.data import published_text as T
 
     return {"crema-d": crema_d, "ks": P.kinetics_sounds, "vggsound": P.vggsound, "twitter2015": T.twitter2015,
-            "sarcasm": T.sarcasm, "nvgesture": P.nvgesture}
+            "sarcasm": T.sarcasm, "nvgesture": N.nvgesture}
 
 
 LAYOUT_NAMES = ("crema-d", "ks", "vggsound", "twitter2015", "sarcasm", "nvgesture")
