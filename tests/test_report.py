@@ -145,8 +145,9 @@ def look_at(html_path, png_path, chromium, sync_playwright) -> dict:
                 return b.width > 0 && (b.left < box.left - 1 || b.right > box.right + 1); }).map(t => t.textContent); })""")
         # a phone's width: the charts keep legible text (they scroll sideways instead of shrinking)
         page.set_viewport_size({"width": 375, "height": 800})
-        found["narrow_text_px"] = page.evaluate("""() => Math.min(1000, ...[...document.querySelectorAll(
-            'svg.chart text')].map(t => t.getBoundingClientRect().height).filter(h => h > 0))""")
+        found["narrow_text_px"] = page.evaluate("""() => Math.min(1000, ...[...document.querySelectorAll('svg.chart')]
+            .flatMap(svg => { const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+                return [...svg.querySelectorAll('text')].map(t => parseFloat(getComputedStyle(t).fontSize) * scale); }))""")
         page.set_viewport_size({"width": 1100, "height": 900})
         page.emulate_media(media="print")
         # printed: every table fits the page's width (no column cut off by a scrolling box)
