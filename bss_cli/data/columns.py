@@ -19,9 +19,7 @@ from bss_cli.data.media import (
     check_volume,
     check_wav,
     kind_of,
-    volume_channels,
     volume_layout,
-    volume_shape,
 )
 from bss_cli.errors import MAX_ROWS_LISTED, ConfigError
 from bss_cli.errors import rows_text as _rows
@@ -217,9 +215,8 @@ def text_values(name: str, col: pa.ChunkedArray, base: Path, media: MediaConfig,
             unreadable.append((i, v, ValueError("not a regular file (a folder, FIFO or device); expected a file")))
             continue
         try:
-            if kind == "vector" and len(shape := volume_shape(p)) >= 3:  # a video-like volume: read when batched
-                check_volume(p, volume_layout(array_spec, shape))
-                channels = volume_channels(shape, volume_layout(array_spec, shape))
+            if kind == "vector" and (a := np.load(p, mmap_mode="r", allow_pickle=False)).ndim >= 3:
+                channels = check_volume(a, volume_layout(array_spec, a.shape))  # a volume: read when batched
                 volumes.setdefault(channels, i)
                 kinds.setdefault("volume", i)
                 if kinds.get("vector") == i:  # counted as a vector file above, before its shape was known

@@ -306,10 +306,10 @@ def volume_shape(path: Path) -> tuple[int, ...]:
     return tuple(np.load(path, mmap_mode="r", allow_pickle=False).shape)
 
 
-def check_volume(path: Path, layout: str) -> tuple[int, ...]:
-    """The shape of a usable volume file: real numbers (not complex, text or objects), no empty
-    axis; a ValueError saying what is wrong otherwise (read from the header alone)."""
-    a = np.load(path, mmap_mode="r", allow_pickle=False)
+def check_volume(a: np.ndarray, layout: str) -> int:
+    """The channel count of a usable volume (an array memory-mapped from its file, so only the
+    header is read): real numbers (not complex, text or objects), no empty axis; a ValueError
+    saying what is wrong otherwise."""
     if a.dtype.kind not in "biuf":
         raise ValueError(f"its values are {a.dtype} ({a.dtype.kind!r}); a volume holds real numbers")
     if 0 in a.shape:
@@ -320,7 +320,7 @@ def check_volume(path: Path, layout: str) -> tuple[int, ...]:
         raise ValueError(str(exc)) from None
     if channels > 64:
         raise ValueError(f"{channels} channels in {layout} layout; expected at most 64")
-    return tuple(a.shape)
+    return channels
 
 
 def volume_layout(spec: dict | None, shape: tuple[int, ...]) -> str:

@@ -86,7 +86,7 @@ def _nv_clip(root: Path, flow: Path, f: dict, where: str, first: dict) -> tuple[
     the first flow file, which every other one must share."""
     import re
 
-    from bss_cli.data.media import check_volume, volume_channels, volume_steps
+    from bss_cli.data.media import check_volume, volume_steps
 
     clip_dir, problems, froms = root / f["path"], [], {}
     (_, c_start, c_end), (_, d_start, d_end) = f["color"], f["depth"]
@@ -112,8 +112,8 @@ def _nv_clip(root: Path, flow: Path, f: dict, where: str, first: dict) -> tuple[
         first["layout"] = _flow_layout(root, flow)
     layout = first["layout"]
     try:
-        shape = check_volume(flow, layout)
-        steps, channels = volume_steps(shape, layout), volume_channels(shape, layout)
+        a = np.load(flow, mmap_mode="r", allow_pickle=False)  # the header alone
+        steps, channels = volume_steps(a.shape, layout), check_volume(a, layout)
     except (ValueError, OSError, IndexError, KeyError) as exc:
         return None, problems + [f"{where}: {flow} is not a usable {layout} flow array ({str(exc)[:160]})"]
     if first.setdefault("channels", channels) != channels:
