@@ -323,3 +323,38 @@ def test_elastic_resume_under_gloo_two_to_three_processes(schedule_file):
     trained = [i for part in first + rest for i in part]
     assert set(trained) == set(order)  # none skipped
     assert len(trained) == len(order) + 1  # 26 left over 3 ranks: 27, the one documented wrap-padding repeat
+
+
+def test_manifest_dataset_items_are_the_split_rows_as_bss_train_decodes_them(tmp_path):
+    """ManifestDataset (the docs' train_set): item i is the split's i-th row in manifest order,
+    vectors standardised with the train split's statistics; its sample_ids map a schedule."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bss_cli import ManifestDataset
+
+    rng = np.random.default_rng(0)
+    n = 30
+    splits = ["train"] * 20 + ["val"] * 5 + ["test"] * 5
+    a = rng.normal(3, 2, size=(n, 4))
+    pq.write_table(pa.table({"sample_id": [f"s{i}" for i in range(n)], "label": [i % 3 for i in range(n)],
+                             "split": splits, "a": a.tolist(), "b": rng.normal(size=(n, 2)).tolist()}),
+                   tmp_path / "m.parquet")
+    train = ManifestDataset(tmp_path / "m.parquet")
+    val = ManifestDataset(tmp_path / "m.parquet", split="val")
+    assert len(train) == 20 and len(val) == 5 and train.n_classes == 3 and train.modalities == ["a", "b"]
+    assert val.sample_ids == [f"s{i}" for i in range(20, 25)]
+    mean, std = a[:20].mean(0), a[:20].std(0)
+    np.testing.assert_allclose(val[2]["a"].numpy(), (a[22] - mean) / std, rtol=1e-5, atol=1e-5)
+    assert int(val[2]["labels"]) == 22 % 3
+    raw = ManifestDataset(tmp_path / "m.parquet", split="val", standardise=False)
+    np.testing.assert_allclose(raw[2]["a"].numpy(), a[22], rtol=1e-6)
+    with pytest.raises(IndexError):
+        val[5]
+    job = ScheduleJob(score_manifest(tmp_path / "m.parquet"), ScheduleConfig(scheduler="learned"), [0])
+    write_schedule(job, tmp_path / "sched.parquet")
+    sampler = ScheduleSampler(tmp_path / "sched.parquet", dataset=train)
+    sampler.set_epoch(0)
+    order = ScheduleFile(tmp_path / "sched.parquet").epoch(0)["sample_id"].to_pylist()
+    assert [train.sample_ids[i] for i in sampler] == order and sorted(order) != order

@@ -137,3 +137,50 @@ def batch_loader(data: ManifestData, sampler, batch_size: int, device: torch.dev
     return torch.utils.data.DataLoader(_Batches(data, train), batch_sampler=batches, num_workers=data.workers,
                                        collate_fn=_as_is, pin_memory=pin,
                                        prefetch_factor=4 if data.workers > 0 else None)
+
+
+class ManifestDataset(torch.utils.data.Dataset):
+    """One split of a manifest as a map-style Dataset, for your own trainer.
+
+    Item ``i`` is ``{modality: tensor, "labels": class id}`` of the split's ``i``-th row, in
+    manifest order, decoded as ``bss train`` decodes it (audio as a log spectrogram, images as
+    [frames, 3, S, S] with the train split's augmentations, text as token ids). Vector modalities
+    are standardised with the train split's mean and std, as ``bss train`` does (``standardise=False``
+    keeps the raw values). ``sample_ids`` lists the split's ids in dataset order, which is what
+    ``ScheduleSampler(schedule, dataset=...)`` maps a schedule through; ``modalities``,
+    ``n_classes`` and ``classes`` describe the items.
+    """
+
+    def __init__(self, manifest: str | Path | Manifest, split: str = "train", *, standardise: bool = True,
+                 cache_dir: str | Path | None = None):
+        from bss_cli.data.manifest import load_manifest
+
+        m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
+        self.split, self.classes = split, list(m.classes)
+        self.rows = m.indices(split)
+        self.sample_ids = m.sample_ids.take(self.rows).to_pylist()
+        self.modalities = m.modality_names
+        self.n_classes = m.n_classes
+        self._data = ManifestData(m, cache_dir=cache_dir)
+        self._stats = {}
+        if standardise:
+            stats = self._data.standardisation(m.indices("train"))
+            self._stats = {k: (mean, torch.where(std > 0, std, torch.ones_like(std))) for k, (mean, std) in stats.items()
+                           if m.modalities[k].kind in ("vector", "array")}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if not -len(self.rows) <= int(i) < len(self.rows):
+            raise IndexError(f"index {i} is out of range for the {len(self.rows)} {self.split} rows")
+        x, y = self._data.batch([int(self.rows[i])], train=self.split == "train")
+        item = {}
+        for k, v in x.items():
+            v = v[0]
+            if k in self._stats:
+                mean, std = self._stats[k]
+                v = (v - mean) / std
+            item[k] = v
+        item["labels"] = y[0]
+        return item
