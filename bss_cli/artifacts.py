@@ -219,7 +219,7 @@ def fingerprint_text(text: str, length: int = 16) -> str:
 
 def base_metadata(kind: str, **extra: object) -> dict[str, str]:
     """Metadata every artifact carries, plus ``extra`` (non-strings are JSON-encoded)."""
-    meta = {S.META_KIND: kind, S.META_FORMAT_VERSION: S.FORMAT_VERSION, S.META_BSS_VERSION: __version__}
+    meta = {S.META_KIND: kind, S.META_FORMAT_VERSION: S.format_version(kind), S.META_BSS_VERSION: __version__}
     for key, value in extra.items():
         meta[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
     return meta
@@ -398,10 +398,11 @@ def require_kind(path: str | os.PathLike, kind: str) -> dict[str, str]:
         what = f"a '{found}' artifact" if found else "a Parquet file without bss metadata"
         raise ArtifactError(f"{path}: expected a '{kind}' artifact, found {what}")
     version = meta.get(S.META_FORMAT_VERSION)
-    if version != S.FORMAT_VERSION:
+    readable = S.readable_versions(kind)
+    if version not in readable:
         raise ArtifactError(
             f"{path}: format version {version!r} is not supported (this bss reads version "
-            f"{S.FORMAT_VERSION}); re-create it with this version of bss"
+            f"{' or '.join(readable)}); re-create it with this version of bss"
         )
     return meta
 

@@ -24,6 +24,22 @@ KIND_TIMINGS = "timings"
 KIND_STUDY = "study"
 
 FORMAT_VERSION = "1"
+# Kinds whose format moved on: the version written now, and every version still read.
+# schedule 2: random orders are sorts by counter-based keys of (seed, epoch, manifest row)
+#   (scheduling/keys.py; bss.draw names the generator). Version 1 files drew from a numpy stream
+#   per (seed, epoch); their written epochs read as before, epochs past them are not drawn.
+KIND_VERSIONS = {KIND_SCHEDULE: ("2", ("1", "2"))}
+META_DRAW = "bss.draw"
+
+
+def format_version(kind: str) -> str:
+    """The format version bss writes for ``kind``."""
+    return KIND_VERSIONS.get(kind, (FORMAT_VERSION,))[0]
+
+
+def readable_versions(kind: str) -> tuple[str, ...]:
+    """The format versions of ``kind`` this bss reads."""
+    return KIND_VERSIONS.get(kind, (FORMAT_VERSION, (FORMAT_VERSION,)))[1]
 
 META_KIND = "bss.kind"
 META_FORMAT_VERSION = "bss.format_version"

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from bss_cli import schema as S
 from bss_cli.artifacts import atomic_path, base_metadata, meta_json, require_kind
 from bss_cli.errors import ArtifactError, ConfigError
+from bss_cli.scheduling.keys import DRAW
 from bss_cli.scheduling.schedulers import Accumulator, ScheduleConfig, make_scheduler
 from bss_cli.scoring.scores import Scores
 
@@ -81,6 +82,7 @@ class ScheduleJob:
             S.META_CRITERION: m.get(S.META_CRITERION, ""),
             S.META_CLASSES: meta_json(m, S.META_CLASSES, []),
             "bss.history_fingerprints": [scores_fingerprint(h) for h in self.history],
+            S.META_DRAW: DRAW,
         })
 
     def labels(self) -> np.ndarray | None:
@@ -99,8 +101,8 @@ class ScheduleJob:
         epoch at a time from fixed scores)."""
         balance = self.effective_balance()
         labels = self.labels()
-        scheduler = make_scheduler(balance, self.config, labels)
         ids, rows = self.scores.table[S.SAMPLE_ID].combine_chunks(), self.scores.rows
+        scheduler = make_scheduler(balance, self.config, labels, rows=rows)
 
         def draw(e: int) -> pa.Table:
             idx, prob = scheduler.epoch(e)
@@ -119,7 +121,7 @@ class ScheduleJob:
         return draw
 
     def total_rows(self) -> int:
-        scheduler = make_scheduler(self.scores.balance, self.config, self.labels())
+        scheduler = make_scheduler(self.scores.balance, self.config, self.labels(), rows=self.scores.rows)
         return sum(scheduler.size(e) for e in self.epochs)
 
 
@@ -269,6 +271,9 @@ class ScheduleFile:
             return self._job
         why = f"{self.path}: holds epochs {_span(self.epochs)}, not epoch {epoch}, and cannot draw it: "
         meta = self.metadata
+        if meta.get(S.META_FORMAT_VERSION) != S.format_version(S.KIND_SCHEDULE):
+            raise ConfigError(why + f"it is a format {meta.get(S.META_FORMAT_VERSION)} schedule, drawn by an earlier "
+                                    "generator; write the epochs you need with this bss schedule --epochs")
         if meta_json(meta, "bss.history_fingerprints", []):
             raise ConfigError(why + "it was made with --history (accumulated scores); write more epochs with "
                                     "bss schedule --epochs")

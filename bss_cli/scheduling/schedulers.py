@@ -1,8 +1,9 @@
 """Schedulers (method.md sections 4 and 5): from balance scores to one ordering per epoch.
 
 Epochs are counted from 0 in artifacts and samplers; pacing sees t = epoch + 1. Each epoch draws
-from its own generator seeded by (seed, epoch), so epoch E alone (``bss schedule --epoch E``)
-equals epoch E of a full run, and the same seed gives the same orderings. numpy only.
+per-row keys from a counter-based generator of (seed, epoch, manifest row) (keys.py), so epoch E
+alone (``bss schedule --epoch E``) equals epoch E of a full run, the same seed gives the same
+orderings, and the orderings do not depend on how the rows are split into blocks. numpy only.
 
 An epoch is ``(idx, prob)``: positions into the scores table in training order, and each
 sample's selection probability (the learned sampler's p_i; 1/n for the others).
@@ -17,6 +18,8 @@ import numpy as np
 
 from bss_cli.bounds import bound_problems
 from bss_cli.errors import ConfigError
+from bss_cli.scheduling import keys
+from bss_cli.scheduling.keys import CONTROL_STREAM
 from bss_cli.scheduling.pacing import check_pacing, subset_size
 
 
@@ -67,18 +70,25 @@ class ScheduleConfig:
         return {k: v for k, v in asdict(self).items() if k in keys}
 
 
-def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([seed, epoch]))
+# Every random order is a sort by counter-based keys of (seed, stream, manifest row) (keys.py): an
+# epoch's draws use stream = epoch; the controls' fixed orders use CONTROL_STREAM, which no epoch
+# reaches, so a control's order is independent of every epoch's shuffle. The order of a sample does
+# not depend on which other samples a process or partition holds.
 
 
-# The controls' fixed random orders draw from their own stream: (seed, CONTROL_STREAM) is no
-# epoch's (seed, epoch) pair, so a control's order is independent of every epoch's shuffle.
-CONTROL_STREAM = 2**63
+def control_permutation(seed: int, rows: np.ndarray) -> np.ndarray:
+    """A fixed, seeded permutation of the positions of ``rows`` (the controls' random stand-in for a
+    balance order)."""
+    return keys.permutation(seed, CONTROL_STREAM, rows)
 
 
-def control_permutation(seed: int, n: int) -> np.ndarray:
-    """A fixed, seeded permutation of ``n`` (the controls' random stand-in for a balance order)."""
-    return np.random.default_rng(np.random.SeedSequence([seed, CONTROL_STREAM])).permutation(n)
+def _rows(rows: np.ndarray | None, n: int) -> np.ndarray:
+    if rows is None:
+        return np.arange(n, dtype=np.int64)
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) != n:
+        raise ConfigError(f"{len(rows)} rows for {n} scores")
+    return rows
 
 
 class Scheduler(Protocol):
@@ -96,11 +106,12 @@ class Curriculum:
     """
 
     def __init__(self, balance: np.ndarray, cfg: ScheduleConfig, reverse: bool = False,
-                 labels: np.ndarray | None = None):
+                 labels: np.ndarray | None = None, rows: np.ndarray | None = None):
         self.pace = check_pacing(cfg.pacing, cfg.lambda0, cfg.t_grow)
         self.cfg = cfg
+        self.rows = _rows(rows, len(balance))
         key = balance if reverse else -balance
-        self.order = np.argsort(key, kind="stable")
+        self.order = keys.order_by(key, self.rows)  # ties in manifest order
         self.rank = np.empty(len(self.order), np.int64)
         self.rank[self.order] = np.arange(len(self.order))
         self.classes: list[np.ndarray] | None = None
@@ -130,18 +141,20 @@ class Curriculum:
         idx = self._subset(epoch)
         n = len(idx)
         if self.cfg.shuffle:
-            idx = epoch_rng(self.cfg.seed, epoch).permutation(idx)
+            idx = idx[keys.permutation(self.cfg.seed, epoch, self.rows[idx])]
         return idx, np.full(n, 1.0 / n)
 
 
-def paced_random(balance: np.ndarray, cfg: ScheduleConfig, labels: np.ndarray | None = None) -> Curriculum:
+def paced_random(balance: np.ndarray, cfg: ScheduleConfig, labels: np.ndarray | None = None,
+                 rows: np.ndarray | None = None) -> Curriculum:
     """Control for the curriculum: the same growing prefix sizes (and, with ``stratify``, the same
     per-class sizes) over a fixed seeded random order instead of the balance order. What the
     curriculum gains over this is the effect of *which* samples come first; what this gains over
     ``none`` is the effect of pacing alone (training on a growing subset, a warm-up of sorts)."""
+    rows = _rows(rows, len(balance))
     key = np.empty(len(balance), np.float64)
-    key[control_permutation(cfg.seed, len(balance))] = np.arange(len(balance), dtype=np.float64)
-    return Curriculum(key, cfg, reverse=True, labels=labels)  # ascending key: the permutation's order
+    key[control_permutation(cfg.seed, rows)] = np.arange(len(balance), dtype=np.float64)
+    return Curriculum(key, cfg, reverse=True, labels=labels, rows=rows)  # ascending key: the permutation's order
 
 
 RULES = ("scripts", "paper")
@@ -154,15 +167,17 @@ class Learned:
     * the paper's rule: w = exp(s / T), i.e. p = softmax(s / T), s being the accumulated s_hat.
 
     Drawn as argsort(E_i / w_i) with E_i ~ Exp(1) (Efraimidis-Spirakis), which has the law of
-    ``torch.multinomial(p, N, replacement=False)`` and costs one sort.
+    ``torch.multinomial(p, N, replacement=False)`` and costs one sort; E_i is a counter-based draw
+    of (seed, epoch, manifest row), so the order does not depend on how the rows are partitioned.
 
     ``shuffle_scores`` (a control): sample i draws with the score of sample pi(i), pi a fixed
     seeded permutation; the weights keep their distribution but lose their link to the samples.
     """
 
-    def __init__(self, balance: np.ndarray, cfg: ScheduleConfig):
+    def __init__(self, balance: np.ndarray, cfg: ScheduleConfig, rows: np.ndarray | None = None):
+        self.rows = _rows(rows, len(balance))
         if cfg.shuffle_scores:
-            balance = np.asarray(balance)[control_permutation(cfg.seed, len(balance))]
+            balance = np.asarray(balance)[control_permutation(cfg.seed, self.rows)]
         if cfg.rule == "paper":
             z = np.asarray(balance, np.float64) / cfg.temperature
             w = np.exp(z - z.max())
@@ -188,10 +203,7 @@ class Learned:
         return len(self.p)
 
     def epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        keys = epoch_rng(self.cfg.seed, epoch).standard_exponential(len(self.p))
-        keys /= self.p
-        # Continuous keys have no ties, so the fast (deterministic, unstable) sort is exact here.
-        idx = np.argsort(keys)
+        idx = keys.weighted_order(self.p, self.cfg.seed, epoch, self.rows)
         if self.cfg.paced:
             idx = idx[:self.size(epoch)]
         return idx, self.p[idx]
@@ -200,27 +212,30 @@ class Learned:
 class Random:
     """A fresh uniform permutation each epoch (the baseline)."""
 
-    def __init__(self, balance: np.ndarray, cfg: ScheduleConfig):
+    def __init__(self, balance: np.ndarray, cfg: ScheduleConfig, rows: np.ndarray | None = None):
         self.n, self.cfg = len(balance), cfg
+        self.rows = _rows(rows, self.n)
 
     def size(self, epoch: int) -> int:
         return self.n
 
     def epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        return epoch_rng(self.cfg.seed, epoch).permutation(self.n), np.full(self.n, 1.0 / self.n)
+        return keys.permutation(self.cfg.seed, epoch, self.rows), np.full(self.n, 1.0 / self.n)
 
 
 SCHEDULERS = {
-    "curriculum": lambda b, c, labels=None: Curriculum(b, c, labels=labels),
-    "anti-curriculum": lambda b, c, labels=None: Curriculum(b, c, reverse=True, labels=labels),
+    "curriculum": lambda b, c, labels=None, rows=None: Curriculum(b, c, labels=labels, rows=rows),
+    "anti-curriculum": lambda b, c, labels=None, rows=None: Curriculum(b, c, reverse=True, labels=labels, rows=rows),
     "paced-random": paced_random,
-    "learned": lambda b, c, labels=None: Learned(b, c),
-    "random": lambda b, c, labels=None: Random(b, c),
+    "learned": lambda b, c, labels=None, rows=None: Learned(b, c, rows=rows),
+    "random": lambda b, c, labels=None, rows=None: Random(b, c, rows=rows),
 }
 
 
-def make_scheduler(balance: np.ndarray, cfg: ScheduleConfig, labels: np.ndarray | None = None) -> Scheduler:
-    """The scheduler ``cfg`` names over ``balance`` (``labels``: each sample's class, for ``stratify``)."""
+def make_scheduler(balance: np.ndarray, cfg: ScheduleConfig, labels: np.ndarray | None = None,
+                   rows: np.ndarray | None = None) -> Scheduler:
+    """The scheduler ``cfg`` names over ``balance`` (``labels``: each sample's class, for ``stratify``;
+    ``rows``: each sample's manifest row, which keys its random draws; default 0..N-1)."""
     cfg.validate()
     if len(balance) == 0:
         raise ConfigError("no scores to schedule")
@@ -229,7 +244,7 @@ def make_scheduler(balance: np.ndarray, cfg: ScheduleConfig, labels: np.ndarray 
                           "--scheduler paced-random (the curriculum's control)")
     if cfg.stratify and cfg.scheduler not in ("curriculum", "anti-curriculum", "paced-random"):
         raise ConfigError(f"--stratify shapes a curriculum's growing prefix; {cfg.scheduler} has none")
-    return SCHEDULERS[cfg.scheduler](np.asarray(balance, np.float64), cfg, labels=labels)
+    return SCHEDULERS[cfg.scheduler](np.asarray(balance, np.float64), cfg, labels=labels, rows=rows)
 
 
 class Accumulator:
