@@ -16,7 +16,6 @@ from __future__ import annotations
 import numpy as np
 
 _M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
-_W0, _W1 = np.uint64(0x9E3779B9), np.uint64(0xBB67AE85)
 _LOW = np.uint64(0xFFFFFFFF)
 _32 = np.uint64(32)
 
@@ -27,17 +26,30 @@ DRAW = "philox4x32-10(key=seed, counter=(row, stream))"  # recorded in every sch
 
 
 def philox4x32(counter: tuple, key: tuple, rounds: int = 10) -> tuple[np.ndarray, ...]:
-    """Philox4x32 over arrays: ``counter`` four uint32 words (arrays or ints), ``key`` two; returns
-    the four output words as uint64 arrays holding 32-bit values."""
-    c0, c1, c2, c3 = (np.asarray(c, dtype=np.uint64) & _LOW for c in counter)
-    k0, k1 = (np.uint64(int(k) & 0xFFFFFFFF) for k in key)
-    with np.errstate(over="ignore"):  # the products fit in 64 bits; the key bumps wrap on purpose
-        for r in range(rounds):
-            if r:
-                k0, k1 = (k0 + _W0) & _LOW, (k1 + _W1) & _LOW
-            p0, p1 = _M0 * c0, _M1 * c2
-            c0, c1, c2, c3 = ((p1 >> _32) ^ c1 ^ k0, p1 & _LOW, (p0 >> _32) ^ c3 ^ k1, p0 & _LOW)
+    """Philox4x32 over arrays: ``counter`` four uint32 words (arrays or ints, broadcast together),
+    ``key`` two ints; returns the four output words as uint64 arrays holding 32-bit values.
+    In place, a few buffers for the whole pass (numpy temporaries would triple its time)."""
+    c0, c1, c2, c3 = (np.array(np.broadcast_to(np.asarray(c, dtype=np.uint64) & _LOW, np.broadcast_shapes(
+        *(np.shape(x) for x in counter)))) for c in counter)
+    k0, k1 = int(key[0]) & 0xFFFFFFFF, int(key[1]) & 0xFFFFFFFF
+    p0, p1 = np.empty_like(c0), np.empty_like(c0)
+    for r in range(rounds):
+        if r:
+            k0, k1 = (k0 + 0x9E3779B9) & 0xFFFFFFFF, (k1 + 0xBB67AE85) & 0xFFFFFFFF
+        np.multiply(c0, _M0, out=p0)  # both factors < 2**32: the product fits in 64 bits
+        np.multiply(c2, _M1, out=p1)
+        np.right_shift(p1, _32, out=c0)  # c0' = hi(M1 c2) ^ c1 ^ k0
+        np.bitwise_xor(c0, c1, out=c0)
+        np.bitwise_xor(c0, np.uint64(k0), out=c0)
+        np.right_shift(p0, _32, out=c2)  # c2' = hi(M0 c0) ^ c3 ^ k1
+        np.bitwise_xor(c2, c3, out=c2)
+        np.bitwise_xor(c2, np.uint64(k1), out=c2)
+        np.bitwise_and(p1, _LOW, out=c1)  # c1' = lo(M1 c2)
+        np.bitwise_and(p0, _LOW, out=c3)  # c3' = lo(M0 c0)
     return c0, c1, c2, c3
+
+
+_CHUNK = 1 << 16  # rows per pass: the round's temporaries stay in cache
 
 
 def _words(seed: int, stream: int, rows) -> tuple[np.ndarray, np.ndarray]:
@@ -45,34 +57,56 @@ def _words(seed: int, stream: int, rows) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"seed {seed}: expected an integer in [0, 2**64)")
     if not 0 <= int(stream) < 2**64:
         raise ValueError(f"stream {stream}: expected an integer in [0, 2**64)")
-    r = np.asarray(rows, dtype=np.int64)
+    r = np.asarray(rows, dtype=np.int64).reshape(-1)
     if r.size and r.min() < 0:
         raise ValueError("rows must be >= 0")
-    r = r.astype(np.uint64)
-    out = philox4x32((r & _LOW, r >> _32, int(stream) & 0xFFFFFFFF, int(stream) >> 32),
-                     (int(seed) & 0xFFFFFFFF, int(seed) >> 32))
-    return out[0], out[1]
+    r = r.view(np.uint64)
+    hi, lo = np.empty(len(r), np.uint64), np.empty(len(r), np.uint64)
+    s_lo, s_hi = int(stream) & 0xFFFFFFFF, int(stream) >> 32
+    key = (int(seed) & 0xFFFFFFFF, int(seed) >> 32)
+    for a in range(0, len(r), _CHUNK):
+        part = r[a:a + _CHUNK]
+        out = philox4x32((part & _LOW, part >> _32, s_lo, s_hi), key)
+        hi[a:a + _CHUNK], lo[a:a + _CHUNK] = out[0], out[1]
+    return hi, lo
 
 
 def keys64(seed: int, stream: int, rows) -> np.ndarray:
     """A uniform 64-bit integer per row (uint64): the key of a uniform random permutation."""
     hi, lo = _words(seed, stream, rows)
-    return (hi << _32) | lo
+    np.left_shift(hi, _32, out=hi)
+    return np.bitwise_or(hi, lo, out=hi)
 
 
 def uniform(seed: int, stream: int, rows) -> np.ndarray:
     """A uniform float64 in (0, 1) per row: 53 random bits, centred in their interval (never 0 or 1)."""
-    return ((keys64(seed, stream, rows) >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
+    hi, lo = _words(seed, stream, rows)
+    np.left_shift(hi, np.uint64(21), out=hi)  # the first word's 32 bits, then 21 of the second's
+    np.right_shift(lo, np.uint64(11), out=lo)
+    u = np.bitwise_or(hi, lo, out=hi).astype(np.float64)
+    u += 0.5
+    u *= 2.0**-53
+    return u
 
 
 def exponential(seed: int, stream: int, rows) -> np.ndarray:
     """A standard exponential E = -log U per row (finite: U lies in (0, 1))."""
-    return -np.log(uniform(seed, stream, rows))
+    e = uniform(seed, stream, rows)
+    np.log(e, out=e)
+    return np.negative(e, out=e)
 
 
 def order_by(key: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Positions that sort ``key`` ascending, ties by ``rows`` ascending (any input order)."""
-    return np.lexsort((np.asarray(rows), np.asarray(key)))
+    """Positions that sort ``key`` ascending, ties by ``rows`` ascending (any input order).
+
+    Random keys almost never tie, so the fast unstable sort is tried first: with no two equal keys
+    its result is the only ascending order; where keys tie, the (key, row) sort decides."""
+    key, rows = np.asarray(key), np.asarray(rows)
+    idx = np.argsort(key)
+    ordered = key[idx]
+    if not (ordered[1:] == ordered[:-1]).any():
+        return idx
+    return np.lexsort((rows, key))
 
 
 def permutation(seed: int, stream: int, rows) -> np.ndarray:
