@@ -52,23 +52,27 @@ def philox4x32(counter: tuple, key: tuple, rounds: int = 10) -> tuple[np.ndarray
 _CHUNK = 1 << 16  # rows per pass: the round's temporaries stay in cache
 
 
-def _words(seed: int, stream: int, rows) -> tuple[np.ndarray, np.ndarray]:
+def _words(seed: int, stream, rows) -> tuple[np.ndarray, np.ndarray]:
+    """Two 32-bit output words per (row, stream); ``stream`` an int, or an array broadcast with
+    ``rows`` (e.g. epochs as a column against rows as a row)."""
     if not 0 <= int(seed) < 2**64:
         raise ValueError(f"seed {seed}: expected an integer in [0, 2**64)")
-    if not 0 <= int(stream) < 2**64:
-        raise ValueError(f"stream {stream}: expected an integer in [0, 2**64)")
-    r = np.asarray(rows, dtype=np.int64).reshape(-1)
+    st = np.asarray(stream)
+    if st.size and (int(st.min()) < 0 or int(st.max()) >= 2**64):
+        raise ValueError(f"stream {stream}: expected integers in [0, 2**64)")
+    r = np.asarray(rows, dtype=np.int64)
     if r.size and r.min() < 0:
         raise ValueError("rows must be >= 0")
-    r = r.view(np.uint64)
+    shape = np.broadcast_shapes(r.shape, st.shape)
+    r = np.broadcast_to(r.view(np.uint64), shape).reshape(-1)
+    st = np.broadcast_to(st.astype(np.uint64), shape).reshape(-1)
     hi, lo = np.empty(len(r), np.uint64), np.empty(len(r), np.uint64)
-    s_lo, s_hi = int(stream) & 0xFFFFFFFF, int(stream) >> 32
     key = (int(seed) & 0xFFFFFFFF, int(seed) >> 32)
     for a in range(0, len(r), _CHUNK):
-        part = r[a:a + _CHUNK]
-        out = philox4x32((part & _LOW, part >> _32, s_lo, s_hi), key)
+        part, sp = r[a:a + _CHUNK], st[a:a + _CHUNK]
+        out = philox4x32((part & _LOW, part >> _32, sp & _LOW, sp >> _32), key)
         hi[a:a + _CHUNK], lo[a:a + _CHUNK] = out[0], out[1]
-    return hi, lo
+    return hi.reshape(shape), lo.reshape(shape)
 
 
 def keys64(seed: int, stream: int, rows) -> np.ndarray:
