@@ -29,8 +29,8 @@ def philox4x32(counter: tuple, key: tuple, rounds: int = 10) -> tuple[np.ndarray
     """Philox4x32 over arrays: ``counter`` four uint32 words (arrays or ints, broadcast together),
     ``key`` two ints; returns the four output words as uint64 arrays holding 32-bit values.
     In place, a few buffers for the whole pass (numpy temporaries would triple its time)."""
-    c0, c1, c2, c3 = (np.array(np.broadcast_to(np.asarray(c, dtype=np.uint64) & _LOW, np.broadcast_shapes(
-        *(np.shape(x) for x in counter)))) for c in counter)
+    shape = np.broadcast_shapes(*(np.shape(c) for c in counter))
+    c0, c1, c2, c3 = (np.broadcast_to(np.asarray(c, dtype=np.uint64) & _LOW, shape).copy() for c in counter)
     k0, k1 = int(key[0]) & 0xFFFFFFFF, int(key[1]) & 0xFFFFFFFF
     p0, p1 = np.empty_like(c0), np.empty_like(c0)
     for r in range(rounds):
