@@ -415,3 +415,48 @@ def meta_json(meta: dict[str, str], key: str, default: object = None) -> object:
         return json.loads(meta[key])
     except json.JSONDecodeError:
         return meta[key]
+
+
+def check_output_folder(path: str | os.PathLike, force: bool) -> None:
+    """The overwrite rule for a partitioned output (a folder of Parquet files): an existing folder is
+    refused unless ``force``; then it is replaced whole, once the new one is complete."""
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise ArtifactError(f"-o {target}: exists and is not a folder; an engine writes a folder of Parquet "
+                            "partitions: name a folder")
+    blocked = file_in_the_way(target)
+    if blocked:
+        raise ArtifactError(f"-o {target}: {blocked} is a file, not a folder")
+    if target.is_dir() and not force:
+        raise ArtifactError(f"-o {target}: the folder exists; pass --force to replace it, or choose another path")
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path``; on success it replaces ``path`` (an old
+    folder there is moved aside first, then removed). On failure or a kill before the rename,
+    ``path`` is untouched and the temporary folder removed."""
+    import shutil
+
+    target = Path(path)
+    check_no_link(target.parent)
+    try:
+        make_dir(target.parent)
+        tmp = target.parent / f".{target.name}.{os.getpid()}-{next(_TEMPORARIES)}.tmp"
+        tmp.mkdir()
+    except OSError as exc:
+        raise ArtifactError(f"cannot write {target}: {_why(exc)}; nothing was written") from None
+    try:
+        yield tmp
+        old = None
+        if target.exists():
+            old = target.parent / f".{target.name}.{os.getpid()}-{next(_TEMPORARIES)}.old"
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise ArtifactError(f"cannot write {target}: {_why(exc)}; nothing was written") from None
+        raise

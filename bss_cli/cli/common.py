@@ -120,7 +120,15 @@ def written(path, rows: int, started: float, **extra) -> dict:
     """The ``--json`` record of one written file."""
     import time
 
+    from pathlib import Path
+
     from bss_cli.artifacts import fingerprint_file
 
-    return {"wrote": str(path), "rows": int(rows), "fingerprint": fingerprint_file(path),
+    if Path(path).is_dir():  # a folder of partitions (an engine's output)
+        from bss_cli.data.partitions import fingerprint, open_set
+
+        fp = fingerprint(open_set(path))
+    else:
+        fp = fingerprint_file(path)
+    return {"wrote": str(path), "rows": int(rows), "fingerprint": fp,
             "seconds": round(time.perf_counter() - started, 3), **extra}

@@ -318,29 +318,8 @@ def _score_batches(path: Path, pf: pq.ParquetFile, manifest: Manifest, split: st
             rows_of = (lambda i, base=offset + keep: base[i])  # noqa: E731
         else:
             rows_of = (lambda i, base=offset: base + i)  # noqa: E731
-        problems: list[str] = []
-        classes = (f"one per class code 0..{manifest.n_classes - 1}: the manifest's {manifest.n_classes} classes")
-        logits = {c[len(S.LOGITS_PREFIX):]: _matrix(c, batch.column(c), rows_of, manifest.n_classes, classes, problems)
-                  for c in columns if c.startswith(S.LOGITS_PREFIX) and c != S.FUSED_LOGITS}
-        fused = (_matrix(S.FUSED_LOGITS, batch.column(S.FUSED_LOGITS), rows_of, manifest.n_classes, classes, problems)
-                 if S.FUSED_LOGITS in columns else None)
-        emb = {}
-        for c in columns:
-            if c.startswith(S.EMBEDDING_PREFIX):
-                x = _matrix(c, batch.column(c), rows_of, widths.get(c), "the first row's length", problems)
-                if x is not None:
-                    emb[c[len(S.EMBEDDING_PREFIX):]] = x
-                    widths.setdefault(c, x.shape[1])
-        grad = None
-        if S.GRAD_NORM in columns:
-            grad = batch.column(S.GRAD_NORM).to_numpy(zero_copy_only=False).astype(np.float64)
-            bad = np.flatnonzero(~np.isfinite(grad) | (grad < 0))
-            if len(bad):
-                problems.append(f"{_rows(rows_of(bad))}: column 'grad_norm' must be finite and >= 0")
-        if problems:
-            raise PredictionsError(f"{path}: " + "\n  - ".join(["problems in the predictions file:"] + problems))
         labels = manifest.labels[wanted[where]]
-        preds = Predictions(labels=labels, logits=logits, fused_logits=fused, embeddings=emb, grad_norm=grad)
+        preds = batch_predictions(path, batch, columns, manifest.n_classes, widths, rows_of, labels)
         part = row_parts(preds, criterion, weights)
         if out is None:
             spill = dest is None and n >= SPILL_ROWS  # in order: the parts arrive in the order they are written
@@ -369,6 +348,37 @@ def _score_batches(path: Path, pf: pq.ParquetFile, manifest: Manifest, split: st
         for column in [out.labels, *out.raw.values(), *out.head_loss.values()]:
             column.done()
     return out
+
+
+def batch_predictions(path, batch: pa.RecordBatch | pa.Table, columns: list[str], n_classes: int,
+                      widths: dict[str, int], rows_of, labels: np.ndarray,
+                      whose: str = "the manifest's") -> Predictions:
+    """One batch of a predictions file as :class:`Predictions`, every value checked.
+
+    ``rows_of(i)`` maps the batch's row numbers to the file's (for messages); ``widths`` holds the
+    embedding widths seen so far (the first row's length, filled in here when unknown)."""
+    problems: list[str] = []
+    classes = f"one per class code 0..{n_classes - 1}: {whose} {n_classes} classes"
+    logits = {c[len(S.LOGITS_PREFIX):]: _matrix(c, batch.column(c), rows_of, n_classes, classes, problems)
+              for c in columns if c.startswith(S.LOGITS_PREFIX) and c != S.FUSED_LOGITS}
+    fused = (_matrix(S.FUSED_LOGITS, batch.column(S.FUSED_LOGITS), rows_of, n_classes, classes, problems)
+             if S.FUSED_LOGITS in columns else None)
+    emb = {}
+    for c in columns:
+        if c.startswith(S.EMBEDDING_PREFIX):
+            x = _matrix(c, batch.column(c), rows_of, widths.get(c), "the first row's length", problems)
+            if x is not None:
+                emb[c[len(S.EMBEDDING_PREFIX):]] = x
+                widths.setdefault(c, x.shape[1])
+    grad = None
+    if S.GRAD_NORM in columns:
+        grad = batch.column(S.GRAD_NORM).to_numpy(zero_copy_only=False).astype(np.float64)
+        bad = np.flatnonzero(~np.isfinite(grad) | (grad < 0))
+        if len(bad):
+            problems.append(f"{_rows(rows_of(bad))}: column 'grad_norm' must be finite and >= 0")
+    if problems:
+        raise PredictionsError(f"{path}: " + "\n  - ".join(["problems in the predictions file:"] + problems))
+    return Predictions(labels=labels, logits=logits, fused_logits=fused, embeddings=emb, grad_norm=grad)
 
 
 def predictions_table(sample_ids: pa.Array, p: Predictions) -> pa.Table:

@@ -71,6 +71,10 @@ class ScoreSet:
     balance: np.ndarray
     rank: np.ndarray
     metadata: dict[str, str]
+    # Without a manifest (a predictions set that carries its labels): the ids and split codes, row i
+    # = sample i (``manifest`` is then None).
+    ids: pa.Array | None = None
+    split_codes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -78,35 +82,15 @@ class ScoreSet:
     def columns(self, start: int, stop: int, only: tuple[str, ...] | None = None) -> dict[str, pa.Array]:
         """The scores table's columns for samples ``start:stop`` (any chunk gives the same values);
         ``only``: just these columns (e.g. :data:`SCHEDULE_COLUMNS`, all a scheduler reads)."""
-        want = (lambda name: True) if only is None else (lambda name: name in only)  # noqa: E731
         rows = self.rows[start:stop]
-        cols: dict[str, pa.Array] = {}
-        if want(S.SAMPLE_ID):
-            cols[S.SAMPLE_ID] = self.manifest.sample_ids.take(pa.array(rows))
-        if want(S.ROW):
-            cols[S.ROW] = pa.array(rows, pa.int64())
-        if want(S.LABEL):
-            cols[S.LABEL] = pa.array(self.parts.labels[start:stop].astype(np.int64))
-        if want(S.SPLIT):
-            cols[S.SPLIT] = pa.array(S.SPLITS).take(pa.array(self.manifest.split_codes[rows]))
-        raw = {k: v[start:stop] for k, v in self.parts.raw.items()}
-        for name, values in raw.items():
-            if want(name):
-                cols[name] = pa.array(values, pa.float64())
-        for name, values in raw.items():
-            if want(name + S.NORM_SUFFIX):
-                cols[name + S.NORM_SUFFIX] = pa.array(normalise(values, *self.ranges[name]), pa.float64())
-        if want(S.BALANCE):
-            cols[S.BALANCE] = pa.array(self.balance[start:stop], pa.float64())
-        if want(S.RANK):
-            cols[S.RANK] = pa.array(self.rank[start:stop].astype(np.int64))
-        for head, loss in self.parts.head_loss.items():
-            loss = loss[start:stop]
-            if want(S.LOSS_PREFIX + head):
-                cols[S.LOSS_PREFIX + head] = pa.array(loss, pa.float32())
-            if want(S.PTRUE_PREFIX + head):
-                cols[S.PTRUE_PREFIX + head] = pa.array(np.exp(-loss), pa.float32())
-        return cols
+        return score_columns(
+            ids=(lambda: self.ids.slice(start, stop - start)) if self.ids is not None else
+            (lambda: self.manifest.sample_ids.take(pa.array(rows))), rows=rows, labels=self.parts.labels[start:stop],
+            split_codes=(lambda: self.split_codes[start:stop]) if self.split_codes is not None else
+            (lambda: self.manifest.split_codes[rows]),
+            raw={k: v[start:stop] for k, v in self.parts.raw.items()}, ranges=self.ranges,
+            balance=self.balance[start:stop], rank=self.rank[start:stop],
+            head_loss={h: v[start:stop] for h, v in self.parts.head_loss.items()}, only=only)
 
     def to_scores(self, only: tuple[str, ...] | None = None) -> Scores:
         return Scores(pa.table(self.columns(0, len(self), only)), self.metadata)
@@ -135,8 +119,42 @@ class ScoreSet:
                     writer.close()
 
 
+def score_columns(*, ids, rows: np.ndarray, labels: np.ndarray, split_codes, raw: dict[str, np.ndarray],
+                  ranges: dict[str, tuple[float, float]], balance: np.ndarray, rank: np.ndarray,
+                  head_loss: dict[str, np.ndarray], only: tuple[str, ...] | None = None) -> dict[str, pa.Array]:
+    """The scores table's columns, in the file's order and types, for some samples (a chunk of a
+    :class:`ScoreSet`, or a block on an engine). ``ids`` and ``split_codes`` are called only when
+    their column is wanted."""
+    want = (lambda name: True) if only is None else (lambda name: name in only)  # noqa: E731
+    cols: dict[str, pa.Array] = {}
+    if want(S.SAMPLE_ID):
+        cols[S.SAMPLE_ID] = ids()
+    if want(S.ROW):
+        cols[S.ROW] = pa.array(rows, pa.int64())
+    if want(S.LABEL):
+        cols[S.LABEL] = pa.array(labels.astype(np.int64))
+    if want(S.SPLIT):
+        cols[S.SPLIT] = pa.array(S.SPLITS).take(pa.array(split_codes()))
+    for name, values in raw.items():
+        if want(name):
+            cols[name] = pa.array(values, pa.float64())
+    for name, values in raw.items():
+        if want(name + S.NORM_SUFFIX):
+            cols[name + S.NORM_SUFFIX] = pa.array(normalise(values, *ranges[name]), pa.float64())
+    if want(S.BALANCE):
+        cols[S.BALANCE] = pa.array(balance, pa.float64())
+    if want(S.RANK):
+        cols[S.RANK] = pa.array(rank.astype(np.int64))
+    for head, loss in head_loss.items():
+        if want(S.LOSS_PREFIX + head):
+            cols[S.LOSS_PREFIX + head] = pa.array(loss, pa.float32())
+        if want(S.PTRUE_PREFIX + head):
+            cols[S.PTRUE_PREFIX + head] = pa.array(np.exp(-loss), pa.float32())
+    return cols
+
+
 def score_set(
-    manifest: Manifest,
+    manifest: Manifest | None,
     rows: np.ndarray,
     parts: RowParts,
     *,
@@ -147,32 +165,59 @@ def score_set(
     seed: int | None,
     split: str,
     alpha: float = 0.5,
+    ids: pa.Array | None = None,
+    split_codes: np.ndarray | None = None,
+    classes: list[str] | None = None,
 ) -> ScoreSet:
-    """Balance scores for manifest ``rows`` (row i of ``parts`` = manifest row ``rows[i]``)."""
+    """Balance scores for manifest ``rows`` (row i of ``parts`` = manifest row ``rows[i]``).
+
+    Without a manifest (a predictions set carrying its labels), ``ids``, ``split_codes`` and
+    ``classes`` stand in for it."""
     if not 0 <= alpha <= 1:
         raise ConfigError(f"--alpha {alpha}: expected a value in [0, 1]")
     ranges = {name: (float(v.min()), float(v.max())) for name, v in parts.raw.items()}
     balance = np.empty(len(rows), np.float64)
     for start in range(0, len(rows), CHUNK_ROWS):  # chunk by chunk: no full-size normalised copies
         stop = start + CHUNK_ROWS
-        norm = {name: normalise(v[start:stop], *ranges[name]) for name, v in parts.raw.items()}
-        balance[start:stop] = combine(norm, criterion, alpha)
-    meta = base_metadata(
+        balance[start:stop] = finish_balance({name: v[start:stop] for name, v in parts.raw.items()}, ranges,
+                                             criterion, alpha)
+    meta = scores_metadata(
+        criterion=criterion, source=source, source_fingerprint=source_fingerprint,
+        manifest_fingerprint=manifest.fingerprint if manifest is not None else "", seed=seed,
+        modalities=[h for h in parts.head_loss if h != "fused"],
+        classes=[str(c) for c in manifest.classes] if manifest is not None else list(classes or []),
+        weights=weights, split=split, alpha=alpha)
+    return ScoreSet(manifest, rows, parts, criterion, alpha, ranges, balance, balance_rank(balance), meta, ids,
+                    split_codes)
+
+
+def finish_balance(raw: dict[str, np.ndarray], ranges: dict[str, tuple[float, float]], criterion: str,
+                   alpha: float) -> np.ndarray:
+    """Balance from raw parts, given each part's range over the whole scored set: elementwise, so
+    any chunk or partition of the samples gives the same values, bit for bit."""
+    if not 0 <= alpha <= 1:
+        raise ConfigError(f"--alpha {alpha}: expected a value in [0, 1]")
+    return combine({name: normalise(v, *ranges[name]) for name, v in raw.items()}, criterion, alpha)
+
+
+def scores_metadata(*, criterion: str, source: str, source_fingerprint: str, manifest_fingerprint: str,
+                    seed: int | None, modalities: list[str], classes: list[str], weights: LossWeights, split: str,
+                    alpha: float) -> dict[str, str]:
+    return base_metadata(
         S.KIND_SCORES,
         **{
             S.META_CRITERION: criterion,
             S.META_SOURCE: source,
             S.META_SOURCE_FINGERPRINT: source_fingerprint,
-            S.META_MANIFEST_FINGERPRINT: manifest.fingerprint,
+            S.META_MANIFEST_FINGERPRINT: manifest_fingerprint,
             S.META_SEED: "" if seed is None else str(seed),
-            S.META_MODALITIES: [h for h in parts.head_loss if h != "fused"],
-            S.META_CLASSES: [str(c) for c in manifest.classes],
+            S.META_MODALITIES: modalities,
+            S.META_CLASSES: classes,
             S.META_LOSS_WEIGHTS: {"fused": weights.fused, "unimodal": weights.unimodal},
             S.META_SCORED_SPLIT: split,
             "bss.alpha": alpha,
         },
     )
-    return ScoreSet(manifest, rows, parts, criterion, alpha, ranges, balance, balance_rank(balance), meta)
 
 
 def build_scores(manifest: Manifest, rows: np.ndarray, parts: RowParts, only: tuple[str, ...] | None = None,
