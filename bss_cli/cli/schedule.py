@@ -22,6 +22,7 @@ SchedulerName = choices("SchedulerName", SCHEDULERS)
 Pacing = choices("Pacing", PACING)
 Format = choices("Format", FORMATS)
 Rule = choices("Rule", RULES)
+Engine = choices("Engine", ("local", "ray"))
 _D = ScheduleConfig()
 DEFAULT_EPOCHS = 120
 
@@ -37,8 +38,9 @@ def _format_for(out: str, fmt: Optional[str]) -> str:
 
 @handle_errors
 def schedule(
-    scores: Annotated[Path, typer.Argument(help="Scores file written by bss score.")],
-    out: Annotated[str, typer.Option("--out", "-o", help="Schedule file, or '-' for stdout.")],
+    scores: Annotated[Path, typer.Argument(help="Scores written by bss score: a file, or a folder of partitions.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Schedule file, or '-' for stdout; with --engine ray a folder "
+                                                         "(epoch=NNNNN/part-NNNNN.parquet).")],
     scheduler: Annotated[SchedulerName, typer.Option(help="Ordering rule.")] = "curriculum",
     epochs: Annotated[Optional[int], typer.Option(help="Number of epochs to write (0..epochs-1) (default: 120).")] = None,
     epoch: Annotated[Optional[int], typer.Option(help="Write only this epoch (from 0), e.g. in a per-epoch loop (default: none, epochs 0..--epochs-1).")] = None,
@@ -65,6 +67,9 @@ def schedule(
     history: Annotated[Optional[list[Path]], typer.Option(
         metavar="SCORES", help="learned --accumulate: earlier epochs' scores files, oldest first (repeatable) (default: none).")] = None,
     fmt: Annotated[Optional[Format], typer.Option("--format", help="Output format (default: from -o, csv for '-').")] = None,
+    engine: Annotated[Engine, typer.Option(
+        help="local (this machine) or ray (Ray Data, the bss[ray] extra; RAY_ADDRESS names the cluster): each "
+             "epoch's order is a distributed sort (docs/scale.md).")] = "local",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors (default: off).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON on stdout (default: off).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output file (atomically) (default: off, an existing file is refused).")] = False,
@@ -74,7 +79,20 @@ def schedule(
     from bss_cli.scoring.scores import SCHEDULE_COLUMNS, read_scores
 
     started = time.perf_counter()
-    if out != "-":
+    engine = Engine(engine).value
+    if engine == "ray":
+        if out == "-":
+            raise ConfigError("--engine ray writes a folder of partitions; name one with -o DIR (a pipe reads one "
+                              "machine's schedule: drop --engine ray)")
+        if fmt and Format(fmt).value != "parquet":
+            raise ConfigError(f"--format {Format(fmt).value}: --engine ray writes Parquet partitions; drop --format")
+        if history:
+            raise ConfigError("--history runs on one machine only (it needs every epoch's scores at once); drop "
+                              "--engine ray")
+        from bss_cli.artifacts import check_output_folder
+
+        check_output_folder(out, force)
+    elif out != "-":
         check_output(out, force)
     elif as_json:
         raise ConfigError("--json describes a written file; with -o - the schedule itself is on stdout")
@@ -93,6 +111,18 @@ def schedule(
                          temperature=temperature, eps=eps, accumulate=accumulate, decay=decay,
                          rule=Rule(rule).value, beta=beta, paced=paced,
                          shuffle_scores=shuffle_scores).validate()
+    if engine == "ray":
+        from bss_cli.engines import ray_data
+
+        chosen = [epoch] if epoch is not None else list(range(epochs))
+        with StageProgress(quiet or as_json) as progress:
+            n = ray_data.schedule(scores, out, cfg, chosen, progress=progress)
+        if as_json:
+            print_json(written(out, n, started, kind="schedule", format="parquet", scheduler=cfg.scheduler,
+                               engine="ray", epochs=chosen if len(chosen) <= 20 else [chosen[0], chosen[-1]]))
+        elif not quiet:
+            wrote(n, out)
+        return
     job = ScheduleJob(read_scores(scores, SCHEDULE_COLUMNS), cfg,
                       [epoch] if epoch is not None else list(range(epochs)),
                       tuple(read_scores(h, SCHEDULE_COLUMNS) for h in history or ()))

@@ -43,6 +43,24 @@ def scores_fingerprint(scores: Scores) -> str:
     return h.hexdigest()[:16]
 
 
+def schedule_metadata(scores_meta: dict[str, str], config: ScheduleConfig, epochs: list[int], n: int,
+                      fingerprint: str, history: list[str] = ()) -> dict[str, str]:
+    """A schedule's metadata, from its scores' metadata and how it was drawn."""
+    return base_metadata(S.KIND_SCHEDULE, **{
+        S.META_SCHEDULER: config.scheduler,
+        S.META_SCHEDULER_PARAMS: config.params(),
+        S.META_SEED: str(config.seed),
+        S.META_EPOCHS: list(epochs),
+        S.META_N_SAMPLES: str(n),
+        S.META_SCORES_FINGERPRINT: fingerprint,
+        S.META_MANIFEST_FINGERPRINT: scores_meta.get(S.META_MANIFEST_FINGERPRINT, ""),
+        S.META_CRITERION: scores_meta.get(S.META_CRITERION, ""),
+        S.META_CLASSES: meta_json(scores_meta, S.META_CLASSES, []),
+        "bss.history_fingerprints": list(history),
+        S.META_DRAW: DRAW,
+    })
+
+
 @dataclass
 class ScheduleJob:
     """What to schedule: scores (plus earlier scores for the accumulated rule), config, epochs."""
@@ -70,20 +88,9 @@ class ScheduleJob:
         return acc.add(self.scores.balance)
 
     def metadata(self) -> dict[str, str]:
-        m = self.scores.metadata
-        return base_metadata(S.KIND_SCHEDULE, **{
-            S.META_SCHEDULER: self.config.scheduler,
-            S.META_SCHEDULER_PARAMS: self.config.params(),
-            S.META_SEED: str(self.config.seed),
-            S.META_EPOCHS: self.epochs,
-            S.META_N_SAMPLES: str(len(self.scores.balance)),
-            S.META_SCORES_FINGERPRINT: self.fingerprint or scores_fingerprint(self.scores),
-            S.META_MANIFEST_FINGERPRINT: m.get(S.META_MANIFEST_FINGERPRINT, ""),
-            S.META_CRITERION: m.get(S.META_CRITERION, ""),
-            S.META_CLASSES: meta_json(m, S.META_CLASSES, []),
-            "bss.history_fingerprints": [scores_fingerprint(h) for h in self.history],
-            S.META_DRAW: DRAW,
-        })
+        return schedule_metadata(self.scores.metadata, self.config, self.epochs, len(self.scores.balance),
+                                 self.fingerprint or scores_fingerprint(self.scores),
+                                 [scores_fingerprint(h) for h in self.history])
 
     def labels(self) -> np.ndarray | None:
         """Each scored sample's class code, when the scores carry them (bss score writes them)."""
@@ -301,6 +308,55 @@ class ScheduleFile:
         return self._job
 
 
+EPOCH_FOLDER = "epoch={:05d}"
+
+
+class ScheduleFolder:
+    """A schedule written as a folder of partitions (``bss schedule --engine ray``):
+    ``epoch=00000/part-00000.parquet``, ... Read like a :class:`ScheduleFile`: ``epoch(e)`` reads
+    that epoch's files, in order."""
+
+    def __init__(self, path: str | Path):
+        from bss_cli.data.partitions import open_set
+
+        self.path = Path(path)
+        folders = {}
+        for child in sorted(self.path.iterdir()) if self.path.is_dir() else []:
+            name = child.name
+            if name.startswith(("_", ".")):
+                continue
+            if not (child.is_dir() and name.startswith("epoch=") and name[6:].isdigit()):
+                raise ArtifactError(f"{child}: not an epoch folder (epoch=NNNNN); a schedule folder holds one folder "
+                                    "per epoch, as bss schedule --engine ray writes it")
+            folders[int(name[6:])] = child
+        if not folders:
+            raise ArtifactError(f"{self.path}: no epoch=NNNNN folders; expected a schedule folder written by bss "
+                                "schedule --engine ray")
+        self.epochs = sorted(folders)
+        self._sets = {e: open_set(folders[e], "schedule epoch") for e in self.epochs}
+        first = self._sets[self.epochs[0]]
+        self.metadata = require_kind(first.files[0], S.KIND_SCHEDULE)
+        for e, part in self._sets.items():
+            if not part.schema.equals(first.schema):
+                raise ArtifactError(f"{part.files[0]}: its columns differ from {first.files[0]}'s; the epochs of a "
+                                    "schedule folder come from one bss schedule run")
+            for f in part.files:
+                if require_kind(f, S.KIND_SCHEDULE) != self.metadata:
+                    raise ArtifactError(f"{f}: its metadata differs from {first.files[0]}'s; the partitions of a "
+                                        "schedule folder come from one bss schedule run (re-create the folder)")
+        said = [int(e) for e in meta_json(self.metadata, S.META_EPOCHS, [])]
+        if said != self.epochs:
+            raise ArtifactError(f"{self.path}: holds epoch folders {_span(self.epochs)} but was written with epochs "
+                                f"{_span(said)}; a folder is missing or extra (re-create it)")
+        self.columns = first.schema.names
+
+    def epoch(self, epoch: int, columns: Iterable[str] | None = None) -> pa.Table:
+        if epoch not in self._sets:
+            raise ConfigError(f"{self.path}: holds epochs {_span(self.epochs)}, not epoch {epoch}; write the epochs "
+                              "you need with bss schedule --epochs")
+        return self._sets[epoch].read(list(columns) if columns else None)
+
+
 def read_schedule_table(path: str | Path) -> pa.Table:
     """A schedule written by ``bss schedule`` as CSV or JSON Lines, as one table (all epochs)."""
     import pyarrow.csv as pcsv
@@ -339,6 +395,8 @@ def open_schedule(path: str | Path):
     suffix = Path(path).suffix.lower()
     if suffix in (".csv", ".jsonl", ".json"):
         return read_schedule_table(path)
+    if Path(path).is_dir():
+        return ScheduleFolder(path)
     return ScheduleFile(path)
 
 

@@ -21,6 +21,7 @@ from bss_cli.errors import ConfigError
 from bss_cli.scheduling import keys
 from bss_cli.scheduling.keys import CONTROL_STREAM
 from bss_cli.scheduling.pacing import check_pacing, subset_size
+from bss_cli.scheduling.sums import exact_sum
 
 
 @dataclass
@@ -166,7 +167,8 @@ class Learned:
     * the scripts' rule: w = (1 + s + eps)^(1/T) (the authors' code at T = 1, eps = 0.01);
     * the paper's rule: w = exp(s / T), i.e. p = softmax(s / T), s being the accumulated s_hat.
 
-    Drawn as argsort(E_i / w_i) with E_i ~ Exp(1) (Efraimidis-Spirakis), which has the law of
+    sum(w) is exact (:mod:`bss_cli.scheduling.sums`), so p does not depend on how the rows are
+    partitioned. Drawn as argsort(E_i / p_i) with E_i ~ Exp(1) (Efraimidis-Spirakis), which has the law of
     ``torch.multinomial(p, N, replacement=False)`` and costs one sort; E_i is a counter-based draw
     of (seed, epoch, manifest row), so the order does not depend on how the rows are partitioned.
 
@@ -181,7 +183,7 @@ class Learned:
         if cfg.rule == "paper":
             z = np.asarray(balance, np.float64) / cfg.temperature
             w = np.exp(z - z.max())
-            self.p, self.cfg = w / w.sum(), cfg
+            self.p, self.cfg = w / exact_sum(w), cfg
             return
         if cfg.temperature <= 0:
             raise ConfigError(f"--temperature {cfg.temperature}: expected a value > 0")
@@ -193,8 +195,11 @@ class Learned:
                               "scores in [-1, 1] (a pair criterion)")
         if cfg.temperature != 1.0:
             w = np.exp(np.log(w) / cfg.temperature)
+        if not np.isfinite(w).all():
+            raise ConfigError(f"--temperature {cfg.temperature}: the weights (1 + s + eps)^(1/T) overflow; use a "
+                              "larger temperature")
         self.cfg = cfg
-        self.p = w / w.sum()
+        self.p = w / exact_sum(w)
 
     def size(self, epoch: int) -> int:
         if self.cfg.paced:  # only the first floor(N lambda(e + 1)) of the draw, as a curriculum paces

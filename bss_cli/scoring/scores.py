@@ -260,11 +260,14 @@ def read_scores(path: str | Path, columns: tuple[str, ...] | None = None) -> Sco
     """
     import pyarrow.parquet as pq
 
-    meta = require_kind(path, S.KIND_SCORES)
-    if columns is not None:
-        present = pq.read_schema(path).names
-        columns = [c for c in columns if c in present]
-    table = pq.read_table(path, columns=columns)
+    if Path(path).is_dir():  # a folder of partitions (bss score --engine ray writes one)
+        meta, table = _read_scores_folder(Path(path), columns)
+    else:
+        meta = require_kind(path, S.KIND_SCORES)
+        if columns is not None:
+            present = pq.read_schema(path).names
+            columns = [c for c in columns if c in present]
+        table = pq.read_table(path, columns=columns)
     missing = [c for c in (S.SAMPLE_ID, S.ROW, S.BALANCE) if c not in table.column_names]
     if missing:
         raise ArtifactError(f"{path}: scores file lacks column(s) {', '.join(missing)}; re-create it with bss score")
@@ -279,6 +282,21 @@ def read_scores(path: str | Path, columns: tuple[str, ...] | None = None) -> Sco
     if not np.isfinite(balance).all():
         raise ArtifactError(f"{path}: column 'balance' holds NaN or infinite values")
     return Scores(table, meta)
+
+
+def _read_scores_folder(path: Path, columns) -> tuple[dict[str, str], pa.Table]:
+    """A scores folder: every partition a scores artifact with the same metadata and columns."""
+    from bss_cli.data.partitions import open_set
+
+    pset = open_set(path, "scores folder")
+    meta = require_kind(pset.files[0], S.KIND_SCORES)
+    for f in pset.files[1:]:
+        if require_kind(f, S.KIND_SCORES) != meta:
+            raise ArtifactError(f"{f}: its metadata differs from {pset.files[0]}'s; the partitions of a scores folder "
+                                "come from one bss score run (re-create the folder)")
+    if columns is not None:
+        columns = [c for c in columns if c in pset.schema.names]
+    return meta, pset.read(columns)
 
 
 def _check_rows(manifest: Manifest, split: str) -> None:

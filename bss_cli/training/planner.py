@@ -21,7 +21,7 @@ from bss_cli.artifacts import (
     write_bytes,
 )
 from bss_cli.errors import ArtifactError, ConfigError, rows_text
-from bss_cli.scheduling.schedule_io import ScheduleFile, ScheduleJob, scores_fingerprint
+from bss_cli.scheduling.schedule_io import ScheduleFile, ScheduleFolder, ScheduleJob, scores_fingerprint
 from bss_cli.scheduling.schedulers import Accumulator, ScheduleConfig
 from bss_cli.scoring.scores import SCHEDULE_COLUMNS, WRITE_OPTIONS, Scores, read_scores
 from bss_cli.training.config import STATIC_SCORED, TrainConfig
@@ -192,7 +192,7 @@ class Planner:
         self.sched_cfg = schedule_config(cfg)
         self.file = None
         if cfg.schedule:
-            self.file = ScheduleFile(cfg.schedule)
+            self.file = ScheduleFolder(cfg.schedule) if Path(cfg.schedule).is_dir() else ScheduleFile(cfg.schedule)
             missing = [e for e in range(cfg.epochs) if e not in self.file.epochs]
             if missing:
                 raise ConfigError(f"--schedule {cfg.schedule}: has no epoch(s) {missing[:5]}; "
