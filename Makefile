@@ -53,7 +53,7 @@ test: setup
 test-all: setup
 	$(BIN)/python -m pytest -m ""
 
-# The tier that runs against the real Lightning, transformers, torchdata, the trackers (TensorBoard,
+# The tier that runs against the real Lightning, transformers, torchdata, Ray (a two-node local cluster), the trackers (TensorBoard,
 # MLflow, W&B offline) and a headless chromium (Debian's, installed here when root), plus the slow
 # tests (more processes, longer runs).
 test-integration: setup

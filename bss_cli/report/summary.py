@@ -35,7 +35,13 @@ def describe(values: np.ndarray) -> dict:
 
 
 def _metadata(path: Path) -> dict:
-    meta = read_metadata(path) if path.suffix.lower() in (".parquet", ".pq") else {}
+    if path.is_dir():  # a folder of partitions: each carries the same metadata (checked when read)
+        from bss_cli.data.partitions import list_files
+
+        files = list_files(path)
+        meta = read_metadata(files[0]) if files else {}
+    else:
+        meta = read_metadata(path) if path.suffix.lower() in (".parquet", ".pq") else {}
     return {k.removeprefix("bss."): meta_json(meta, k) for k in sorted(meta)}
 
 
@@ -71,7 +77,12 @@ def summarise_manifest(path: Path) -> dict:
 
 
 def summarise_scores(path: Path) -> dict:
-    table = _checked_scores(path, _read_rows(path, table=True), "scores file")
+    if path.is_dir():
+        from bss_cli.scoring.scores import read_scores
+
+        table = _checked_scores(path, read_scores(path).table, "scores folder")
+    else:
+        table = _checked_scores(path, _read_rows(path, table=True), "scores file")
     meta = _metadata(path)
     balance = table[S.BALANCE].to_numpy()
     order = np.argsort(-balance, kind="stable")
@@ -121,10 +132,10 @@ def _consecutive(prev_rows: np.ndarray, rows: np.ndarray) -> dict:
 
 
 def summarise_schedule(path: Path) -> dict:
-    from bss_cli.scheduling.schedule_io import ScheduleFile, TableSchedule, open_schedule
+    from bss_cli.scheduling.schedule_io import ScheduleFile, ScheduleFolder, TableSchedule, open_schedule
 
     f = open_schedule(path)
-    if not isinstance(f, ScheduleFile):
+    if not isinstance(f, (ScheduleFile, ScheduleFolder)):
         f = TableSchedule(f)
     has_labels = S.LABEL in f.columns
     classes = [str(c) for c in meta_json(f.metadata, S.META_CLASSES, []) or []]
@@ -147,7 +158,8 @@ def summarise_schedule(path: Path) -> dict:
         epochs.append(info)
         prev = rows
     return {"kind": S.KIND_SCHEDULE, "path": str(path), "metadata": _metadata(path), "epochs": epochs,
-            "rows": sum(e["size"] for e in epochs), "warnings": warnings, "format": path.suffix.lstrip(".").lower()}
+            "rows": sum(e["size"] for e in epochs), "warnings": warnings,
+            "format": "parquet partitions" if path.is_dir() else path.suffix.lstrip(".").lower()}
 
 
 def summarise_run(path: Path) -> dict:
@@ -382,7 +394,13 @@ def summarise(path: str | Path) -> dict:
     if path.is_dir():
         from bss_cli.study.runner import DESIGN
 
-        return summarise_study(path) if (path / DESIGN).exists() else summarise_run(path)
+        if (path / DESIGN).exists():
+            return summarise_study(path)
+        if any(child.name.startswith("epoch=") for child in path.iterdir()):
+            return summarise_schedule(path)  # bss schedule --engine ray's folder
+        if not (path / "settings.json").exists() and _metadata(path).get("kind") == S.KIND_SCORES:
+            return summarise_scores(path)  # bss score --engine ray's folder
+        return summarise_run(path)
     if path.suffix.lower() in (".pt", ".pth"):
         return summarise_checkpoint(path)
     if path.suffix.lower() == ".json":
