@@ -22,6 +22,7 @@ BENCHMARKS = {
     "trainer": ("bench_trainer", "run"),
     "media": ("bench_media", "run"),
     "logging": ("bench_logging", "run"),
+    "ray": ("bench_ray", "run"),  # needs the bss[ray] extra
 }
 
 
