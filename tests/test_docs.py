@@ -59,7 +59,7 @@ def snippets(page: Path) -> list[Snippet]:
 ALL = [s for page in PAGES for s in snippets(page)]
 RUN = [s for s in ALL if s.lang in RUNNABLE and s.marker == ""]
 # the pages whose snippets need the integration packages (Lightning, transformers, accelerate, torchdata)
-INTEGRATION_PAGES = {"docs/integrations.md"}
+INTEGRATION_PAGES = {"docs/integrations.md", "docs/scale.md"}  # scale.md: Ray (the bss[ray] extra)
 
 
 def _env(tmp: Path) -> dict:

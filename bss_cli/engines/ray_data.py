@@ -63,7 +63,7 @@ def connect():
             raise ConfigError(f"RAY_ADDRESS={address}: no Ray cluster answers there ({why}); start one (ray start "
                               "--head) or unset RAY_ADDRESS to run on a local Ray instance")
     try:
-        ray.init(address=address or None, logging_level="ERROR", log_to_driver=False, include_dashboard=False,
+        ray.init(address=address or "local", logging_level="ERROR", log_to_driver=False, include_dashboard=False,
                  configure_logging=True)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"RAY_ADDRESS={address}" if address else "a local Ray instance"
@@ -139,11 +139,17 @@ def _read_scores_pieces(batch: pa.Table, columns: list[str]) -> pa.Table:
     return pa.concat_tables(out)
 
 
-def _blocks(ray, pieces: int) -> int:
-    """Blocks for ``pieces`` pieces: 2 per CPU of the cluster (each a few pieces), so work spreads
-    over every CPU; memory per block is its pieces' rows, never the whole set's."""
+BLOCK_ROWS = 1 << 20  # rows a block aims at: what one task holds, whatever the set's size
+
+
+def _blocks(ray, pieces: list) -> int:
+    """Blocks for the set's pieces (row groups): about BLOCK_ROWS rows each, and at least 2 per CPU
+    of the cluster while there are pieces for them. A worker holds a few blocks' rows, so its memory
+    does not grow with the set (a row group is never split: one larger than BLOCK_ROWS makes a
+    larger block)."""
     cpus = int(ray.cluster_resources().get("CPU", 1))
-    return max(1, min(pieces, 2 * cpus))
+    rows = sum(p.rows for p in pieces)
+    return max(1, min(len(pieces), max(2 * cpus, -(-rows // BLOCK_ROWS))))
 
 
 def _read(ray, pset, fn, **kwargs) -> list:
@@ -151,7 +157,7 @@ def _read(ray, pset, fn, **kwargs) -> list:
     items = [{**asdict(p), "index": i} for i, p in enumerate(pset.pieces)]
     if not items:
         return []
-    return (ray.data.from_items(items, override_num_blocks=_blocks(ray, len(items)))
+    return (ray.data.from_items(items, override_num_blocks=_blocks(ray, pset.pieces))
             .map_batches(fn, batch_size=None, batch_format="pyarrow", fn_kwargs=kwargs)
             .to_arrow_refs())
 
@@ -395,21 +401,10 @@ RAY_SCHEDULERS = ("curriculum", "anti-curriculum", "paced-random", "learned", "r
 
 
 def _weights(block: pa.Table, cfg, zmax: float) -> pa.Table:
-    """The learned rule's weight w_i per row (the arithmetic of schedulers.Learned)."""
-    s = block[S.BALANCE].to_numpy().astype(np.float64)
-    if cfg.rule == "paper":
-        w = np.exp(s / cfg.temperature - zmax)
-    else:
-        w = 1.0 + s + cfg.eps
-        if (w <= 0).any():
-            raise ConfigError("a balance score below -1 - eps gives a weight <= 0; the learned scheduler needs "
-                              "scores in [-1, 1] (a pair criterion)")
-        if cfg.temperature != 1.0:
-            w = np.exp(np.log(w) / cfg.temperature)
-    if not np.isfinite(w).all():
-        raise ConfigError(f"--temperature {cfg.temperature}: the weights (1 + s + eps)^(1/T) overflow; use a larger "
-                          "temperature")
-    return block.append_column("w", pa.array(w))
+    """The learned rule's weight w_i per row (schedulers.learned_weights, with the set's max)."""
+    from bss_cli.scheduling.schedulers import learned_weights
+
+    return block.append_column("w", pa.array(learned_weights(block[S.BALANCE].to_numpy(), cfg, zmax)))
 
 
 def _exact_partial(block: pa.Table) -> dict[int, int]:
@@ -461,15 +456,11 @@ def _write_epoch(block: pa.Table, path: str, epoch: int, start: int, size: int, 
 
 
 def _scores_set(path):
-    from bss_cli.artifacts import require_kind
     from bss_cli.data.partitions import open_set
+    from bss_cli.scoring.scores import check_scores_folder
 
     pset = open_set(path, "scores folder")
-    meta = require_kind(pset.files[0], S.KIND_SCORES)
-    for f in pset.files[1:]:
-        if require_kind(f, S.KIND_SCORES) != meta:
-            raise ConfigError(f"{f}: its metadata differs from {pset.files[0]}'s; the partitions of a scores folder "
-                              "come from one bss score run")
+    meta = check_scores_folder(pset)
     missing = [c for c in (S.SAMPLE_ID, S.ROW, S.BALANCE) if c not in pset.schema.names]
     if missing:
         raise ConfigError(f"{pset.files[0]}: scores lack column(s) {', '.join(missing)}; re-create them with bss score")
@@ -525,7 +516,7 @@ def schedule(scores_path: str | Path, out: str | Path, cfg, epochs: list[int], p
             zmax = 0.0
             if cfg.rule == "paper":
                 zmax = _reduce(ray.get([_on(ray, _stats).remote(r, [S.BALANCE]) for r in base]),
-                               [S.BALANCE])[1][S.BALANCE][1] / cfg.temperature
+                               [S.BALANCE])[1][S.BALANCE][1] / cfg.temperature  # max(s / T) = max(s) / T
             data = [_on(ray, _weights).remote(r, cfg, zmax) for r in base]
             grand = total(merge(*ray.get([_on(ray, _exact_partial).remote(r) for r in data])))
         elif curriculum:

@@ -180,24 +180,7 @@ class Learned:
         self.rows = _rows(rows, len(balance))
         if cfg.shuffle_scores:
             balance = np.asarray(balance)[control_permutation(cfg.seed, self.rows)]
-        if cfg.rule == "paper":
-            z = np.asarray(balance, np.float64) / cfg.temperature
-            w = np.exp(z - z.max())
-            self.p, self.cfg = w / exact_sum(w), cfg
-            return
-        if cfg.temperature <= 0:
-            raise ConfigError(f"--temperature {cfg.temperature}: expected a value > 0")
-        if cfg.eps <= 0:
-            raise ConfigError(f"--eps {cfg.eps}: expected a value > 0 (it keeps every weight above zero)")
-        w = 1.0 + np.asarray(balance, np.float64) + cfg.eps
-        if (w <= 0).any():
-            raise ConfigError("a balance score below -1 - eps gives a weight <= 0; the learned scheduler needs "
-                              "scores in [-1, 1] (a pair criterion)")
-        if cfg.temperature != 1.0:
-            w = np.exp(np.log(w) / cfg.temperature)
-        if not np.isfinite(w).all():
-            raise ConfigError(f"--temperature {cfg.temperature}: the weights (1 + s + eps)^(1/T) overflow; use a "
-                              "larger temperature")
+        w = learned_weights(balance, cfg)
         self.cfg = cfg
         self.p = w / exact_sum(w)
 
@@ -212,6 +195,29 @@ class Learned:
         if self.cfg.paced:
             idx = idx[:self.size(epoch)]
         return idx, self.p[idx]
+
+
+def learned_weights(balance: np.ndarray, cfg: ScheduleConfig, zmax: float | None = None) -> np.ndarray:
+    """The learned rule's w_i, element by element: (1 + s + eps)^(1/T) (scripts), or exp(s/T - zmax)
+    (paper; ``zmax`` = max(s)/T over the whole set, given when ``balance`` is one block of it)."""
+    s = np.asarray(balance, np.float64)
+    if cfg.temperature <= 0:
+        raise ConfigError(f"--temperature {cfg.temperature}: expected a value > 0")
+    if cfg.rule == "paper":
+        z = s / cfg.temperature
+        return np.exp(z - (z.max() if zmax is None else zmax))
+    if cfg.eps <= 0:
+        raise ConfigError(f"--eps {cfg.eps}: expected a value > 0 (it keeps every weight above zero)")
+    w = 1.0 + s + cfg.eps
+    if (w <= 0).any():
+        raise ConfigError("a balance score below -1 - eps gives a weight <= 0; the learned scheduler needs "
+                          "scores in [-1, 1] (a pair criterion)")
+    if cfg.temperature != 1.0:
+        w = np.exp(np.log(w) / cfg.temperature)
+    if not np.isfinite(w).all():
+        raise ConfigError(f"--temperature {cfg.temperature}: the weights (1 + s + eps)^(1/T) overflow; use a "
+                          "larger temperature")
+    return w
 
 
 class Random:

@@ -119,6 +119,18 @@ def _column_type_problems(schema: pa.Schema, names: list[str]) -> list[str]:
     return problems
 
 
+def criterion_columns(names: list[str], logit_cols: list[str], criterion: str) -> list[str]:
+    """The predictions columns ``criterion`` reads: logits always, embeddings and grad_norm only
+    when its parts use them."""
+    crit = get_criterion(criterion)
+    columns = logit_cols + [c for c in names if c == S.FUSED_LOGITS]
+    if "feat_sim" in crit.parts:
+        columns += [c for c in names if c.startswith(S.EMBEDDING_PREFIX)]
+    if "grad_norm" in crit.parts and S.GRAD_NORM in names:
+        columns.append(S.GRAD_NORM)
+    return columns
+
+
 def _matrix(name: str, col, rows_of, width: int | None, expected: str, problems: list[str]) -> np.ndarray | None:
     """A batch's list column as [n, width] float (float32 stays float32). ``rows_of(i)`` maps the
     batch's row numbers to the file's for messages; ``expected`` says what width is right and why."""
@@ -204,12 +216,7 @@ def read_parts(path: str | Path, manifest: Manifest, split: str, criterion: str,
         )
     if problems:
         raise PredictionsError(f"{path}: " + "; ".join(problems))
-    crit = get_criterion(criterion)
-    columns = logit_cols + [c for c in names if c == S.FUSED_LOGITS]
-    if "feat_sim" in crit.parts:
-        columns += [c for c in names if c.startswith(S.EMBEDDING_PREFIX)]
-    if "grad_norm" in crit.parts and S.GRAD_NORM in names:
-        columns.append(S.GRAD_NORM)
+    columns = criterion_columns(names, logit_cols, criterion)
     problems = _column_type_problems(schema, columns)
     if problems:
         raise PredictionsError(f"{path}: " + "\n  - ".join(["problems in the predictions file:"] + problems))

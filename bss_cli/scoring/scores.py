@@ -284,16 +284,22 @@ def read_scores(path: str | Path, columns: tuple[str, ...] | None = None) -> Sco
     return Scores(table, meta)
 
 
-def _read_scores_folder(path: Path, columns) -> tuple[dict[str, str], pa.Table]:
-    """A scores folder: every partition a scores artifact with the same metadata and columns."""
-    from bss_cli.data.partitions import open_set
-
-    pset = open_set(path, "scores folder")
+def check_scores_folder(pset) -> dict[str, str]:
+    """Every partition a scores artifact with the same metadata; return it."""
     meta = require_kind(pset.files[0], S.KIND_SCORES)
     for f in pset.files[1:]:
         if require_kind(f, S.KIND_SCORES) != meta:
             raise ArtifactError(f"{f}: its metadata differs from {pset.files[0]}'s; the partitions of a scores folder "
                                 "come from one bss score run (re-create the folder)")
+    return meta
+
+
+def _read_scores_folder(path: Path, columns) -> tuple[dict[str, str], pa.Table]:
+    """A scores folder: every partition a scores artifact with the same metadata and columns."""
+    from bss_cli.data.partitions import open_set
+
+    pset = open_set(path, "scores folder")
+    meta = check_scores_folder(pset)
     if columns is not None:
         columns = [c for c in columns if c in pset.schema.names]
     return meta, pset.read(columns)

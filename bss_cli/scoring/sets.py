@@ -29,7 +29,7 @@ from bss_cli.data.partitions import fingerprint as set_fingerprint
 from bss_cli.errors import ConfigError, PredictionsError
 from bss_cli.errors import rows_text as _rows
 from bss_cli.scoring.criteria import LossWeights, RowParts, get_criterion, row_parts
-from bss_cli.scoring.predictions import _column_type_problems, batch_predictions
+from bss_cli.scoring.predictions import _column_type_problems, batch_predictions, criterion_columns
 
 RAW = "raw:"  # column prefixes of a piece's parts table (kept apart from the scores' own names)
 LOSS = "loss:"
@@ -72,7 +72,7 @@ def plan(pset: PartitionedSet, *, criterion: str, weights: LossWeights, split: s
     from bss_cli.scoring.scores import check_split
 
     check_split(split)
-    crit = get_criterion(criterion)
+    get_criterion(criterion)  # an unknown criterion fails before any reading
     if not 0 <= alpha <= 1:
         raise ConfigError(f"--alpha {alpha}: expected a value in [0, 1]")
     schema, where = pset.schema, pset.files[0]
@@ -99,11 +99,7 @@ def plan(pset: PartitionedSet, *, criterion: str, weights: LossWeights, split: s
     if split != "all" and split != "train" and not has_split:
         raise ConfigError(f"--split {split}: {pset.root} has no 'split' column, so every row is a training sample; "
                           "score --split train (or all), or add a split column")
-    columns = logits + [c for c in names if c == S.FUSED_LOGITS]
-    if "feat_sim" in crit.parts:
-        columns += [c for c in names if c.startswith(S.EMBEDDING_PREFIX)]
-    if "grad_norm" in crit.parts and S.GRAD_NORM in names:
-        columns.append(S.GRAD_NORM)
+    columns = criterion_columns(names, logits, criterion)
     problems = _column_type_problems(schema, columns)
     if problems:
         raise PredictionsError(f"{where}: " + "\n  - ".join(["problems in the predictions set:"] + problems))
