@@ -7,8 +7,10 @@ partitions) is scored, then one learned epoch is drawn from the scores:
 * Ray with 1 and 2 local workers (``ray.init(num_cpus=k)``): the same two stages on the engine.
 
 Each configuration runs in a fresh process. Memory: the driver's peak RSS (VmHWM), and each Ray
-worker process's peak, read by tasks on the workers once the job is done (the largest is reported;
-it includes Ray's own ~100-200 MiB per worker). Baseline for time: ``pyarrow.parquet.read_table``
+worker process's peak private memory (RssAnon, sampled every 50 ms; the largest is reported). A
+worker's peak RSS is reported too, but it counts the object store's shared pages the worker has
+mapped, which over a job add up to the whole data set on one machine: it is not what the worker
+holds. Baseline for time: ``pyarrow.parquet.read_table``
 of the same folder in its own process. Needs the ``bss[ray]`` extra.
 
     python benchmarks/bench_ray.py 1e6      # one size
@@ -59,7 +61,26 @@ else:
     from bss_cli.engines import ray_data
     from bss_cli.scheduling.schedulers import ScheduleConfig
     from bss_cli.scoring.criteria import LossWeights
+    import threading
+    from pathlib import Path
     workers = int(mode)
+    anon = {{}}  # worker pid -> peak private memory (RssAnon, MiB), sampled every 50 ms
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            for proc in Path("/proc").iterdir():
+                try:
+                    if not proc.name.isdigit() or not (proc / "cmdline").read_bytes().startswith(b"ray::"):
+                        continue
+                    for line in (proc / "status").read_text().splitlines():
+                        if line.startswith("RssAnon:"):
+                            anon[int(proc.name)] = max(anon.get(int(proc.name), 0), int(line.split()[1]) / 1024)
+                except OSError:
+                    pass
+            stop.wait(0.05)
+
+    threading.Thread(target=watch, daemon=True).start()
     ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     ray_data.connect()
     before = peak_rss_mib(); t0 = time.perf_counter()
@@ -77,8 +98,11 @@ else:
         return os.getpid(), hwm[0]
 
     peaks = dict(ray.get([peak.remote() for _ in range(8 * workers)]))
+    stop.set()
     out = {{"score_seconds": t1 - t0, "schedule_seconds": t2 - t1, "rows": r["rows"], "worker_processes": len(peaks),
-           "worker_peak_mib": max(peaks.values())}}
+           "worker_peak_rss_mib": max(peaks.values()),
+           "worker_peak_private_mib": max(anon.get(pid, 0) for pid in peaks),
+           "any_ray_process_peak_private_mib": max(anon.values())}}
     ray.shutdown()
     shutil.rmtree(tmp + "/scores_ray"); shutil.rmtree(tmp + "/sched_ray")
 out.update({{"driver_peak_mib": peak_rss_mib(), "driver_before_mib": before}})
