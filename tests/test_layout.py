@@ -1,7 +1,7 @@
 """The package layout stays true: imports point down the pipeline, and no module cycle exists.
 
-Layers, top to bottom: cli -> report, integrations -> training -> scheduling -> scoring -> models ->
-data -> the ground floor (artifacts, schema, errors). Every import of a bss_cli module, at module
+Layers, top to bottom: cli -> report, integrations, study -> training, engines -> scheduling ->
+scoring -> models -> data -> the ground floor (artifacts, schema, errors). Every import of a bss_cli module, at module
 level or inside a function, must name a module of the same layer or a lower one.
 """
 
@@ -17,6 +17,7 @@ import bss_cli
 PKG = Path(bss_cli.__file__).parent
 LAYERS = {
     "ground": 0, "data": 1, "tracking": 1, "models": 2, "scoring": 3, "scheduling": 4, "training": 5,
+    "engines": 5,
     "report": 6, "integrations": 6, "study": 6, "cli": 7,
 }
 # Entry points and facades that re-export from above by design.
