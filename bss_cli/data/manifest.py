@@ -217,10 +217,12 @@ def read_table(path: Path, lean: bool = False) -> tuple[pa.Table, pa.Schema]:
     column), so a manifest of 1e8 rows costs its ids and labels, not its modality columns.
     """
     fmt = READERS.get(path.suffix.lower())
+    if not path.exists():
+        raise ManifestError(path, ["no such file or folder"])
     if fmt is None:
         raise ManifestError(path, [f"unknown file type '{path.suffix}'; use one of {', '.join(READERS)}"])
     if not path.is_file():
-        raise ManifestError(path, ["no such file"])
+        raise ManifestError(path, ["not a file"])
     try:
         if fmt == "parquet":
             import pyarrow.parquet as pq
