@@ -7,7 +7,8 @@ Baselines, measured in the same run on the same files:
   per row are (peak - the same process's RSS before the work) / rows, so the figure extrapolates
   to larger N (the scoring state is O(1) numbers per sample).
 
-The files: integer sample ids, every row in the train split, 10 classes, two modalities + fused
+The files: 16-character string sample ids (``clip-00000000003``; integers with ``ids="int"``),
+every row in the train split, 10 classes, two modalities + fused
 logits as float32 lists (what a trainer writes), in manifest order (the one-pass path); one run
 also scores a shuffled copy (the path that aligns through an id table).
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 HERE = Path(__file__).parent
@@ -34,9 +36,8 @@ import json, sys, time
 sys.path.insert(0, {here!r}); sys.path.insert(0, {root!r})
 from common import peak_rss_mib
 import pyarrow.parquet as pq
-from bss_cli.data.manifest import load_manifest
 from bss_cli.scoring.criteria import LossWeights
-from bss_cli.scoring.scores import score_from_predictions, write_scores
+from bss_cli.scoring.scores import score_manifest, write_scores
 import bss_cli.scoring.predictions
 mode, tmp = sys.argv[1], sys.argv[2]
 before = peak_rss_mib()  # after the imports: what the work itself adds is measured
@@ -45,9 +46,8 @@ if mode == "read":
     t = pq.read_table(tmp + "/preds.parquet")
     n = t.num_rows
 else:
-    m = load_manifest(tmp + "/manifest.parquet", load_features=False)
-    s = score_from_predictions(m, tmp + "/" + mode + ".parquet", criterion="prediction-sim+loss",
-                               weights=LossWeights())
+    s = score_manifest(tmp + "/manifest.parquet", predictions=tmp + "/" + mode + ".parquet",
+                       criterion="prediction-sim+loss", weights=LossWeights())  # what `bss score` runs
     write_scores(s, tmp + "/scores.parquet")
     n = len(s)
 print(json.dumps({{"seconds": time.perf_counter() - t0, "peak_mib": peak_rss_mib(), "before_mib": before, "rows": n}}))
@@ -62,9 +62,20 @@ def _child(mode: str, tmp: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _write_files(tmp: Path, n: int, classes: int, seed: int, shuffled: bool) -> None:
+def _ids(n: int, kind: str) -> pa.Array:
+    """Integer ids, or 16-character strings (``clip-0000000042``) as most published sets name clips."""
+    numbers = np.arange(n, dtype=np.int64) * 7 + 3
+    if kind == "int":
+        return pa.array(numbers)
+    step = 1 << 22  # in slices: one array of 1e8 padded strings overflows Arrow's 32-bit offsets
+    return pa.chunked_array([pc.binary_join_element_wise(
+        "clip-", pc.utf8_lpad(pa.array(numbers[i:i + step]).cast(pa.string()), 11, "0"), "")
+        for i in range(0, n, step)], pa.string())
+
+
+def _write_files(tmp: Path, n: int, classes: int, seed: int, shuffled: bool, ids: str = "int") -> None:
     rng = np.random.default_rng(seed)
-    ids = pa.array(np.arange(n, dtype=np.int64) * 7 + 3)
+    ids = _ids(n, ids)
     labels = rng.integers(0, classes, n)
     one = pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(n * 2, np.float32)), 2)
     pq.write_table(pa.table({"sample_id": ids, "label": labels, "split": pa.array(["train"] * n),
@@ -88,10 +99,10 @@ def _write_files(tmp: Path, n: int, classes: int, seed: int, shuffled: bool) -> 
         pq.write_table(t.take(pa.array(np.random.default_rng(seed + 1).permutation(n))), tmp / "shuffled.parquet")
 
 
-def _measure(n: int, classes: int, seed: int, shuffled: bool, repeat: int) -> dict:
+def _measure(n: int, classes: int, seed: int, shuffled: bool, repeat: int, ids: str = "str") -> dict:
     with tempfile.TemporaryDirectory(prefix="bss-bench-") as d:
         tmp = Path(d)
-        _write_files(tmp, n, classes, seed, shuffled)
+        _write_files(tmp, n, classes, seed, shuffled, ids)
         read = min((_child("read", tmp) for _ in range(repeat)), key=lambda r: r["seconds"])
         score = min((_child("preds", tmp) for _ in range(repeat)), key=lambda r: r["seconds"])
         out = {"read": read, "score": score, "file_mib": (tmp / "preds.parquet").stat().st_size / 2**20}
@@ -100,36 +111,42 @@ def _measure(n: int, classes: int, seed: int, shuffled: bool, repeat: int) -> di
         return out
 
 
-def run(n: int = 10_000_000, classes: int = 10, seed: int = 0, repeat: int = 3) -> dict:
-    """Time ratio at ``n``; memory per row from the peaks at ``n`` and ``n / 2`` (the slope
-    separates the per-row state from constant buffers such as one decoded row group; both sizes
-    are past the point where scoring keeps per-sample parts in temporary files)."""
-    small, big = _measure(n // 2, classes, seed, False, 1), _measure(n, classes, seed, True, repeat)
+def run(n: int = 10_000_000, classes: int = 10, seed: int = 0, repeat: int = 3, ids: str = "str") -> dict:
+    """Time ratio at ``n / 10`` and ``n``; memory per row from the peaks at ``n`` and ``n / 2`` (the
+    slope separates the per-row state from constant buffers such as one decoded row group; both
+    sizes are past the point where scoring keeps per-sample parts in temporary files). ``ids``:
+    "str" (16-character strings) or "int"."""
+    tenth = _measure(n // 10, classes, seed, False, repeat, ids)
+    small, big = _measure(n // 2, classes, seed, False, 1, ids), _measure(n, classes, seed, True, repeat, ids)
     grown = lambda key: (big[key]["peak_mib"] - small[key]["peak_mib"]) * 2**20 / (n - n // 2)  # noqa: E731
     per_row, per_row_read = grown("score"), grown("read")
     constant = big["score"]["peak_mib"] * 2**20 - per_row * n
     score, read = big["score"], big["read"]
-    return {"name": f"score from predictions, {n:,} rows x {classes} classes x 2 modalities + fused",
+    return {"name": f"score from predictions, {n:,} rows x {classes} classes x 2 modalities + fused, {ids} ids",
+            f"ratio_at_{n // 10}": tenth["score"]["seconds"] / tenth["read"]["seconds"],
+            f"seconds_at_{n // 10}": tenth["score"]["seconds"], f"peak_mib_at_{n // 10}": tenth["score"]["peak_mib"],
             "seconds": score["seconds"], "baseline": "pyarrow read_table of the predictions file (own process)",
             "baseline_seconds": read["seconds"], "ratio": score["seconds"] / read["seconds"],
             "peak_mib": score["peak_mib"], "baseline_peak_mib": read["peak_mib"],
             "bytes_per_row": per_row, "baseline_bytes_per_row": per_row_read, "constant_mib": constant / 2**20,
+            "constant_above_imports_mib": constant / 2**20 - big["score"]["before_mib"],
             "extrapolated_1e8_gib": (constant + per_row * 1e8) / 2**30,
             "shuffled_seconds": big["shuffled"]["seconds"], "shuffled_ratio": big["shuffled"]["seconds"] / read["seconds"],
             "shuffled_peak_mib": big["shuffled"]["peak_mib"], "predictions_file_mib": big["file_mib"],
             "memory_from": f"peaks at {n // 2:,} and {n:,} rows"}
 
 
-def run_large(n: int = 100_000_000, classes: int = 10, seed: int = 0, folder: str | None = None) -> dict:
+def run_large(n: int = 100_000_000, classes: int = 10, seed: int = 0, folder: str | None = None,
+              ids: str = "str") -> dict:
     """One scoring run at ``n`` rows (no baseline: a bare read_table of 1e8 rows needs ~28 GB),
     for the peak memory at that size; the files go to ``folder`` (default: the temporary folder)."""
     with tempfile.TemporaryDirectory(prefix="bss-bench-", dir=folder) as d:
         tmp = Path(d)
         t0 = time.perf_counter()
-        _write_files(tmp, n, classes, seed, False)
+        _write_files(tmp, n, classes, seed, False, ids)
         made = time.perf_counter() - t0
         score = _child("preds", tmp)
-        return {"name": f"score from predictions, {n:,} rows x {classes} classes x 2 modalities + fused",
+        return {"name": f"score from predictions, {n:,} rows x {classes} classes x 2 modalities + fused, {ids} ids",
                 "seconds": score["seconds"], "peak_gib": score["peak_mib"] / 1024,
                 "predictions_file_gib": (tmp / "preds.parquet").stat().st_size / 2**30,
                 "scores_file_gib": (tmp / "scores.parquet").stat().st_size / 2**30, "setup_seconds": made}

@@ -108,10 +108,12 @@ def test_csv_with_inline_text_vectors(tmp_path):
 
 
 def test_unknown_extension_and_missing_file(tmp_path):
+    (tmp_path / "m.txt").write_text("sample_id,label\n")
     with pytest.raises(ManifestError, match="unknown file type '.txt'"):
         load_manifest(tmp_path / "m.txt")
-    with pytest.raises(ManifestError, match="no such file"):
-        load_manifest(tmp_path / "m.parquet")
+    for missing in ("m.parquet", "preds", "notes.txt"):  # a missing path is named as missing, whatever its name
+        with pytest.raises(ManifestError, match="no such file or folder"):
+            load_manifest(tmp_path / missing)
 
 
 def test_real_sample_manifests(mfeat, htad):
@@ -199,3 +201,58 @@ def test_lean_manifest_reads_compact_columns_and_does_not_trust_statistics(tmp_p
     monkeypatch.setattr(M, "_stored_int_type", lambda pf, name: np.uint8)  # statistics that understate
     lean = load_manifest(tmp_path / "big.parquet", load_features=False)
     assert lean.labels[30] == 300 and lean.labels[31] == labels[31]
+
+
+@pytest.mark.parametrize("kind", ["string", "large_string", "dictionary-pages"])
+def test_lean_manifest_reads_string_ids_into_one_buffer(tmp_path, kind):
+    """String ids and class names are read a row group at a time into one buffer (no second copy of
+    the column): the same values, in the file's type, whatever the row groups, page encodings and
+    characters, and empty-cell ids still named by row."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bss_cli.data.manifest import load_manifest
+
+    n = 45
+    ids = [f"clip-é{i:04d}" + "x" * (i % 7) for i in range(n)]  # varying lengths, non-ASCII bytes
+    ids[5] = ""  # an empty string is an id like any other
+    typ = pa.large_string() if kind == "large_string" else pa.string()
+    table = pa.table({"sample_id": pa.array(ids, typ), "label": pa.array(["dog", "cat", "émeu"] * 15, typ),
+                      "split": ["train"] * n, "a": [[0.0]] * n, "b": [[1.0]] * n})
+    pq.write_table(table, tmp_path / "m.parquet", row_group_size=8, use_dictionary=kind == "dictionary-pages")
+    lean = load_manifest(tmp_path / "m.parquet", load_features=False)
+    assert lean.sample_ids.type == typ and lean.sample_ids.to_pylist() == ids
+    assert lean.classes == ["cat", "dog", "émeu"] and lean.labels[:3].tolist() == [1, 0, 2]
+    assert lean.sample_ids.equals(load_manifest(tmp_path / "m.parquet").sample_ids)
+
+    ids[17] = None
+    pq.write_table(table.set_column(0, "sample_id", pa.array(ids, typ)), tmp_path / "holes.parquet", row_group_size=8)
+    with pytest.raises(ManifestError, match="row 17: column 'sample_id' is empty"):
+        load_manifest(tmp_path / "holes.parquet", load_features=False)
+
+
+def test_stored_ids_read_back_what_the_manifest_held(tmp_path):
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bss_cli.data.manifest import StoredIds, load_manifest
+
+    n = 40
+    table = pa.table({"sample_id": [f"id{i:03d}" for i in range(n)], "label": np.arange(n) % 2,
+                      "split": ["train"] * n, "a": [[0.0]] * n, "b": [[1.0]] * n})
+    path = tmp_path / "m.parquet"
+    pq.write_table(table, path, row_group_size=6)
+    stat = StoredIds.stat_of(path)
+    m = load_manifest(path, load_features=False)
+    stored = StoredIds(path, m.sample_ids, stat)
+    for rows in ([0, 5, 6, 7, 39], np.arange(3, 31), [30, 2, 17, 2], [], np.arange(n)):
+        assert stored.take(pa.array(rows, pa.int64())).equals(m.sample_ids.take(pa.array(rows, pa.int64()))), rows
+    assert stored.slice(4, 9).equals(m.sample_ids.slice(4, 9)) and stored[11].as_py() == "id011"
+    assert len(stored) == n and stored.type == pa.string()
+    with pytest.raises(IndexError):
+        stored.take([n])
+    os.utime(path, ns=(stat[1] + 10**9, stat[1] + 10**9))  # the file is touched after it was loaded
+    with pytest.raises(ManifestError, match="(?s)m.parquet.*changed while it was being scored"):
+        StoredIds(path, m.sample_ids, stat).take([1])

@@ -324,3 +324,57 @@ def test_row_ranges_index_like_the_rows_they_stand_for():
     assert np.asarray(r).tolist() == r.tolist() == rows.tolist()
     gaps = np.array([1, 2, 4])
     assert compact_rows(gaps) is gaps
+
+
+@pytest.mark.parametrize("codes", [[0, 0, 0, 1, 1, 2], [1, 0, 0, 0, 2], [0, 1, 0, 0, 2], [1, 1, 2], [2, 0]])
+def test_a_manifest_gives_a_splits_rows_compactly_and_the_same_as_its_indices(tiny_manifest, codes):
+    from bss_cli.data.manifest import RowRange
+
+    m = load_manifest(tiny_manifest, load_features=False)
+    m.split_codes = np.array(codes, np.int8)
+    m.labels = np.zeros(len(codes), np.int64)
+    for split in ("train", "val", "test", "all"):
+        got, want = m.compact_indices(split), m.indices(split)
+        assert m.count(split) == len(want)
+        np.testing.assert_array_equal(np.asarray(got[slice(None)]), want)
+        consecutive = len(want) > 0 and want[-1] - want[0] + 1 == len(want)
+        assert isinstance(got, RowRange) == consecutive, (codes, split)
+
+
+def test_scores_read_their_ids_back_from_a_parquet_manifest_and_write_the_same_bytes(tmp_path, monkeypatch):
+    """`bss score --predictions` on a Parquet manifest lets the ids go once every one is checked,
+    and reads them back from the file when it writes the scores: the same file, byte for byte, as
+    keeping them in memory (row groups of 7, output chunks of 5, every split, a file in order and
+    a shuffled one). A manifest changed on disk before the write is named, and nothing is written."""
+    import os
+
+    import bss_cli.scoring.predictions as P
+    import bss_cli.scoring.scores as SC
+    from bss_cli.data.manifest import StoredIds
+    from bss_cli.errors import ManifestError
+    from conftest import make_manifest_table
+
+    monkeypatch.setattr(P, "BATCH_ROWS", 7)
+    monkeypatch.setattr(SC, "CHUNK_ROWS", 5)
+    manifest = tmp_path / "m.parquet"
+    pq.write_table(make_manifest_table(n=61), manifest, row_group_size=7)
+    for split in ("train", "val", "all"):
+        m, rows, p = fake_predictions(manifest, split=split)
+        table = predictions_table(m.sample_ids.take(pa.array(rows)), p)
+        files = {"in-order": table, "shuffled": table.take(pa.array(np.random.default_rng(2).permutation(len(rows))))}
+        for name, t in files.items():
+            pq.write_table(t, tmp_path / f"{name}.parquet", row_group_size=7)
+            kept = score_from_predictions(load_manifest(manifest, load_features=False), tmp_path / f"{name}.parquet",
+                                          criterion="prediction-sim+loss", weights=LossWeights(), split=split)
+            SC.write_scores(kept, tmp_path / "kept.parquet")
+            stored = SC.score_manifest(manifest, predictions=tmp_path / f"{name}.parquet", split=split)
+            assert isinstance(stored.manifest.sample_ids, StoredIds) and not isinstance(kept.manifest.sample_ids, StoredIds)
+            SC.write_scores(stored, tmp_path / "stored.parquet")
+            assert (tmp_path / "stored.parquet").read_bytes() == (tmp_path / "kept.parquet").read_bytes(), (split, name)
+
+    stored = SC.score_manifest(manifest, predictions=tmp_path / "in-order.parquet", split="all")
+    later = manifest.stat().st_mtime_ns + 10**9
+    os.utime(manifest, ns=(later, later))
+    with pytest.raises(ManifestError, match="(?s)m.parquet.*changed while it was being scored"):
+        SC.write_scores(stored, tmp_path / "after.parquet")
+    assert not (tmp_path / "after.parquet").exists() and not list(tmp_path.glob("*.tmp*"))

@@ -95,6 +95,88 @@ class Manifest:
             return np.arange(self.n)
         return np.flatnonzero(self.split_codes == S.SPLITS.index(split))
 
+    def count(self, split: str) -> int:
+        """How many rows a split has."""
+        return self.n if split == "all" else int(np.count_nonzero(self.split_codes == S.SPLITS.index(split)))
+
+    def compact_indices(self, split: str) -> np.ndarray | RowRange:
+        """:meth:`indices` as a :class:`RowRange` when the split's rows are consecutive (the usual
+        case at scale), found without building the n-long index array (8 bytes a row)."""
+        if split == "all":
+            return RowRange(0, self.n)
+        mask = self.split_codes == S.SPLITS.index(split)
+        count = int(np.count_nonzero(mask))
+        if count:
+            first, last = int(np.argmax(mask)), self.n - 1 - int(np.argmax(mask[::-1]))
+            if last - first + 1 == count:
+                return RowRange(first, last + 1)
+        return np.flatnonzero(mask)
+
+
+class StoredIds:
+    """A Parquet manifest's ``sample_id`` column left on disk: read back a row group at a time when
+    rows are taken, in the type the loaded column had. It stands in for ``Manifest.sample_ids``
+    once every id has been checked, so scoring 1e8 samples does not keep 1e8 strings in memory
+    while it ranks them and writes the scores (which take the ids in increasing row order).
+
+    The file must not change meanwhile: its size and modification time are those it had before it
+    was loaded (``stat``), or the next read fails and names it."""
+
+    def __init__(self, path: str | Path, ids: pa.Array, stat: tuple[int, int]):
+        import pyarrow.parquet as pq
+
+        self.path, self.type, self._stat, self._n = Path(path), ids.type, stat, len(ids)
+        self._file = pq.ParquetFile(self.path)
+        sizes = [self._file.metadata.row_group(g).num_rows for g in range(self._file.metadata.num_row_groups)]
+        self._starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self._cache: dict[int, pa.Array] = {}
+
+    @staticmethod
+    def stat_of(path: str | Path) -> tuple[int, int]:
+        st = Path(path).stat()
+        return st.st_size, st.st_mtime_ns
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _group(self, g: int) -> pa.Array:
+        if g not in self._cache:
+            if self.stat_of(self.path) != self._stat:
+                raise ManifestError(self.path, ["the file changed while it was being scored; score it again"])
+            col = self._file.read_row_group(g, columns=[S.SAMPLE_ID]).column(0)
+            self._cache = {k: v for k, v in self._cache.items() if k == g - 1}  # the group before: chunk edges
+            self._cache[g] = col.combine_chunks().cast(self.type)
+        return self._cache[g]
+
+    def take(self, rows) -> pa.Array:
+        """The ids of manifest ``rows`` (increasing row order reads each row group once)."""
+        rows = np.asarray(rows.to_numpy() if isinstance(rows, (pa.Array, pa.ChunkedArray)) else rows, np.int64)
+        if len(rows) == 0:
+            return pa.array([], self.type)
+        if rows.min() < 0 or rows.max() >= self._n:
+            raise IndexError(f"row {int(rows.max())} is out of range for {self._n} ids")
+        groups = np.searchsorted(self._starts, rows, side="right") - 1
+        parts, order = [], []
+        for g in np.unique(groups):
+            mine = np.flatnonzero(groups == g)
+            parts.append(self._group(int(g)).take(pa.array(rows[mine] - self._starts[g])))
+            order.append(mine)
+        taken = pa.concat_arrays(parts) if len(parts) > 1 else parts[0]
+        if len(parts) > 1:
+            where = np.concatenate(order)
+            if (np.diff(where) < 0).any():  # rows not in increasing order: put them back in theirs
+                inverse = np.empty_like(where)
+                inverse[where] = np.arange(len(where))
+                taken = taken.take(pa.array(inverse))
+        return taken
+
+    def slice(self, offset: int, length: int | None = None) -> pa.Array:
+        stop = self._n if length is None else min(self._n, offset + length)
+        return self.take(np.arange(offset, stop))
+
+    def __getitem__(self, i: int) -> pa.Scalar:
+        return self.take([int(i)])[0]
+
 
 class RowRange:
     """Manifest rows start, start + 1, ..., stop - 1 without an array of them (8 bytes a row saved
@@ -151,14 +233,16 @@ def _lean_column(pf, name: str, t: pa.DataType) -> pa.Array:
     """One column of a Parquet manifest, read a row group at a time into one compact array: integers
     into an int64 array (labels: the type their values need), split names as int16 indices into a
     dictionary of the names found. Memory holds the result and one row group, never the whole
-    column twice. Other types (string ids or labels) and columns with empty cells are read whole
-    (validation then names the rows)."""
+    column twice; strings (ids, class names) into one buffer of their bytes. Other types and columns
+    with empty cells are read whole (validation then names the rows)."""
     dictionary = pa.types.is_dictionary(pf.schema_arrow.field(name).type)
     compact = None
     if dictionary:
         compact = _compact_dictionary(pf, name)
     elif pa.types.is_integer(t):
         compact = _compact_integers(pf, name)
+    elif pa.types.is_string(t) or pa.types.is_large_string(t):
+        compact = _compact_strings(pf, name)
     if compact is not None:
         return compact
     col = pf.read(columns=[name]).column(0)
@@ -192,6 +276,43 @@ def _compact_integers(pf, name: str) -> pa.Array | None:
     except _HasNulls:
         return None
     return pa.array(out)
+
+
+def _compact_strings(pf, name: str) -> pa.Array | None:
+    """A string column as one array, filled a row group at a time: its bytes go into a buffer sized
+    by the footer's uncompressed column sizes (an upper bound for plain and dictionary pages; the
+    pages never written to are never touched, so they cost no memory), grown if a chunk overflows."""
+    meta = pf.metadata
+    bound = sum(meta.row_group(g).column(j).total_uncompressed_size for g in range(meta.num_row_groups)
+                for j in range(meta.num_columns) if meta.row_group(g).column(j).path_in_schema == name)
+    wide = bound >= 2**31 - 1 or pa.types.is_large_string(pf.schema_arrow.field(name).type)
+    data = np.empty(max(bound, 1), np.uint8)
+    offsets = np.empty(meta.num_rows + 1, np.int64 if wide else np.int32)
+    offsets[0] = 0
+    row = used = 0
+    try:
+        for chunk in _chunks(pf, name):
+            k = len(chunk)
+            own = np.frombuffer(chunk.buffers()[1], np.int64 if pa.types.is_large_string(chunk.type) else np.int32,
+                                count=chunk.offset + k + 1)[chunk.offset:]
+            first, last = int(own[0]), int(own[-1])
+            if used + last - first > len(data):  # a page encoding smaller than its bytes: grow
+                need = used + last - first
+                if not wide and need >= 2**31 - 1:
+                    return None
+                grown = np.empty(max(2 * len(data), need), np.uint8)
+                grown[:used] = data[:used]
+                data = grown
+            if last > first:
+                data[used:used + last - first] = np.frombuffer(chunk.buffers()[2], np.uint8, count=last)[first:]
+            offsets[row + 1:row + k + 1] = own[1:]
+            offsets[row + 1:row + k + 1] -= first - used  # in the offsets' own type
+            row += k
+            used += last - first
+    except _HasNulls:
+        return None
+    kind = pa.large_string() if wide else pa.string()
+    return pa.Array.from_buffers(kind, row, [None, pa.py_buffer(offsets[:row + 1]), pa.py_buffer(data[:max(used, 1)])])
 
 
 def _compact_dictionary(pf, name: str) -> pa.Array | None:

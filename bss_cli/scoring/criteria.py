@@ -278,7 +278,7 @@ def balance_rank(balance: np.ndarray) -> np.ndarray:
     """Rank of each sample, 0 = most balanced; ties keep the input order.
 
     Lean at scale: the sign is flipped in place (exact, and undone) instead of sorting a negated
-    copy, and the rank is int32 below 2**31 samples.
+    copy, the rank is int32 below 2**31 samples, and it is filled a slice at a time.
     """
     n = len(balance)
     if not (isinstance(balance, np.ndarray) and balance.dtype == np.float64 and balance.flags.writeable):
@@ -289,5 +289,7 @@ def balance_rank(balance: np.ndarray) -> np.ndarray:
     finally:
         np.negative(balance, out=balance)
     rank = np.empty(n, dtype=np.int32 if n < 2**31 else np.int64)
-    rank[order] = np.arange(n, dtype=rank.dtype)
+    step = 1 << 20
+    for start in range(0, n, step):  # a slice of positions at a time: no second n-long array beside order
+        rank[order[start:start + step]] = np.arange(start, min(start + step, n), dtype=rank.dtype)
     return rank

@@ -109,7 +109,9 @@ class ScoreSet:
         with atomic_path(path) as tmp:
             writer = None
             try:
-                for chunk in prefetched(chunks):  # the next chunk's columns are built while this one is encoded
+                # the next chunk's columns are built while this one is encoded; one ahead, not two:
+                # as fast here, and memory freed across threads is not handed back as readily
+                for chunk in prefetched(chunks, depth=1):
                     if writer is None:
                         schema = chunk.schema.with_metadata(self.metadata)
                         writer = pq.ParquetWriter(tmp, schema, **WRITE_OPTIONS)
@@ -228,15 +230,24 @@ def build_scores(manifest: Manifest, rows: np.ndarray, parts: RowParts, only: tu
 
 def score_from_predictions(manifest: Manifest, predictions_path: str | Path, *, criterion: str,
                            weights: LossWeights, split: str = "train", alpha: float = 0.5,
-                           progress=None) -> ScoreSet:
+                           progress=None, manifest_stat: tuple[int, int] | None = None) -> ScoreSet:
     """Scores from a predictions file written by any trainer, read a row group at a time
-    (numpy and pyarrow only): memory holds O(1) numbers per sample, whatever C and D are."""
+    (numpy and pyarrow only): memory holds O(1) numbers per sample, whatever C and D are.
+
+    ``manifest_stat``: the Parquet manifest's (size, mtime_ns) from before it was loaded
+    (:meth:`StoredIds.stat_of`). Given it, once the predictions are read and every id checked,
+    ``manifest.sample_ids`` becomes a :class:`StoredIds` that reads them back from the file when
+    the scores are written: 1e8 string ids stay on disk while the scores are ranked."""
+    from bss_cli.data.manifest import StoredIds
     from bss_cli.scoring.predictions import read_parts
 
     check_split(split)
     if criterion not in CRITERIA:
         raise ConfigError(f"unknown criterion {criterion!r}; choose one of: {', '.join(CRITERIA)}")
     loaded = read_parts(predictions_path, manifest, split, criterion, weights, progress=progress)
+    if manifest_stat is not None and manifest.path.suffix.lower() in (".parquet", ".pq"):
+        manifest.sample_ids = StoredIds(manifest.path, manifest.sample_ids, manifest_stat)
+        pa.default_memory_pool().release_unused()
     return score_set(manifest, loaded.rows, loaded.parts, criterion=criterion, weights=weights,
                      source=f"predictions:{Path(predictions_path).name}",
                      source_fingerprint=loaded.fingerprint, seed=None, split=split, alpha=alpha)
@@ -306,7 +317,7 @@ def _read_scores_folder(path: Path, columns) -> tuple[dict[str, str], pa.Table]:
 
 
 def _check_rows(manifest: Manifest, split: str) -> None:
-    if len(manifest.indices(split)) == 0:
+    if manifest.count(split) == 0:
         raise ConfigError(f"--split {split}: {manifest.path} has no rows in that split; nothing to score "
                           f"(choose a split with rows, e.g. --split train)")
 
@@ -328,11 +339,15 @@ def score_manifest(manifest_path: str | Path, *, criterion: str = "prediction-si
     check_split(split)
     get_criterion(criterion)  # an unknown criterion fails before any work
     if predictions is not None:
+        from bss_cli.data.manifest import StoredIds
+
+        stat = StoredIds.stat_of(manifest_path) if Path(manifest_path).is_file() else None
         manifest = load_manifest(manifest_path, load_features=False)
         pa.default_memory_pool().release_unused()  # the read's buffers, kept by the pool, back to the OS
         _check_rows(manifest, split)
         return score_from_predictions(manifest, predictions, criterion=criterion, weights=weights, split=split,
-                                      alpha=alpha, progress=progress and (lambda d, t: progress("scoring", d, t)))
+                                      alpha=alpha, progress=progress and (lambda d, t: progress("scoring", d, t)),
+                                      manifest_stat=stat)
 
     from bss_cli.data.datasets import ManifestData
     from bss_cli.models.distributed import DistInfo
