@@ -40,6 +40,9 @@ from bss_cli.scoring.criteria import LossWeights
 from bss_cli.scoring.scores import score_manifest, write_scores
 import bss_cli.scoring.predictions
 mode, tmp = sys.argv[1], sys.argv[2]
+import os
+if os.path.exists(tmp + "/scores.parquet"):
+    os.unlink(tmp + "/scores.parquet")  # a new output each run (replacing a large file costs its unlink)
 before = peak_rss_mib()  # after the imports: what the work itself adds is measured
 t0 = time.perf_counter()
 if mode == "read":

@@ -8,7 +8,7 @@ import itertools
 import json
 import os
 from pathlib import Path
-from typing import Iterable, Iterator, Self, TypeVar
+from typing import Callable, Iterable, Iterator, Self, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -18,6 +18,7 @@ from bss_cli import schema as S
 from bss_cli.errors import ArtifactError
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 
 def fingerprint_file(path: str | os.PathLike, length: int = 16) -> str:
@@ -71,6 +72,30 @@ def prefetched(items: Iterable[T], depth: int = 2) -> Iterator[T]:
     finally:
         stop.set()
         thread.join()
+
+
+def ordered_map(fn: Callable[[T], U], items: Iterable[T], workers: int) -> Iterator[U]:
+    """``fn(item)`` for each of ``items``, in order, computed by ``workers`` threads up to two per
+    thread ahead of the consumer (for numpy work, which releases the GIL: the cores share it).
+    ``items`` is drawn in the consumer's thread; an exception in ``fn`` is raised there, in order."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="bss-work") as pool:
+        pending: deque = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def fingerprint_bytes(data: bytes, length: int = 16) -> str:

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from bss_cli.errors import ConfigError, PredictionsError
+from bss_cli.scoring import criteria
 from bss_cli.scoring.criteria import (
     CRITERIA,
     LossWeights,
@@ -10,6 +11,7 @@ from bss_cli.scoring.criteria import (
     compute_balance,
     get_criterion,
     minmax,
+    stable_argsort,
 )
 
 LN3 = np.log(3.0)
@@ -29,6 +31,32 @@ def test_prediction_sim_plus_loss_matches_hand_computation():
     np.testing.assert_allclose(r.normalised["loss"], [np.log2(1.5), 1.0, 0.0], atol=1e-12)
     np.testing.assert_allclose(r.balance, [1 - np.log2(1.5), -1.0, 0.7360679775], atol=1e-9)
     assert balance_rank(r.balance).tolist() == [1, 2, 0]
+
+
+@pytest.mark.parametrize("case", ["distinct", "few ties", "many ties", "signed zeros", "nan", "runs across slices",
+                                  "empty", "one"])
+def test_stable_argsort_is_numpys_stable_argsort(case, monkeypatch):
+    """The unstable sort with its ties put back in index order gives numpy's stable order exactly,
+    whatever the ties (found a slice at a time: small slices here, so runs cross them)."""
+    rng = np.random.default_rng(7)
+    values = {
+        "distinct": rng.random(5000),
+        "few ties": np.round(rng.random(5000), 5),  # about a hundred ties: the run-fixing path
+        "many ties": rng.integers(0, 6, 5000).astype(float),  # over one in 8: the stable sort itself
+        "signed zeros": np.array([0.0, -0.0, 1.0, 0.0, -0.0, -1.0, -0.0]),
+        "nan": np.array([1.0, np.nan, 0.5, np.nan, 0.5, 2.0]),
+        "runs across slices": np.concatenate([rng.random(900), np.repeat(rng.random(10), 10)])[rng.permutation(1000)],
+        "empty": np.array([], float),
+        "one": np.array([3.0]),
+    }[case]
+    monkeypatch.setattr(criteria, "TIE_SLICE", 64)
+    expected = np.argsort(values, kind="stable")
+    if case in ("few ties", "runs across slices"):
+        ties = np.count_nonzero(np.diff(np.sort(values)) == 0)
+        assert 0 < ties <= len(values) // 8
+    got = stable_argsort(values.copy())
+    assert got.dtype == expected.dtype and np.array_equal(got, expected)
+    assert np.array_equal(balance_rank(values.copy()), np.argsort(np.argsort(-values, kind="stable"), kind="stable"))
 
 
 def test_fused_logits_enter_loss_with_their_weight():

@@ -341,6 +341,66 @@ def test_a_manifest_gives_a_splits_rows_compactly_and_the_same_as_its_indices(ti
         assert isinstance(got, RowRange) == consecutive, (codes, split)
 
 
+def test_ordered_map_keeps_the_order_and_raises_in_order():
+    """Work done by a pool comes back in the items' order (later items finish first here), and
+    the first failing item's exception is the one raised, after the results before it."""
+    import time
+
+    from bss_cli.artifacts import ordered_map
+
+    def slow_for_early(i):
+        time.sleep(0.002 * (10 - i))
+        if i == 6:
+            raise ValueError("item 6")
+        if i == 8:
+            raise KeyError("item 8")
+        return i * i
+
+    for workers in (1, 2, 4):
+        assert list(ordered_map(lambda i: -i, range(12), workers)) == [-i for i in range(12)]
+        got = []
+        with pytest.raises(ValueError, match="item 6"):
+            for v in ordered_map(slow_for_early, range(10), workers):
+                got.append(v)
+        assert got == [i * i for i in range(6)]
+
+
+@pytest.mark.parametrize("spill", [False, True])
+def test_scoring_on_a_pool_of_threads_writes_the_same_bytes(tmp_path, monkeypatch, spill):
+    """Batches reduced on worker threads (as on machines with 4 cores or more) give the same
+    scores file, byte for byte, as reducing them in order on one thread; in manifest order, shuffled
+    and with a predictions file that fails in its fifth batch (the same error either way); with the
+    parts in memory, and appended to temporary files in arrival order (as from 4M rows on)."""
+    import bss_cli.scoring.predictions as P
+    import bss_cli.scoring.scores as SC
+    from conftest import make_manifest_table
+
+    monkeypatch.setattr(P, "BATCH_ROWS", 6)
+    if spill:
+        monkeypatch.setattr(P, "SPILL_ROWS", 10)
+    manifest = tmp_path / "m.parquet"
+    pq.write_table(make_manifest_table(n=80), manifest, row_group_size=9)
+    m, rows, p = fake_predictions(manifest, split="train")
+    table = predictions_table(m.sample_ids.take(pa.array(rows)), p)
+    files = {"in-order": table, "shuffled": table.take(pa.array(np.random.default_rng(4).permutation(len(rows))))}
+    bad = table.to_pydict()
+    bad["logits_a"][27] = [float("nan")] * len(bad["logits_a"][27])
+    files["bad"] = pa.table(bad, schema=table.schema)
+    for name, t in files.items():
+        pq.write_table(t, tmp_path / f"{name}.parquet", row_group_size=11)
+        out = {}
+        for threads in (1, 3):
+            monkeypatch.setattr(P, "SCORE_THREADS", threads)
+            try:
+                SC.write_scores(SC.score_manifest(manifest, predictions=tmp_path / f"{name}.parquet"),
+                                tmp_path / f"{threads}.parquet")
+                out[threads] = (tmp_path / f"{threads}.parquet").read_bytes()
+            except PredictionsError as exc:
+                out[threads] = str(exc)
+        assert out[1] == out[3], name
+        assert isinstance(out[1], str) == (name == "bad") and (name != "bad" or "row 27" in out[1]), out[1]
+
+
 def test_scores_read_their_ids_back_from_a_parquet_manifest_and_write_the_same_bytes(tmp_path, monkeypatch):
     """`bss score --predictions` on a Parquet manifest lets the ids go once every one is checked,
     and reads them back from the file when it writes the scores: the same file, byte for byte, as

@@ -274,6 +274,43 @@ def compute_balance(p: Predictions, criterion: str, weights: LossWeights = LossW
     return balance_from_parts({name: RAW[name](p, weights) for name in get_criterion(criterion).parts}, criterion, alpha)
 
 
+TIE_SLICE = 1 << 20  # sorted positions checked for ties at a time
+
+
+def stable_argsort(values: np.ndarray) -> np.ndarray:
+    """``np.argsort(values, kind="stable")``, the same array, faster when ties are few: an unstable
+    sort (no merge buffer; about 1.5x faster at 1e7), then each run of equal values put back in
+    index order. Many ties (over one position in 8) or NaNs: the stable sort itself."""
+    n = len(values)
+    order = np.argsort(values)
+    if n < 2 or np.isnan(values[order[-1]]):  # NaNs sort last
+        return np.argsort(values, kind="stable") if n >= 2 else order
+    step = TIE_SLICE
+    ties, count = [], 0
+    for start in range(0, n - 1, step):  # positions p with values[order[p]] == values[order[p + 1]]
+        v = values[order[start:min(start + step + 1, n)]]
+        p = np.flatnonzero(v[1:] == v[:-1])
+        if len(p):
+            ties.append(p + start)
+            count += len(p)
+            if count > n // 8:
+                return np.argsort(values, kind="stable")
+    if ties:
+        p = np.concatenate(ties)
+        inside = np.zeros(n, bool)
+        inside[p] = inside[p + 1] = True
+        at = np.flatnonzero(inside)  # every position inside a run of equal values
+        del inside
+        # Equal values sit together in sorted order, so a run is a stretch of consecutive positions
+        # of one value; sorting (run, index) keys orders each run by index and keeps the runs put.
+        new_run = np.ones(len(at), bool)
+        new_run[1:] = (np.diff(at) != 1) | (values[order[at[1:]]] != values[order[at[:-1]]])
+        keys = (np.cumsum(new_run) - 1) * n + order[at]
+        keys.sort()
+        order[at] = keys % n
+    return order
+
+
 def balance_rank(balance: np.ndarray) -> np.ndarray:
     """Rank of each sample, 0 = most balanced; ties keep the input order.
 
@@ -285,7 +322,7 @@ def balance_rank(balance: np.ndarray) -> np.ndarray:
         balance = np.array(balance, dtype=np.float64)
     np.negative(balance, out=balance)
     try:
-        order = np.argsort(balance, kind="stable")
+        order = stable_argsort(balance)
     finally:
         np.negative(balance, out=balance)
     rank = np.empty(n, dtype=np.int32 if n < 2**31 else np.int64)

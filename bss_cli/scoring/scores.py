@@ -50,7 +50,9 @@ def check_split(split: str) -> str:
     return split
 
 
-CHUNK_ROWS = 1 << 20  # rows per chunk (and Parquet row group) when a score set is written
+# Rows per chunk (and Parquet row group) when a score set is written: two chunks are alive at once
+# (one encoded, the next built), about 10 MiB, whatever the set's size.
+CHUNK_ROWS = 1 << 16
 # Dictionary pages only where values repeat: trying them on unique ids and floats costs 3x the write.
 WRITE_OPTIONS = {"use_dictionary": [S.SPLIT, S.LABEL]}
 
