@@ -256,3 +256,45 @@ def test_stored_ids_read_back_what_the_manifest_held(tmp_path):
     os.utime(path, ns=(stat[1] + 10**9, stat[1] + 10**9))  # the file is touched after it was loaded
     with pytest.raises(ManifestError, match="(?s)m.parquet.*changed while it was being scored"):
         StoredIds(path, m.sample_ids, stat).take([1])
+
+
+@pytest.mark.parametrize("ids, stays", [
+    ("in order", True),  # strictly increasing strings, across row groups too
+    ("integers", True),
+    ("each group in order", False),  # increasing within each row group, not across them
+    ("shuffled", False),
+    ("duplicate", False),
+    ("empty cell", False),
+])
+def test_ids_in_order_stay_on_disk_and_the_rest_is_validated_as_before(tmp_path, ids, stays):
+    """With the file's stat, a lean load checks the ids in one pass a row group at a time and leaves
+    them on disk when they are valid; the manifest is otherwise what a plain lean load gives. Ids it
+    cannot vouch for are read and validated in memory: the same manifest, or the same error."""
+    from bss_cli.data.manifest import StoredIds
+
+    n = 50
+    values = {
+        "in order": [f"clip-{i:05d}" for i in range(n)],
+        "integers": list(range(3, 3 + 7 * n, 7)),
+        "each group in order": [f"c{(i % 8):02d}-{i // 8}" for i in range(n)],
+        "shuffled": [f"clip-{i:05d}" for i in np.random.default_rng(0).permutation(n)],
+        "duplicate": [f"clip-{min(i, 40):05d}" for i in range(n)],
+        "empty cell": [None if i == 23 else f"clip-{i:05d}" for i in range(n)],
+    }[ids]
+    table = pa.table({"sample_id": values, "label": np.arange(n) % 3, "split": ["train"] * 40 + ["val"] * 10,
+                      "a": [[0.5, 1.0]] * n, "b": [[1.0]] * n})
+    path = tmp_path / "m.parquet"
+    pq.write_table(table, path, row_group_size=8)
+    try:
+        plain = load_manifest(path, load_features=False)
+    except ManifestError as exc:
+        with pytest.raises(ManifestError) as again:
+            load_manifest(path, load_features=False, ids_stat=StoredIds.stat_of(path))
+        assert str(again.value) == str(exc) and not stays
+        return
+    m = load_manifest(path, load_features=False, ids_stat=StoredIds.stat_of(path))
+    assert isinstance(m.sample_ids, StoredIds) == stays
+    assert m.sample_ids.slice(0).equals(plain.sample_ids) and m.sample_ids.type == plain.sample_ids.type
+    assert m.n == plain.n and m.classes == plain.classes and m.fingerprint == plain.fingerprint
+    assert np.array_equal(m.labels, plain.labels) and np.array_equal(m.split_codes, plain.split_codes)
+    assert list(m.modalities) == list(plain.modalities)

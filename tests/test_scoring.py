@@ -438,3 +438,22 @@ def test_scores_read_their_ids_back_from_a_parquet_manifest_and_write_the_same_b
     with pytest.raises(ManifestError, match="(?s)m.parquet.*changed while it was being scored"):
         SC.write_scores(stored, tmp_path / "after.parquet")
     assert not (tmp_path / "after.parquet").exists() and not list(tmp_path.glob("*.tmp*"))
+
+
+def test_a_large_score_set_lets_its_balance_go_and_gives_the_same_table(tiny_manifest, tmp_path, monkeypatch):
+    """From CHUNK_ROWS samples on, the balance array is let go once sorted and recomputed a chunk
+    at a time for the file: the same table, balance and rank, bit for bit, as keeping it."""
+    import bss_cli.scoring.scores as SC
+
+    m, rows, p = fake_predictions(tiny_manifest)
+    pq.write_table(predictions_table(m.sample_ids.take(pa.array(rows)), p), tmp_path / "preds.parquet")
+    kept = score_from_predictions(m, tmp_path / "preds.parquet", criterion="prediction-sim+loss",
+                                  weights=LossWeights())
+    assert kept._balance is not None
+    monkeypatch.setattr(SC, "CHUNK_ROWS", 3)
+    large = score_from_predictions(m, tmp_path / "preds.parquet", criterion="prediction-sim+loss",
+                                   weights=LossWeights())
+    assert large._balance is None  # not kept
+    assert large.to_scores().table.equals(kept.to_scores().table)
+    assert np.array_equal(large.rank, kept.rank) and large.balance.tobytes() == kept.balance.tobytes()
+    assert np.array_equal(np.argsort(large.rank), np.argsort(-kept.balance, kind="stable"))

@@ -122,10 +122,12 @@ class StoredIds:
     The file must not change meanwhile: its size and modification time are those it had before it
     was loaded (``stat``), or the next read fails and names it."""
 
-    def __init__(self, path: str | Path, ids: pa.Array, stat: tuple[int, int]):
+    def __init__(self, path: str | Path, ids: pa.Array | None, stat: tuple[int, int], *,
+                 type: pa.DataType | None = None, n: int | None = None):
         import pyarrow.parquet as pq
 
-        self.path, self.type, self._stat, self._n = Path(path), ids.type, stat, len(ids)
+        self.path, self._stat = Path(path), stat
+        self.type, self._n = (ids.type, len(ids)) if ids is not None else (type, int(n))
         self._file = pq.ParquetFile(self.path)
         sizes = [self._file.metadata.row_group(g).num_rows for g in range(self._file.metadata.num_row_groups)]
         self._starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
@@ -176,6 +178,43 @@ class StoredIds:
 
     def __getitem__(self, i: int) -> pa.Scalar:
         return self.take([int(i)])[0]
+
+
+    @classmethod
+    def if_in_order(cls, path: str | Path, stat: tuple[int, int]) -> "StoredIds | None":
+        """The file's ids left on disk, when a pass over them, a row group at a time, finds them
+        valid without keeping them: one ``sample_id`` column of strings or integers, no empty cell,
+        strictly increasing (so distinct), as most manifests at scale are. None otherwise: the
+        caller reads them into memory and validates them there (and names what is wrong)."""
+        import pyarrow.parquet as pq
+
+        try:
+            pf = pq.ParquetFile(path)
+        except (pa.ArrowInvalid, OSError):
+            return None
+        schema = pf.schema_arrow
+        if schema.names.count(S.SAMPLE_ID) != 1:
+            return None
+        t = schema.field(S.SAMPLE_ID).type
+        if not (pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)):
+            return None
+        last = None
+        try:
+            for g in range(pf.metadata.num_row_groups):
+                col = pf.read_row_group(g, columns=[S.SAMPLE_ID]).column(0).combine_chunks()
+                k = len(col)
+                if not k:
+                    continue
+                if col.null_count or (k > 1 and not pc.all(pc.greater(col.slice(1), col.slice(0, k - 1))).as_py()):
+                    return None
+                if last is not None and not pc.greater(col[0], last).as_py():
+                    return None
+                last = col[k - 1]
+        except (pa.ArrowInvalid, OSError):
+            return None
+        if pf.metadata.num_rows == 0:
+            return None
+        return cls(path, None, stat, type=t, n=pf.metadata.num_rows)
 
 
 class RowRange:
@@ -331,11 +370,12 @@ def _compact_dictionary(pf, name: str) -> pa.Array | None:
     return pa.DictionaryArray.from_arrays(pa.array(out), pa.array(list(names), pa.string()))
 
 
-def read_table(path: Path, lean: bool = False) -> tuple[pa.Table, pa.Schema]:
+def read_table(path: Path, lean: bool = False, skip: tuple[str, ...] = ()) -> tuple[pa.Table, pa.Schema]:
     """Read a manifest file (Parquet, CSV or JSON Lines) into an Arrow table, and its schema.
 
     ``lean``: of a Parquet file read only sample_id, label and split (the schema still lists every
-    column), so a manifest of 1e8 rows costs its ids and labels, not its modality columns.
+    column), so a manifest of 1e8 rows costs its ids and labels, not its modality columns; and not
+    the columns in ``skip`` either.
     """
     fmt = READERS.get(path.suffix.lower())
     if not path.exists():
@@ -350,7 +390,7 @@ def read_table(path: Path, lean: bool = False) -> tuple[pa.Table, pa.Schema]:
 
             if lean:
                 schema = pq.read_schema(path)
-                columns = [c for c in S.REQUIRED_MANIFEST_COLUMNS if schema.names.count(c) == 1]
+                columns = [c for c in S.REQUIRED_MANIFEST_COLUMNS if schema.names.count(c) == 1 and c not in skip]
                 text = [c for c in (S.SPLIT,) if c in columns and schema.field(c).type in (pa.string(), pa.large_string())]
                 # One column at a time, each made one contiguous array before the next is read (the
                 # peak is one column twice, not all of them), the split column as a dictionary: one
@@ -498,7 +538,7 @@ def _first_value(path: Path, table: pa.Table, name: str):
 
 
 def load_manifest(path: str | Path, *, load_features: bool = True, progress=None, text: list[str] | None = None,
-                  text_options: dict | None = None) -> Manifest:
+                  text_options: dict | None = None, ids_stat: tuple[int, int] | None = None) -> Manifest:
     """Read and validate a manifest; with ``load_features`` also decode every modality value.
 
     ``text``: columns of strings to read as text modalities, besides those the manifest's
@@ -508,9 +548,16 @@ def load_manifest(path: str | Path, *, load_features: bool = True, progress=None
     Without ``load_features`` (scoring from a predictions file, inspecting), ids, labels, splits
     and modality column types are validated, values are not decoded. ``progress(stage, done,
     total)`` hears how far the check of audio and image files is.
+
+    ``ids_stat`` (without ``load_features``, a Parquet file): the file's (size, mtime_ns) from
+    before the call (:meth:`StoredIds.stat_of`). Ids found valid in one pass (strictly increasing)
+    then stay on disk: ``sample_ids`` is a :class:`StoredIds`, and 1e8 string ids cost no memory.
     """
     path = Path(path)
-    table, schema = read_table(path, lean=not load_features)
+    stored = None
+    if ids_stat is not None and not load_features and path.suffix.lower() in (".parquet", ".pq") and path.is_file():
+        stored = StoredIds.if_in_order(path, ids_stat)
+    table, schema = read_table(path, lean=not load_features, skip=(S.SAMPLE_ID,) if stored is not None else ())
     problems: list[str] = []
     counts = Counter(schema.names)
     for c, k in counts.items():
@@ -522,12 +569,13 @@ def load_manifest(path: str | Path, *, load_features: bool = True, progress=None
             f"missing required column(s) {', '.join(repr(c) for c in missing)}; a manifest needs "
             f"{', '.join(S.REQUIRED_MANIFEST_COLUMNS)} and one column per modality"
         )
-    if table.num_rows == 0:
+    rows = len(stored) if stored is not None else table.num_rows
+    if rows == 0:
         problems.append("the manifest has no rows")
-    if missing or table.num_rows == 0 or any(k > 1 for k in counts.values()):
+    if missing or rows == 0 or any(k > 1 for k in counts.values()):
         raise ManifestError(path, problems)
 
-    ids = _check_ids(table[S.SAMPLE_ID], problems)
+    ids = stored if stored is not None else _check_ids(table[S.SAMPLE_ID], problems)
     labels, classes = _encode_labels(table[S.LABEL], problems)
     splits = _check_splits(table[S.SPLIT], problems)
     names = _modality_columns(schema, problems)

@@ -315,16 +315,29 @@ def balance_rank(balance: np.ndarray) -> np.ndarray:
     """Rank of each sample, 0 = most balanced; ties keep the input order.
 
     Lean at scale: the sign is flipped in place (exact, and undone) instead of sorting a negated
-    copy, the rank is int32 below 2**31 samples, and it is filled a slice at a time.
+    copy, the rank is int32 below 2**31 samples, and it is filled a slice at a time. A caller that
+    can let the balance go before the rank is filled calls :func:`balance_order` and
+    :func:`rank_from_order` itself (the peak is then the order and the rank, not the balance too).
     """
-    n = len(balance)
+    return rank_from_order(balance_order(balance))
+
+
+def balance_order(balance: np.ndarray, keep: bool = True) -> np.ndarray:
+    """Samples from most to least balanced, ties in input order. ``keep`` False: ``balance`` is
+    left negated (no pass to undo the flip)."""
     if not (isinstance(balance, np.ndarray) and balance.dtype == np.float64 and balance.flags.writeable):
         balance = np.array(balance, dtype=np.float64)
     np.negative(balance, out=balance)
     try:
-        order = stable_argsort(balance)
+        return stable_argsort(balance)
     finally:
-        np.negative(balance, out=balance)
+        if keep:
+            np.negative(balance, out=balance)
+
+
+def rank_from_order(order: np.ndarray) -> np.ndarray:
+    """The inverse permutation of ``order``: each sample's position in it."""
+    n = len(order)
     rank = np.empty(n, dtype=np.int32 if n < 2**31 else np.int64)
     step = 1 << 20
     for start in range(0, n, step):  # a slice of positions at a time: no second n-long array beside order

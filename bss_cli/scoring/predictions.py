@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from bss_cli import schema as S
 from bss_cli.artifacts import fingerprint_file, ordered_map, prefetched
 from bss_cli.data.columns import vector_column
-from bss_cli.data.manifest import Manifest
+from bss_cli.data.manifest import Manifest, StoredIds
 from bss_cli.errors import PredictionsError
 from bss_cli.errors import rows_text as _rows
 from bss_cli.scoring.criteria import LossWeights, Predictions, RowParts, get_criterion, row_parts
@@ -263,6 +263,8 @@ def _align(path: Path, pf: pq.ParquetFile, manifest: Manifest, split: str, wante
     if len(pc.unique(pred_ids)) != len(pred_ids):
         raise PredictionsError(f"{path}: column 'sample_id' has duplicate values; one prediction per sample")
     manifest_ids = manifest.sample_ids
+    if isinstance(manifest_ids, StoredIds):  # left on disk: the id table needs them all
+        manifest_ids = manifest_ids.slice(0)
     if not (pa.types.is_integer(pred_ids.type) and pa.types.is_integer(manifest_ids.type)):
         pred_ids, manifest_ids = pred_ids.cast(pa.string()), manifest_ids.cast(pa.string())
     found = pc.index_in(pred_ids, value_set=manifest_ids)

@@ -20,9 +20,11 @@ from bss_cli.scoring.criteria import (
     CRITERIA,
     LossWeights,
     RowParts,
+    balance_order,
     balance_rank,
     combine,
     normalise,
+    rank_from_order,
 )
 
 SCORED_SPLITS = ("train", "val", "test", "all")
@@ -70,7 +72,7 @@ class ScoreSet:
     criterion: str
     alpha: float
     ranges: dict[str, tuple[float, float]]  # raw part -> (min, max) over the scored samples
-    balance: np.ndarray
+    _balance: np.ndarray | None  # None: computed from the parts when asked for (see balance_of)
     rank: np.ndarray
     metadata: dict[str, str]
     # Without a manifest (a predictions set that carries its labels): the ids and split codes, row i
@@ -80,6 +82,25 @@ class ScoreSet:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def balance_of(self, start: int, stop: int) -> np.ndarray:
+        """The balance of samples ``start:stop``: elementwise from the raw parts and their ranges,
+        so the same bits whatever the chunk (the full array is not kept while the set is ranked
+        and written: 8 bytes a row less at the peak)."""
+        if self._balance is not None:
+            return self._balance[start:stop]
+        return finish_balance({k: v[start:stop] for k, v in self.parts.raw.items()}, self.ranges, self.criterion,
+                              self.alpha)
+
+    @property
+    def balance(self) -> np.ndarray:
+        """Every sample's balance (built, chunk by chunk, at the first use and then kept)."""
+        if self._balance is None:
+            out = np.empty(len(self), np.float64)
+            for start in range(0, len(self), CHUNK_ROWS):
+                out[start:start + CHUNK_ROWS] = self.balance_of(start, start + CHUNK_ROWS)
+            self._balance = out
+        return self._balance
 
     def columns(self, start: int, stop: int, only: tuple[str, ...] | None = None) -> dict[str, pa.Array]:
         """The scores table's columns for samples ``start:stop`` (any chunk gives the same values);
@@ -91,7 +112,7 @@ class ScoreSet:
             split_codes=(lambda: self.split_codes[start:stop]) if self.split_codes is not None else
             (lambda: self.manifest.split_codes[rows]),
             raw={k: v[start:stop] for k, v in self.parts.raw.items()}, ranges=self.ranges,
-            balance=self.balance[start:stop], rank=self.rank[start:stop],
+            balance=self.balance_of(start, stop), rank=self.rank[start:stop],
             head_loss={h: v[start:stop] for h, v in self.parts.head_loss.items()}, only=only)
 
     def to_scores(self, only: tuple[str, ...] | None = None) -> Scores:
@@ -180,19 +201,23 @@ def score_set(
     if not 0 <= alpha <= 1:
         raise ConfigError(f"--alpha {alpha}: expected a value in [0, 1]")
     ranges = {name: (float(v.min()), float(v.max())) for name, v in parts.raw.items()}
-    balance = np.empty(len(rows), np.float64)
-    for start in range(0, len(rows), CHUNK_ROWS):  # chunk by chunk: no full-size normalised copies
-        stop = start + CHUNK_ROWS
-        balance[start:stop] = finish_balance({name: v[start:stop] for name, v in parts.raw.items()}, ranges,
-                                             criterion, alpha)
     meta = scores_metadata(
         criterion=criterion, source=source, source_fingerprint=source_fingerprint,
         manifest_fingerprint=manifest.fingerprint if manifest is not None else "", seed=seed,
         modalities=[h for h in parts.head_loss if h != "fused"],
         classes=[str(c) for c in manifest.classes] if manifest is not None else list(classes or []),
         weights=weights, split=split, alpha=alpha)
-    return ScoreSet(manifest, rows, parts, criterion, alpha, ranges, balance, balance_rank(balance), meta, ids,
-                    split_codes)
+    out = ScoreSet(manifest, rows, parts, criterion, alpha, ranges, None, np.empty(0, np.int32), meta, ids, split_codes)
+    balance = np.empty(len(rows), np.float64)
+    for start in range(0, len(rows), CHUNK_ROWS):  # chunk by chunk: no full-size normalised copies
+        balance[start:start + CHUNK_ROWS] = out.balance_of(start, start + CHUNK_ROWS)
+    if len(rows) >= CHUNK_ROWS:  # large: let it go once sorted (recomputed a chunk at a time when written)
+        order = balance_order(balance, keep=False)
+        del balance
+        out.rank = rank_from_order(order)
+    else:
+        out.rank, out._balance = balance_rank(balance), balance
+    return out
 
 
 def finish_balance(raw: dict[str, np.ndarray], ranges: dict[str, tuple[float, float]], criterion: str,
@@ -247,9 +272,10 @@ def score_from_predictions(manifest: Manifest, predictions_path: str | Path, *, 
     if criterion not in CRITERIA:
         raise ConfigError(f"unknown criterion {criterion!r}; choose one of: {', '.join(CRITERIA)}")
     loaded = read_parts(predictions_path, manifest, split, criterion, weights, progress=progress)
-    if manifest_stat is not None and manifest.path.suffix.lower() in (".parquet", ".pq"):
+    if (manifest_stat is not None and manifest.path.suffix.lower() in (".parquet", ".pq")
+            and not isinstance(manifest.sample_ids, StoredIds)):
         manifest.sample_ids = StoredIds(manifest.path, manifest.sample_ids, manifest_stat)
-        pa.default_memory_pool().release_unused()
+    pa.default_memory_pool().release_unused()  # the decoders' buffers, kept by the pool, back to the OS
     return score_set(manifest, loaded.rows, loaded.parts, criterion=criterion, weights=weights,
                      source=f"predictions:{Path(predictions_path).name}",
                      source_fingerprint=loaded.fingerprint, seed=None, split=split, alpha=alpha)
@@ -344,7 +370,7 @@ def score_manifest(manifest_path: str | Path, *, criterion: str = "prediction-si
         from bss_cli.data.manifest import StoredIds
 
         stat = StoredIds.stat_of(manifest_path) if Path(manifest_path).is_file() else None
-        manifest = load_manifest(manifest_path, load_features=False)
+        manifest = load_manifest(manifest_path, load_features=False, ids_stat=stat)  # in-order ids stay on disk
         pa.default_memory_pool().release_unused()  # the read's buffers, kept by the pool, back to the OS
         _check_rows(manifest, split)
         return score_from_predictions(manifest, predictions, criterion=criterion, weights=weights, split=split,
