@@ -155,6 +155,8 @@ class StoredIds:
         rows = np.asarray(rows.to_numpy() if isinstance(rows, (pa.Array, pa.ChunkedArray)) else rows, np.int64)
         if len(rows) == 0:
             return pa.array([], self.type)
+        if 0 <= rows[0] and rows[-1] - rows[0] == len(rows) - 1 and rows[-1] < self._n and (np.diff(rows) == 1).all():
+            return self.slice(int(rows[0]), len(rows))  # consecutive rows (the usual case): no gather
         if rows.min() < 0 or rows.max() >= self._n:
             raise IndexError(f"row {int(rows.max())} is out of range for {self._n} ids")
         groups = np.searchsorted(self._starts, rows, side="right") - 1
@@ -173,8 +175,18 @@ class StoredIds:
         return taken
 
     def slice(self, offset: int, length: int | None = None) -> pa.Array:
+        """Ids of rows ``offset:offset + length``: slices of the row groups that hold them."""
         stop = self._n if length is None else min(self._n, offset + length)
-        return self.take(np.arange(offset, stop))
+        if offset < 0 or offset > self._n:
+            raise IndexError(f"row {offset} is out of range for {self._n} ids")
+        if stop <= offset:
+            return pa.array([], self.type)
+        first, last = (int(np.searchsorted(self._starts, r, side="right")) - 1 for r in (offset, stop - 1))
+        parts = []
+        for g in range(first, last + 1):
+            a, b = max(offset, int(self._starts[g])), min(stop, int(self._starts[g + 1]))
+            parts.append(self._group(g).slice(a - int(self._starts[g]), b - a))
+        return pa.concat_arrays(parts) if len(parts) > 1 else parts[0]
 
     def __getitem__(self, i: int) -> pa.Scalar:
         return self.take([int(i)])[0]
