@@ -249,7 +249,9 @@ def test_stored_ids_read_back_what_the_manifest_held(tmp_path):
     stored = StoredIds(path, m.sample_ids, stat)
     for rows in ([0, 5, 6, 7, 39], np.arange(3, 31), [30, 2, 17, 2], [], np.arange(n)):
         assert stored.take(pa.array(rows, pa.int64())).equals(m.sample_ids.take(pa.array(rows, pa.int64()))), rows
-    assert stored.slice(4, 9).equals(m.sample_ids.slice(4, 9)) and stored[11].as_py() == "id011"
+    for offset, length in [(4, 9), (6, 1), (6, 13), (0, n), (38, 5), (n, 3), (n + 5, 2), (3, 0), (17, None)]:
+        assert stored.slice(offset, length).equals(m.sample_ids.slice(offset, length)), (offset, length)
+    assert stored[11].as_py() == "id011"
     assert len(stored) == n and stored.type == pa.string()
     with pytest.raises(IndexError):
         stored.take([n])

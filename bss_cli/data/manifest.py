@@ -177,9 +177,9 @@ class StoredIds:
     def slice(self, offset: int, length: int | None = None) -> pa.Array:
         """Ids of rows ``offset:offset + length``: slices of the row groups that hold them."""
         stop = self._n if length is None else min(self._n, offset + length)
-        if offset < 0 or offset > self._n:
+        if offset < 0:
             raise IndexError(f"row {offset} is out of range for {self._n} ids")
-        if stop <= offset:
+        if stop <= offset:  # past the end, as an Arrow array's slice: nothing
             return pa.array([], self.type)
         first, last = (int(np.searchsorted(self._starts, r, side="right")) - 1 for r in (offset, stop - 1))
         parts = []
@@ -190,7 +190,6 @@ class StoredIds:
 
     def __getitem__(self, i: int) -> pa.Scalar:
         return self.take([int(i)])[0]
-
 
     @classmethod
     def if_in_order(cls, path: str | Path, stat: tuple[int, int]) -> "StoredIds | None":
