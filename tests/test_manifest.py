@@ -246,7 +246,7 @@ def test_stored_ids_read_back_what_the_manifest_held(tmp_path):
     pq.write_table(table, path, row_group_size=6)
     stat = StoredIds.stat_of(path)
     m = load_manifest(path, load_features=False)
-    stored = StoredIds(path, m.sample_ids, stat)
+    stored = StoredIds(path, stat, m.sample_ids.type)
     for rows in ([0, 5, 6, 7, 39], np.arange(3, 31), [30, 2, 17, 2], [], np.arange(n)):
         assert stored.take(pa.array(rows, pa.int64())).equals(m.sample_ids.take(pa.array(rows, pa.int64()))), rows
     for offset, length in [(4, 9), (6, 1), (6, 13), (0, n), (38, 5), (n, 3), (n + 5, 2), (3, 0), (17, None)]:
@@ -257,7 +257,7 @@ def test_stored_ids_read_back_what_the_manifest_held(tmp_path):
         stored.take([n])
     os.utime(path, ns=(stat[1] + 10**9, stat[1] + 10**9))  # the file is touched after it was loaded
     with pytest.raises(ManifestError, match="(?s)m.parquet.*changed while it was being scored"):
-        StoredIds(path, m.sample_ids, stat).take([1])
+        StoredIds(path, stat, m.sample_ids.type).take([1])
 
 
 @pytest.mark.parametrize("ids, stays", [

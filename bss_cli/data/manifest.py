@@ -122,13 +122,12 @@ class StoredIds:
     The file must not change meanwhile: its size and modification time are those it had before it
     was loaded (``stat``), or the next read fails and names it."""
 
-    def __init__(self, path: str | Path, ids: pa.Array | None, stat: tuple[int, int], *,
-                 type: pa.DataType | None = None, n: int | None = None):
+    def __init__(self, path: str | Path, stat: tuple[int, int], type: pa.DataType):
         import pyarrow.parquet as pq
 
-        self.path, self._stat = Path(path), stat
-        self.type, self._n = (ids.type, len(ids)) if ids is not None else (type, int(n))
+        self.path, self._stat, self.type = Path(path), stat, type
         self._file = pq.ParquetFile(self.path)
+        self._n = self._file.metadata.num_rows
         sizes = [self._file.metadata.row_group(g).num_rows for g in range(self._file.metadata.num_row_groups)]
         self._starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         self._cache: dict[int, pa.Array] = {}
@@ -155,8 +154,9 @@ class StoredIds:
         rows = np.asarray(rows.to_numpy() if isinstance(rows, (pa.Array, pa.ChunkedArray)) else rows, np.int64)
         if len(rows) == 0:
             return pa.array([], self.type)
-        if 0 <= rows[0] and rows[-1] - rows[0] == len(rows) - 1 and rows[-1] < self._n and (np.diff(rows) == 1).all():
-            return self.slice(int(rows[0]), len(rows))  # consecutive rows (the usual case): no gather
+        span = compact_rows(rows)
+        if isinstance(span, RowRange) and 0 <= span.start and span.stop <= self._n:
+            return self.slice(span.start, len(span))  # consecutive rows (the usual case): no gather
         if rows.min() < 0 or rows.max() >= self._n:
             raise IndexError(f"row {int(rows.max())} is out of range for {self._n} ids")
         groups = np.searchsorted(self._starts, rows, side="right") - 1
@@ -211,21 +211,15 @@ class StoredIds:
             return None
         last = None
         try:
-            for g in range(pf.metadata.num_row_groups):
-                col = pf.read_row_group(g, columns=[S.SAMPLE_ID]).column(0).combine_chunks()
-                k = len(col)
-                if not k:
+            for chunk in _chunks(pf, S.SAMPLE_ID):
+                if not len(chunk):
                     continue
-                if col.null_count or (k > 1 and not pc.all(pc.greater(col.slice(1), col.slice(0, k - 1))).as_py()):
+                if not _increasing(chunk) or (last is not None and not pc.greater(chunk[0], last).as_py()):
                     return None
-                if last is not None and not pc.greater(col[0], last).as_py():
-                    return None
-                last = col[k - 1]
-        except (pa.ArrowInvalid, OSError):
+                last = chunk[len(chunk) - 1]
+        except (_HasNulls, pa.ArrowInvalid, OSError):
             return None
-        if pf.metadata.num_rows == 0:
-            return None
-        return cls(path, None, stat, type=t, n=pf.metadata.num_rows)
+        return cls(path, stat, t) if pf.metadata.num_rows else None
 
 
 class RowRange:
@@ -485,12 +479,17 @@ def _unique(ids: pa.Array) -> bool:
     integer ids by sorting a copy; strings that are not in order through a hash table."""
     if len(ids) < 2 or ids.null_count:
         return len(pc.unique(ids)) == len(ids)
-    if bool(pc.all(pc.greater(ids.slice(1), ids.slice(0, len(ids) - 1))).as_py()):
+    if _increasing(ids):
         return True
     if pa.types.is_integer(ids.type):
         ordered = np.sort(ids.to_numpy())
         return not bool((ordered[1:] == ordered[:-1]).any())
     return len(pc.unique(ids)) == len(ids)
+
+
+def _increasing(ids: pa.Array) -> bool:
+    """Is each id greater than the one before (so all distinct)? One vectorised pass."""
+    return len(ids) < 2 or bool(pc.all(pc.greater(ids.slice(1), ids.slice(0, len(ids) - 1))).as_py())
 
 
 def _check_splits(col: pa.ChunkedArray, problems: list[str]) -> np.ndarray:

@@ -208,15 +208,13 @@ def score_set(
         classes=[str(c) for c in manifest.classes] if manifest is not None else list(classes or []),
         weights=weights, split=split, alpha=alpha)
     out = ScoreSet(manifest, rows, parts, criterion, alpha, ranges, None, np.empty(0, np.int32), meta, ids, split_codes)
-    balance = np.empty(len(rows), np.float64)
-    for start in range(0, len(rows), CHUNK_ROWS):  # chunk by chunk: no full-size normalised copies
-        balance[start:start + CHUNK_ROWS] = out.balance_of(start, start + CHUNK_ROWS)
-    if len(rows) >= CHUNK_ROWS:  # large: let it go once sorted (recomputed a chunk at a time when written)
-        order = balance_order(balance, keep=False)
-        del balance
-        out.rank = rank_from_order(order)
-    else:
-        out.rank, out._balance = balance_rank(balance), balance
+    if len(rows) < CHUNK_ROWS:
+        out.rank = balance_rank(out.balance)  # small: the balance is kept
+        return out
+    balance, out._balance = out.balance, None  # large: let go once sorted (recomputed by chunks when written)
+    order = balance_order(balance, keep=False)
+    del balance
+    out.rank = rank_from_order(order)
     return out
 
 
@@ -274,7 +272,7 @@ def score_from_predictions(manifest: Manifest, predictions_path: str | Path, *, 
     loaded = read_parts(predictions_path, manifest, split, criterion, weights, progress=progress)
     if (manifest_stat is not None and manifest.path.suffix.lower() in (".parquet", ".pq")
             and not isinstance(manifest.sample_ids, StoredIds)):
-        manifest.sample_ids = StoredIds(manifest.path, manifest.sample_ids, manifest_stat)
+        manifest.sample_ids = StoredIds(manifest.path, manifest_stat, manifest.sample_ids.type)
     pa.default_memory_pool().release_unused()  # the decoders' buffers, kept by the pool, back to the OS
     return score_set(manifest, loaded.rows, loaded.parts, criterion=criterion, weights=weights,
                      source=f"predictions:{Path(predictions_path).name}",
