@@ -112,7 +112,9 @@ print(json.dumps(out))
 
 def _child(mode: str, tmp: Path) -> dict:
     code = CHILD.format(here=str(HERE), root=str(ROOT))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    # the read and one machine in the user's environment (OMP_NUM_THREADS=1 would cut pyarrow's
+    # thread pool to one thread: the figures in docs/scale.md were made so, and their read was slow)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     r = subprocess.run([sys.executable, "-c", code, mode, str(tmp)], capture_output=True, text=True, env=env)
     if r.returncode:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
+import threading
 
 import numpy as np
 import pyarrow as pa
@@ -17,12 +16,33 @@ from conftest import make_manifest_table
 from bss_cli.errors import BSSError, ConfigError
 
 
-def bss(*args, timeout=60):
-    """A separate process, for cases that would hang if the refusal regressed (killed at ``timeout``)."""
-    r = subprocess.run([sys.executable, "-m", "bss_cli", *map(str, args)], capture_output=True, text=True,
-                       timeout=timeout)
-    assert "Traceback" not in r.stderr, r.stderr
-    return r
+def bss(*args, fifos=(), timeout=30):
+    """In this process, on a thread, for cases that would hang on a FIFO if the refusal regressed:
+    past ``timeout`` each of ``fifos`` is opened at both ends (a blocked open or read returns) and
+    the test fails."""
+    done: dict = {}
+
+    def run():
+        try:
+            done["result"] = cli(*args)
+        except BaseException as e:  # noqa: BLE001 (re-raised on the test's thread)
+            done["error"] = e
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        for path in fifos:
+            for flags in (os.O_RDONLY | os.O_NONBLOCK, os.O_WRONLY | os.O_NONBLOCK):
+                try:
+                    os.close(os.open(path, flags))
+                except OSError:
+                    pass
+        worker.join(10)
+        pytest.fail(f"bss {' '.join(map(str, args))} blocked on {[str(f) for f in fifos]} instead of refusing")
+    if "error" in done:
+        raise done["error"]
+    return done["result"]
 
 
 class _Result:
@@ -48,11 +68,11 @@ def fifo(tmp_path):
 
 
 def test_a_fifo_is_refused_not_read(fifo, tmp_path, tiny_manifest):
-    r = bss("inspect", fifo, timeout=30)
+    r = bss("inspect", fifo, fifos=[fifo])
     assert r.returncode == 1 and "not a regular file" in r.stderr and str(fifo) in r.stderr
     cfg = tmp_path / "run.toml"
     os.mkfifo(cfg)
-    r = bss("train", tiny_manifest, "--out", tmp_path / "r", "--config", cfg, timeout=30)
+    r = bss("train", tiny_manifest, "--out", tmp_path / "r", "--config", cfg, fifos=[cfg])
     assert r.returncode == 1 and "not a regular file" in r.stderr and not (tmp_path / "r").exists()
 
 
@@ -63,14 +83,14 @@ def test_an_npy_path_that_is_a_fifo_or_a_wav_that_is_a_folder_is_named_by_row(tm
     for value, name in (("x.npy", "m1"), ("clip.wav", "m2")):
         table = t.set_column(t.schema.get_field_index("b"), "b", pa.array([value] * 10))
         pq.write_table(table, tmp_path / f"{name}.parquet")
-        r = bss("score", tmp_path / f"{name}.parquet", "-o", tmp_path / f"{name}-s.parquet", timeout=30)
+        r = bss("score", tmp_path / f"{name}.parquet", "-o", tmp_path / f"{name}-s.parquet", fifos=[tmp_path / "x.npy"])
         assert r.returncode == 1 and "not a regular file" in r.stderr and value in r.stderr, r.stderr
         assert not (tmp_path / f"{name}-s.parquet").exists()
 
 
 def test_force_never_replaces_what_is_not_a_regular_file(fifo, tiny_manifest, tmp_path):
     for target in (fifo, "/dev/null"):
-        r = bss("score", tiny_manifest, "-o", target, "--force")
+        r = bss("score", tiny_manifest, "-o", target, "--force", fifos=[fifo])
         assert r.returncode == 1 and "not a regular file" in r.stderr
     assert fifo.exists() and not fifo.is_file() and os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
 

@@ -9,11 +9,15 @@ import pytest
 from bss_cli.training.metrics import average_precision, macro_f1, mean_average_precision
 
 pytestmark = pytest.mark.integration
-sklearn_metrics = pytest.importorskip("sklearn.metrics", reason="make test-integration installs scikit-learn")
+
+
+@pytest.fixture(scope="module")
+def sklearn_metrics():  # imported when a test runs, not when the default tier collects this file
+    return pytest.importorskip("sklearn.metrics", reason="make test-integration installs scikit-learn")
 
 
 @pytest.mark.parametrize("decimals", [1, 2, None])
-def test_map_with_tied_scores_equals_scikit_learn(decimals):
+def test_map_with_tied_scores_equals_scikit_learn(decimals, sklearn_metrics):
     rng = np.random.default_rng(7)
     for _ in range(20):
         n, c = 200, 6
@@ -29,7 +33,7 @@ def test_map_with_tied_scores_equals_scikit_learn(decimals):
             sklearn_metrics.average_precision_score(y == k, prob[:, k]), abs=1e-12)
 
 
-def test_macro_f1_equals_scikit_learn():
+def test_macro_f1_equals_scikit_learn(sklearn_metrics):
     rng = np.random.default_rng(8)
     y, pred = rng.integers(0, 5, 300), rng.integers(0, 5, 300)
     assert macro_f1(pred, y, 5) == pytest.approx(sklearn_metrics.f1_score(y, pred, average="macro"), abs=1e-12)

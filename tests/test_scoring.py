@@ -389,8 +389,9 @@ def test_scoring_on_a_pool_of_threads_writes_the_same_bytes(tmp_path, monkeypatc
     for name, t in files.items():
         pq.write_table(t, tmp_path / f"{name}.parquet", row_group_size=11)
         out = {}
-        for threads in (1, 3):
+        for threads in (1, 3):  # the reduction inline, or on a pool; pyarrow's decoding threads off, then on
             monkeypatch.setattr(P, "SCORE_THREADS", threads)
+            monkeypatch.setattr(P, "DECODE_THREADS", threads > 1)
             try:
                 SC.write_scores(SC.score_manifest(manifest, predictions=tmp_path / f"{name}.parquet"),
                                 tmp_path / f"{threads}.parquet")
