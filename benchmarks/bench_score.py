@@ -155,9 +155,9 @@ def _measure(n: int, classes: int, seed: int, shuffled: bool, repeat: int, ids: 
     with tempfile.TemporaryDirectory(prefix="bss-bench-") as d:
         tmp = Path(d)
         _write_files(tmp, n, classes, seed, shuffled, ids)
-        # A read straight after a read is the fastest this machine reads (the kernel hands the
-        # second one the memory the first let go, in large pages); after anything else it is up to
-        # 1.7x slower. Each repeat times both and the scoring after them; the fastest read is the
+        # A read straight after a read is the fastest this machine reads (the kernel probably hands
+        # the second one the memory the first let go, in large pages); after anything else it is up
+        # to 1.7x slower. Each repeat times both and the scoring after them; the fastest read is the
         # baseline (the strict one), the other is reported beside it.
         runs = [(_child("read", tmp), _child("read", tmp), _child("preds", tmp)) for _ in range(repeat)]
         read = min((r for _, r, _ in runs), key=lambda r: r["seconds"])
