@@ -42,6 +42,7 @@ def bss(*args, fifos=(), timeout=30):
         pytest.fail(f"bss {' '.join(map(str, args))} blocked on {[str(f) for f in fifos]} instead of refusing")
     if "error" in done:
         raise done["error"]
+    assert "Traceback" not in done["result"].stderr, done["result"].stderr
     return done["result"]
 
 
