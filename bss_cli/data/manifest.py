@@ -565,7 +565,7 @@ def load_manifest(path: str | Path, *, load_features: bool = True, progress=None
     """
     path = Path(path)
     stored = None
-    if ids_stat is not None and not load_features and path.suffix.lower() in (".parquet", ".pq") and path.is_file():
+    if ids_stat is not None and not load_features and READERS.get(path.suffix.lower()) == "parquet" and path.is_file():
         stored = StoredIds.if_in_order(path, ids_stat)
     table, schema = read_table(path, lean=not load_features, skip=(S.SAMPLE_ID,) if stored is not None else ())
     problems: list[str] = []

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from bss_cli import schema as S
 from bss_cli.artifacts import atomic_path, base_metadata, prefetched, require_kind, write_table
-from bss_cli.data.manifest import Manifest
+from bss_cli.data.manifest import READERS, Manifest
 from bss_cli.errors import ArtifactError, ConfigError
 from bss_cli.scoring.criteria import (
     CRITERIA,
@@ -270,7 +270,7 @@ def score_from_predictions(manifest: Manifest, predictions_path: str | Path, *, 
     if criterion not in CRITERIA:
         raise ConfigError(f"unknown criterion {criterion!r}; choose one of: {', '.join(CRITERIA)}")
     loaded = read_parts(predictions_path, manifest, split, criterion, weights, progress=progress)
-    if (manifest_stat is not None and manifest.path.suffix.lower() in (".parquet", ".pq")
+    if (manifest_stat is not None and READERS.get(manifest.path.suffix.lower()) == "parquet"
             and not isinstance(manifest.sample_ids, StoredIds)):
         manifest.sample_ids = StoredIds(manifest.path, manifest_stat, manifest.sample_ids.type)
     pa.default_memory_pool().release_unused()  # the decoders' buffers, kept by the pool, back to the OS
